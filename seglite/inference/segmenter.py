@@ -1,0 +1,108 @@
+"""Segmenter: the Python API that turns images into Cityscapes trainId maps.
+
+Preprocessing comes from the weights (colour order, normalisation, network input size), so callers
+pass plain OpenCV BGR uint8 images and get a map at the image's own resolution back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX
+from seglite.devices import resolve_device
+from seglite.errors import InputError, SegliteError
+from seglite.models.registry import create_model
+from seglite.zoo.checkpoint import LoadedWeights, load_weights
+from seglite.zoo.preprocess import IMAGENET, Preprocess
+from seglite.zoo.registry import resolve_weights_file
+
+
+def load_model(model: str | None = None, weights: str | None = None, num_classes: int = 19) -> LoadedWeights:
+    """--model/--weights as every command takes them: a path (seglite or original file) or a zoo name."""
+    if weights is None:
+        if model is None:
+            raise SegliteError("pass --model NAME and/or --weights PATH_OR_ZOO_NAME")
+        net = create_model(model, num_classes=num_classes).eval()
+        return LoadedWeights(net, model, CLASS_NAMES, IMAGENET, "random init")
+    path, entry = resolve_weights_file(weights)
+    loaded = load_weights(path, model_name=model)
+    if entry is not None:
+        loaded.preprocess = entry.preprocess
+        loaded.source = entry.name
+    return loaded
+
+
+def as_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Accept gray, BGR, BGRA and 16-bit images; return HxWx3 uint8 BGR."""
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+        raise InputError(f"{name}: expected an HxW or HxWxC image array")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.shape[2] == 4:
+        image = np.ascontiguousarray(image[:, :, :3])
+    elif image.shape[2] != 3:
+        raise InputError(f"{name}: {image.shape[2]} channels; expected 1, 3 or 4")
+    return image
+
+
+class Segmenter:
+    """`Segmenter(model=..., weights=...)(image_bgr)` -> uint8 trainId map (255 = ignore/unlabeled)."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        weights: str | None = None,
+        device: str = "auto",
+        size: tuple[int, int] | None = None,
+        half: bool = False,
+    ):
+        self.loaded = load_model(model, weights)
+        self.device = resolve_device(device)
+        self.preprocess: Preprocess = self.loaded.preprocess.with_size(size) if size else self.loaded.preprocess
+        self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
+        self.model = self.loaded.model.to(self.device, self.dtype).eval()
+        self.num_known = len(self.loaded.classes)  # output channels past these (the authors' background) -> ignore
+
+    @property
+    def model_name(self) -> str:
+        return self.loaded.model_name
+
+    def to_tensor(self, images_bgr: list[np.ndarray]) -> torch.Tensor:
+        batch = torch.stack([self.preprocess(image) for image in images_bgr])
+        return batch.to(self.device, self.dtype, non_blocking=True)
+
+    @torch.inference_mode()
+    def logits(self, image_bgr: np.ndarray) -> torch.Tensor:
+        """Raw network output (C x h x w) at the network's input size."""
+        return self.model(self.to_tensor([as_bgr_uint8(image_bgr)]))[0].float()
+
+    def labels_from_logits(self, logits: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray:
+        """Upsample logits (N x C x h x w) to out_size (H, W), argmax, background channels -> 255."""
+        if tuple(logits.shape[-2:]) != tuple(out_size):
+            logits = F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False)
+        labels = logits.argmax(1).to(torch.uint8)
+        if logits.shape[1] > self.num_known:
+            labels[labels >= self.num_known] = IGNORE_INDEX
+        return labels.cpu().numpy()
+
+    @torch.inference_mode()
+    def predict_batch(self, images_bgr: list[np.ndarray]) -> list[np.ndarray]:
+        images = [as_bgr_uint8(image) for image in images_bgr]
+        shapes = {image.shape[:2] for image in images}
+        if self.preprocess.size is None and len(shapes) > 1:
+            return [self.predict_batch([image])[0] for image in images]
+        logits = self.model(self.to_tensor(images))
+        if len(shapes) == 1:
+            return list(self.labels_from_logits(logits, images[0].shape[:2]))
+        return [self.labels_from_logits(logits[i : i + 1], image.shape[:2])[0] for i, image in enumerate(images)]
+
+    def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
+        return self.predict_batch([image_bgr])[0]

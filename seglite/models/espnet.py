@@ -1,0 +1,137 @@
+"""ESPNet (Mehta et al., ECCV 2018): ESP modules with hierarchical feature fusion.
+
+Structure follows the authors' `test/Model.py`, the variant their released Cityscapes checkpoints
+load into; attribute names mirror theirs so a checkpoint maps key for key (see seglite.zoo.convert).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seglite.models.base import SegmentationNet
+from seglite.models.layers import BNPReLU, ConvBNPReLU, dilated_conv
+from seglite.models.registry import register_model
+
+BN_EPS = 1e-3  # ESPNet v1 used eps 1e-3 everywhere; the checkpoints' statistics assume it.
+DILATIONS = (1, 2, 4, 8, 16)
+
+
+class ESPModule(nn.Module):
+    """Reduce -> 5 parallel dilated 3x3 convs -> hierarchical fusion -> concat (-> + input) -> BN+PReLU.
+
+    `downsample=True` is the strided ESP: a 3x3 stride-2 reduce and no residual.
+    """
+
+    def __init__(self, c_in: int, c_out: int, residual: bool = True, downsample: bool = False):
+        super().__init__()
+        width = c_out // 5
+        first_width = c_out - 4 * width  # the rate-1 branch absorbs the remainder
+        if downsample:
+            self.c1 = nn.Conv2d(c_in, width, 3, 2, 1, bias=False)
+        else:
+            self.c1 = nn.Conv2d(c_in, width, 1, bias=False)
+        self.d1 = dilated_conv(width, first_width, 1)
+        self.d2 = dilated_conv(width, width, 2)
+        self.d4 = dilated_conv(width, width, 4)
+        self.d8 = dilated_conv(width, width, 8)
+        self.d16 = dilated_conv(width, width, 16)
+        self.residual = residual and not downsample and c_in == c_out
+        if downsample:
+            self.bn = nn.BatchNorm2d(c_out, eps=BN_EPS)
+            self.act = nn.PReLU(c_out)
+        else:
+            self.bn = BNPReLU(c_out, bn_eps=BN_EPS)
+            self.act = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        reduced = self.c1(x)
+        # HFF: the rate-1 branch is kept apart; rates 2..16 are summed cumulatively (removes gridding).
+        fused2 = self.d2(reduced)
+        fused4 = fused2 + self.d4(reduced)
+        fused8 = fused4 + self.d8(reduced)
+        fused16 = fused8 + self.d16(reduced)
+        out = torch.cat([self.d1(reduced), fused2, fused4, fused8, fused16], 1)
+        if self.residual:
+            out = out + x
+        out = self.bn(out)
+        return self.act(out) if self.act is not None else out
+
+
+def image_pyramid(image: torch.Tensor, times: int) -> torch.Tensor:
+    """Input-image reinforcement: the image average-pooled (3x3, stride 2) `times` times."""
+    for _ in range(times):
+        image = F.avg_pool2d(image, 3, 2, 1)
+    return image
+
+
+class ESPNetC(SegmentationNet):
+    """The ESPNet-C encoder; its 1/8-resolution logits are upsampled to the input size."""
+
+    stride = 8
+
+    def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8):
+        super().__init__()
+        self.num_classes = num_classes
+        self.level1 = ConvBNPReLU(3, 16, 3, 2, bn_eps=BN_EPS)
+        self.b1 = BNPReLU(16 + 3, bn_eps=BN_EPS)
+        self.level2_0 = ESPModule(16 + 3, 64, downsample=True)
+        self.level2 = nn.ModuleList(ESPModule(64, 64) for _ in range(p))
+        self.b2 = BNPReLU(128 + 3, bn_eps=BN_EPS)
+        self.level3_0 = ESPModule(128 + 3, 128, downsample=True)
+        self.level3 = nn.ModuleList(ESPModule(128, 128) for _ in range(q))
+        self.b3 = BNPReLU(256, bn_eps=BN_EPS)
+        self.classifier = nn.Conv2d(256, num_classes, 1, bias=False)
+
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (level1 output at 1/2, b2 output at 1/4, 1/8 class logits)."""
+        half_image = image_pyramid(image, 1)
+        quarter_image = image_pyramid(half_image, 1)
+        out_l1 = self.level1(image)
+        out_l1_cat = self.b1(torch.cat([out_l1, half_image], 1))
+        out_l2_0 = self.level2_0(out_l1_cat)
+        out_l2 = out_l2_0
+        for layer in self.level2:
+            out_l2 = layer(out_l2)
+        out_l2_cat = self.b2(torch.cat([out_l2, out_l2_0, quarter_image], 1))
+        out_l3_0 = self.level3_0(out_l2_cat)
+        out_l3 = out_l3_0
+        for layer in self.level3:
+            out_l3 = layer(out_l3)
+        out_l3_cat = self.b3(torch.cat([out_l3_0, out_l3], 1))
+        return out_l1, out_l2_cat, self.classifier(out_l3_cat)
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.encode(x)[2]
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class ESPNet(SegmentationNet):
+    """Full ESPNet: the ESPNet-C encoder plus the light decoder of `test/Model.py`."""
+
+    stride = 8
+
+    def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8):
+        super().__init__()
+        c = num_classes
+        self.num_classes = num_classes
+        self.encoder = ESPNetC(num_classes, p, q)
+        self.level3_C = nn.Conv2d(128 + 3, c, 1, bias=False)
+        self.br = nn.BatchNorm2d(c, eps=BN_EPS)
+        self.conv = ConvBNPReLU(16 + c, c, 3, bn_eps=BN_EPS)
+        self.up_l3 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, stride=2, bias=False))
+        self.combine_l2_l3 = nn.Sequential(BNPReLU(2 * c, bn_eps=BN_EPS), ESPModule(2 * c, c, residual=False))
+        self.up_l2 = nn.Sequential(nn.ConvTranspose2d(c, c, 2, stride=2, bias=False), BNPReLU(c, bn_eps=BN_EPS))
+        self.classifier = nn.ConvTranspose2d(c, c, 2, stride=2, bias=False)
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        out_l1, out_l2_cat, logits_l3 = self.encoder.encode(x)
+        up_l3 = self.up_l3(self.br(logits_l3))
+        merged = self.up_l2(self.combine_l2_l3(torch.cat([self.level3_C(out_l2_cat), up_l3], 1)))
+        merged = self.conv(torch.cat([merged, out_l1], 1))
+        return self.classifier(merged)
+
+
+register_model("espnetv1", ESPNet, "ESPNet with the light decoder (ECCV'18), p=2 q=8", p=2, q=8)
+register_model("espnetv1_c", ESPNetC, "ESPNet-C encoder only, logits upsampled x8", p=2, q=8)

@@ -1,0 +1,176 @@
+"""seglite's checkpoint format: one dict that says which model, which classes and which preprocessing.
+
+Every load goes through `torch.load(..., weights_only=True)`, so no code in a file is ever executed.
+Writes are atomic (temp file + rename) so an interruption never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from seglite.data.labels import CLASS_NAMES
+from seglite.errors import CheckpointError, SegliteError
+from seglite.models.registry import create_model, get_spec
+from seglite.zoo import preprocess as pp
+from seglite.zoo.convert import detect_original, rename_keys
+
+FORMAT_TAG = "seglite-checkpoint-v1"
+
+
+@dataclass
+class LoadedWeights:
+    model: nn.Module
+    model_name: str
+    classes: tuple[str, ...]
+    preprocess: pp.Preprocess
+    source: str
+    config: dict = field(default_factory=dict)
+    model_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def num_outputs(self) -> int:
+        return self.model.num_classes
+
+
+def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_dict(
+    model_name: str,
+    model: nn.Module,
+    classes: tuple[str, ...],
+    preprocess: pp.Preprocess,
+    config: dict | None = None,
+    model_kwargs: dict | None = None,
+    **training_state,
+) -> dict:
+    return {
+        "format": FORMAT_TAG,
+        "model": model_name,
+        "model_kwargs": dict(model_kwargs or {}),
+        "num_classes": int(model.num_classes),
+        "classes": list(classes),
+        "preprocess": preprocess.to_dict(),
+        "config": dict(config or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **training_state,
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, weights: LoadedWeights) -> None:
+    atomic_torch_save(
+        checkpoint_dict(
+            weights.model_name, weights.model, weights.classes, weights.preprocess, weights.config, weights.model_kwargs
+        ),
+        path,
+    )
+
+
+def read_checkpoint_file(path: str | os.PathLike) -> dict:
+    """torch.load with weights_only=True, turning every failure into a one-line CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "unsupported content"
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            reason = "it holds Python objects beyond tensors (refused: loading it could execute code)"
+        raise CheckpointError(f"{path}: not a loadable checkpoint: {reason}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, IndexError, ValueError, OSError) as exc:
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint or truncated ({type(exc).__name__}); expected a seglite "
+            "checkpoint or an original ESPNet/EdgeNets .pth file"
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+def load_weights(path: str | os.PathLike, model_name: str | None = None) -> LoadedWeights:
+    """Build the model a file belongs to and load it strictly; `model_name`, if given, must agree."""
+    raw = read_checkpoint_file(path)
+    if raw.get("format") == FORMAT_TAG:
+        return _load_seglite(raw, path, model_name)
+    fmt = detect_original(raw)
+    if fmt is None:
+        raise CheckpointError(
+            f"{path}: not a seglite checkpoint and not an original ESPNet/EdgeNets Cityscapes checkpoint"
+        )
+    if model_name is not None and model_name != fmt.model_name:
+        raise CheckpointError(
+            f"{path}: holds a {fmt.model_name} network, not {model_name}; pass --model {fmt.model_name}"
+        )
+    model = create_model(fmt.model_name, num_classes=fmt.num_classes, **fmt.model_kwargs)
+    _load_strict(model, rename_keys(raw, fmt.family), path)
+    preprocess = pp.ESPNET_V1 if fmt.family.startswith("espnetv1") else pp.IMAGENET
+    if fmt.family == "espnetv2":
+        preprocess = preprocess.with_size(_espnetv2_size_from_name(Path(path).name))
+    return LoadedWeights(
+        model.eval(),
+        fmt.model_name,
+        CLASS_NAMES,
+        preprocess,
+        str(path),
+        {"converted_from": Path(path).name},
+        fmt.model_kwargs,
+    )
+
+
+def _espnetv2_size_from_name(filename: str) -> tuple[int, int]:
+    # EdgeNets names files by training resolution (..._city_512x256.pth); the weights are identical in shape.
+    return (512, 256) if "512x256" in filename else (1024, 512)
+
+
+def _load_seglite(raw: dict, path: str | os.PathLike, model_name: str | None) -> LoadedWeights:
+    try:
+        name = raw["model"]
+        num_classes = int(raw["num_classes"])
+        state = raw["state_dict"]
+        kwargs = dict(raw.get("model_kwargs") or {})
+        classes = tuple(raw.get("classes") or CLASS_NAMES)
+        preprocess = pp.Preprocess.from_dict(raw.get("preprocess") or {})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: damaged seglite checkpoint (missing {exc})") from None
+    if model_name is not None and model_name != name:
+        raise CheckpointError(f"{path}: holds a {name} network, not {model_name}; pass --model {name}")
+    try:
+        get_spec(name)
+    except SegliteError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    model = create_model(name, num_classes=num_classes, **kwargs)
+    _load_strict(model, state, path)
+    return LoadedWeights(model.eval(), name, classes, preprocess, str(path), dict(raw.get("config") or {}), kwargs)
+
+
+def _load_strict(model: nn.Module, state: dict, path: str | os.PathLike) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise CheckpointError(
+            f"{path}: does not fit {getattr(model, 'model_name', type(model).__name__)} "
+            f"({first[:200]}); is it for another architecture or width?"
+        ) from None

@@ -1,0 +1,90 @@
+"""The input convention a set of weights was trained with; it travels inside every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import cv2
+import numpy as np
+import torch
+
+from seglite.errors import CheckpointError
+
+IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
+IMAGENET_STD_255 = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """x = (image[color_order] - mean) / std * post_scale, after resizing to `size` (W, H) if set.
+
+    mean/std are on the 0-255 scale in `color_order`. `post_scale` exists for ESPNet v1, whose weights
+    expect a second division by 255 after the standardisation; its test script also resizes the
+    standardised float image rather than the uint8 one (`resize_float`), which changes rounding.
+    """
+
+    color_order: str = "rgb"
+    mean: tuple[float, float, float] = IMAGENET_MEAN_255
+    std: tuple[float, float, float] = IMAGENET_STD_255
+    post_scale: float = 1.0
+    size: tuple[int, int] | None = None
+    resize_float: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["size"] = list(self.size) if self.size else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocess:
+        try:
+            return cls(
+                color_order=str(d.get("color_order", "rgb")).lower(),
+                mean=tuple(float(v) for v in d.get("mean", IMAGENET_MEAN_255)),
+                std=tuple(float(v) for v in d.get("std", IMAGENET_STD_255)),
+                post_scale=float(d.get("post_scale", 1.0)),
+                size=tuple(int(v) for v in d["size"]) if d.get("size") else None,
+                resize_float=bool(d.get("resize_float", False)),
+            )
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"invalid preprocessing record {d!r}: {exc}") from None
+
+    def with_size(self, size: tuple[int, int] | None) -> Preprocess:
+        return replace(self, size=tuple(size) if size else None)
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        if self.size is None or (image.shape[1], image.shape[0]) == tuple(self.size):
+            return image
+        return cv2.resize(image, tuple(self.size), interpolation=cv2.INTER_LINEAR)
+
+    def normalize(self, image_bgr: np.ndarray) -> np.ndarray:
+        """HxWx3 BGR (uint8 or float) -> HxWx3 float32, standardised, in the network's colour order."""
+        image = image_bgr[:, :, ::-1] if self.color_order == "rgb" else image_bgr
+        mean = np.asarray(self.mean, np.float32)
+        inv_std = np.asarray(1.0 / np.asarray(self.std, np.float64), np.float32)
+        return (image.astype(np.float32) - mean) * inv_std
+
+    def to_array(self, image_bgr: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 BGR -> 3xhxw float32 network input at the configured size."""
+        if self.resize_float:
+            out = self.resize(self.normalize(image_bgr))
+        else:
+            out = self.normalize(self.resize(image_bgr))
+        if self.post_scale != 1.0:
+            out *= np.float32(self.post_scale)
+        return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+    def __call__(self, image_bgr: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.to_array(image_bgr))
+
+
+ESPNET_V1 = Preprocess(
+    color_order="bgr",
+    mean=(72.3923111, 82.90893555, 73.15840149),
+    std=(45.3192215, 46.15289307, 44.91483307),
+    post_scale=1.0 / 255.0,
+    size=(1024, 512),
+    resize_float=True,
+)
+IMAGENET = Preprocess()
