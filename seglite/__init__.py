@@ -1,0 +1,21 @@
+"""seglite: fast, lightweight semantic segmentation of street scenes."""
+
+from seglite.errors import SegliteError
+from seglite.models.registry import create_model, list_models
+
+__version__ = "0.1.0"
+
+__all__ = ["Segmenter", "SegliteError", "create_model", "list_models", "load_weights", "__version__"]
+
+
+def __getattr__(name: str):
+    # Segmenter and load_weights pull in OpenCV; import them on first use to keep `import seglite` fast.
+    if name == "Segmenter":
+        from seglite.inference.segmenter import Segmenter
+
+        return Segmenter
+    if name == "load_weights":
+        from seglite.zoo.checkpoint import load_weights
+
+        return load_weights
+    raise AttributeError(name)

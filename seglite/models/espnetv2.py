@@ -51,6 +51,10 @@ class EESP(nn.Module):
         self.br_after_cat = BNPReLU(c_out)
         self.module_act = nn.PReLU(c_out)
         self.strided = strided
+        if strided:
+            # The authors' strided EESP owns this activation but never applies it (DownSampler does);
+            # it stays for checkpoint compatibility and is frozen so optimisers and DDP skip it.
+            self.module_act.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         reduced = self.proj_1x1(x)
@@ -141,7 +145,7 @@ class EfficientPyrPool(nn.Module):
         x = self.projection_layer(x)
         height, width = x.shape[-2:]
         outputs = []
-        for scale, stage in zip(PYRAMID_SCALES, self.stages):
+        for scale, stage in zip(PYRAMID_SCALES, self.stages, strict=True):
             size = (max(int(math.ceil(height * scale)), 5), max(int(math.ceil(width * scale)), 5))
             if scale < 1.0:
                 y = stage(adaptive_avg_pool(x, size))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,27 +55,42 @@ def upsample_bilinear(x: torch.Tensor, size: tuple[int, int], align_corners: boo
     return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
-@functools.lru_cache(maxsize=256)
-def _pool_matrix(size_in: int, size_out: int) -> torch.Tensor:
-    # Row i averages input cells [floor(i*in/out), ceil((i+1)*in/out)), exactly as adaptive_avg_pool2d does.
-    matrix = torch.zeros(size_out, size_in)
-    for i in range(size_out):
-        start = (i * size_in) // size_out
-        end = -((-(i + 1) * size_in) // size_out)
-        matrix[i, start:end] = 1.0 / (end - start)
-    return matrix
+def _window_bounds(size_in: int, size_out: int) -> tuple[list[int], list[int]]:
+    # Output cell i averages input cells [floor(i*in/out), ceil((i+1)*in/out)), as adaptive_avg_pool2d does.
+    starts = [(i * size_in) // size_out for i in range(size_out)]
+    ends = [-((-(i + 1) * size_in) // size_out) for i in range(size_out)]
+    return starts, ends
+
+
+def _adaptive_pool_axis(x: torch.Tensor, dim: int, size_out: int) -> torch.Tensor:
+    """Adaptive average pooling along one axis from a cumulative sum and two gathers."""
+    size_in = x.shape[dim]
+    starts, ends = _window_bounds(int(size_in), size_out)
+    zeros = torch.zeros_like(x.narrow(dim, 0, 1))
+    prefix = torch.cat([zeros, torch.cumsum(x, dim)], dim)
+    start_idx = torch.tensor(starts, device=x.device)
+    end_idx = torch.tensor(ends, device=x.device)
+    lengths = torch.tensor([e - s for s, e in zip(starts, ends, strict=True)], device=x.device, dtype=x.dtype)
+    shape = [1] * x.dim()
+    shape[dim] = size_out
+    total = prefix.index_select(dim, end_idx) - prefix.index_select(dim, start_idx)
+    return total / lengths.reshape(shape)
 
 
 def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """adaptive_avg_pool2d as two matrix products.
+    """F.adaptive_avg_pool2d that also exports to ONNX for any output size.
 
-    Same numbers as F.adaptive_avg_pool2d, but it exports to ONNX for any output size (the
-    TorchScript exporter rejects adaptive pooling when the output size does not divide the input).
+    The TorchScript ONNX exporter rejects adaptive pooling when the output size does not divide the
+    input (ESPNetv2's pyramid pooling does exactly that). During export the same averages are written
+    as plain pooling (divisible sizes) or a cumulative sum and gathers (the rest); eager mode keeps
+    PyTorch's native kernel.
     """
-    h_in, w_in = x.shape[-2:]
+    h_in, w_in = (int(v) for v in x.shape[-2:])
     h_out, w_out = size
     if (h_in, w_in) == (h_out, w_out):
         return x
-    pool_h = _pool_matrix(int(h_in), int(h_out)).to(x.device, x.dtype)
-    pool_w = _pool_matrix(int(w_in), int(w_out)).to(x.device, x.dtype)
-    return pool_h @ x @ pool_w.t()
+    if not torch.onnx.is_in_onnx_export():
+        return F.adaptive_avg_pool2d(x, size)
+    if h_in % h_out == 0 and w_in % w_out == 0:
+        return F.avg_pool2d(x, (h_in // h_out, w_in // w_out))
+    return _adaptive_pool_axis(_adaptive_pool_axis(x, -2, h_out), -1, w_out)

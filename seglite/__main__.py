@@ -1,0 +1,3 @@
+from seglite.cli import main
+
+main()

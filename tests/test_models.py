@@ -1,0 +1,144 @@
+"""The networks: exact published parameter counts, any input size, gradients, determinism, ONNX."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import seglite
+from seglite.bench.complexity import count_flops, count_parameters
+from seglite.errors import UnknownModelError
+from seglite.inference.onnx_export import OPSET, export_onnx, ort_session
+
+ALL_MODELS = seglite.list_models()
+
+# Published counts (sum of all nn.Parameters; BN running buffers excluded): ../shared/research/espnet.md §1.6, §2.5.
+PUBLISHED_PARAMS = {
+    ("espnetv1", 19): 362_949, ("espnetv1", 20): 364_569,
+    ("espnetv1_c", 19): 349_193, ("espnetv1_c", 20): 349_449,
+    ("espnetv2_s0.5", 19): 79_452, ("espnetv2_s0.5", 20): 80_342,
+    ("espnetv2_s1.0", 19): 232_992, ("espnetv2_s1.0", 20): 234_010,
+    ("espnetv2_s1.5", 19): 467_216, ("espnetv2_s1.5", 20): 468_362,
+    ("espnetv2_s2.0", 19): 787_968, ("espnetv2_s2.0", 20): 789_242,
+}
+
+
+@pytest.mark.parametrize(("name", "classes"), sorted(PUBLISHED_PARAMS))
+def test_parameter_counts_match_the_papers(name, classes):
+    assert count_parameters(seglite.create_model(name, num_classes=classes)) == PUBLISHED_PARAMS[(name, classes)]
+
+
+def test_espnet_q_override_gives_the_q3_count():
+    # q=3 variant of the released checkpoints: 201,029 parameters with 19 classes (espnet.md §1.6).
+    assert count_parameters(seglite.create_model("espnetv1", q=3)) == 201_029
+
+
+def test_deeplab_heads_are_paddleseg_sized():
+    # PaddleSeg-equivalent OS32 head on timm backbones: about 1.10 / 2.18 M (lcnet 0.5x / 1.0x) and
+    # 1.35 / 3.52 M (MobileNetV3-L 0.5x / 1.0x) in deeplab_lcnet.md §5.3; Paddle keeps conv biases we drop.
+    expected = {"deeplabv3p_lcnet_050": 1.098e6, "deeplabv3p_lcnet_100": 2.182e6,
+                "deeplabv3p_mnv3l_050": 1.349e6, "deeplabv3p_mnv3l_100": 3.517e6}
+    for name, count in expected.items():
+        assert abs(count_parameters(seglite.create_model(name)) - count) / count < 0.005, name
+
+
+def test_espnet_flops_match_the_research_counts():
+    # MACs at 1024x512, C=19, all convs: ESPNet 4.60 G, ESPNetv2 s2.0 2.665 G (espnet.md §1.6, §2.5).
+    assert count_flops(seglite.create_model("espnetv1")) / 2e9 == pytest.approx(4.60, abs=0.01)
+    assert count_flops(seglite.create_model("espnetv2_s2.0")) / 2e9 == pytest.approx(2.665, abs=0.005)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_logits_come_back_at_the_input_size(name):
+    model = seglite.create_model(name).eval()
+    with torch.inference_mode():
+        for width, height in ((1024, 512), (2048, 1024), (1000, 500), (511, 257)):
+            out = model(torch.randn(1, 3, height, width))
+            assert out.shape == (1, 19, height, width), (width, height)
+            assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_backward_reaches_every_trainable_parameter(name):
+    model = seglite.create_model(name).train()
+    out = model(torch.randn(2, 3, 96, 160))
+    loss = torch.nn.functional.cross_entropy(out, torch.randint(0, 19, (2, 96, 160)))
+    loss.backward()
+    for pname, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None, f"{pname} got no gradient"
+            assert torch.isfinite(param.grad).all(), f"{pname} has a non-finite gradient"
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_eval_mode_is_deterministic(name):
+    model = seglite.create_model(name).eval()
+    x = torch.randn(1, 3, 128, 256)
+    with torch.inference_mode():
+        assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_onnx_export_static_shape_agrees_with_pytorch(name):
+    torch.manual_seed(0)
+    model = seglite.create_model(name).eval()
+    _randomize_batchnorm(model)
+    data = export_onnx(model, (512, 256))
+    import onnx
+
+    proto = onnx.load_from_string(data)
+    assert proto.opset_import[0].version >= OPSET
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 256, 512]
+    x = torch.randn(1, 3, 256, 512)
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    got = ort_session(data, threads=2).run(None, {"image": x.numpy()})[0]
+    assert np.abs(got - expected).max() < 1e-3 * max(1.0, np.abs(expected).max())
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.999
+
+
+def _randomize_batchnorm(model: torch.nn.Module) -> None:
+    # Fresh BN statistics make logits nearly constant; random ones give argmax something to agree on.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+
+
+def test_unknown_model_names_the_closest_ones():
+    with pytest.raises(UnknownModelError, match="espnetv2_s1.0"):
+        seglite.create_model("espnetv2_s1")
+
+
+def test_kwargs_override_defaults():
+    model = seglite.create_model("deeplabv3p_lcnet_050", output_stride=16).eval()
+    assert model.output_stride == 16
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 19, 64, 64)
+
+
+def test_pretrained_backbone_offline_fails_with_a_clear_message(tmp_path):
+    missing = tmp_path / "lcnet_050.pth"
+    with pytest.raises(seglite.SegliteError, match="could not load ImageNet weights"):
+        seglite.create_model("deeplabv3p_lcnet_050", pretrained_backbone=str(missing))
+
+
+def test_pretrained_backbone_loads_a_local_timm_file(tmp_path):
+    import timm
+
+    reference = timm.create_model("lcnet_050")
+    path = tmp_path / "lcnet_050.pth"
+    torch.save(reference.state_dict(), path)
+    model = seglite.create_model("deeplabv3p_lcnet_050", pretrained_backbone=str(path))
+    stem = dict(model.backbone.named_parameters())["conv_stem.weight"]
+    assert torch.equal(stem, reference.conv_stem.weight)
+
+
+def test_each_family_lives_in_one_file():
+    from seglite.models import registry
+
+    families = {registry.get_spec(name).builder.__module__ for name in ALL_MODELS}
+    assert families == {"seglite.models.espnet", "seglite.models.espnetv2", "seglite.models.deeplab"}
