@@ -36,8 +36,10 @@ def main() -> None:
     weights = next((p for p in candidates if p.is_file()), None)
     image_path = REALDATA / "images" / "frankfurt_000000_000294_leftImg8bit.png"
     if weights is None or not image_path.is_file():
-        print(f"\nno published weights found (looked in {', '.join(map(str, candidates))}); "
-              f"run `seglite weights list` and place a file there to segment real frames.")
+        print(
+            f"\nno published weights found (looked in {', '.join(map(str, candidates))}); "
+            f"run `seglite weights list` and place a file there to segment real frames."
+        )
         return
     segmenter = seglite.Segmenter(weights=str(weights), device="auto")
     image = cv2.imread(str(image_path))
@@ -48,8 +50,10 @@ def main() -> None:
     cv2.imwrite(str(out_file), overlay(image, labels))
     counts = np.bincount(labels[labels < 255].ravel(), minlength=len(CLASS_NAMES)) / labels.size
     top = ", ".join(f"{CLASS_NAMES[i]} {100 * counts[i]:.0f}%" for i in np.argsort(counts)[::-1][:5])
-    print(f"\nsegmented {image_path.name} ({image.shape[1]}x{image.shape[0]}) with {weights.name} "
-          f"in {elapsed:.2f} s on {segmenter.device}: {top}")
+    print(
+        f"\nsegmented {image_path.name} ({image.shape[1]}x{image.shape[0]}) with {weights.name} "
+        f"in {elapsed:.2f} s on {segmenter.device}: {top}"
+    )
     print(f"overlay written to {out_file}")
 
 

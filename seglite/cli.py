@@ -14,7 +14,12 @@ from rich.table import Table
 
 from seglite.errors import SegliteError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fast, lightweight street-scene segmentation.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Fast, lightweight street-scene segmentation.",
+)
 weights_app = typer.Typer(no_args_is_help=True, help="Published checkpoints: list the zoo, convert files.")
 app.add_typer(weights_app, name="weights")
 console = Console()
@@ -59,11 +64,21 @@ def weights_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 
     entries = list_zoo()
     if as_json:
-        print_json([
-            {"name": e.name, "model": e.model, "url": e.url, "sha256": e.sha256, "license": e.license,
-             "reported_miou": e.reported_miou, "preprocess": e.preprocess.to_dict(),
-             "cached": cached_path(e).is_file()} for e in entries
-        ])
+        print_json(
+            [
+                {
+                    "name": e.name,
+                    "model": e.model,
+                    "url": e.url,
+                    "sha256": e.sha256,
+                    "license": e.license,
+                    "reported_miou": e.reported_miou,
+                    "preprocess": e.preprocess.to_dict(),
+                    "cached": cached_path(e).is_file(),
+                }
+                for e in entries
+            ]
+        )
         return
     table = Table(title="seglite model zoo (Cityscapes)")
     for column in ("name", "model", "input", "reported mIoU", "cached"):

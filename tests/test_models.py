@@ -15,12 +15,18 @@ ALL_MODELS = seglite.list_models()
 
 # Published counts (sum of all nn.Parameters; BN running buffers excluded): ../shared/research/espnet.md §1.6, §2.5.
 PUBLISHED_PARAMS = {
-    ("espnetv1", 19): 362_949, ("espnetv1", 20): 364_569,
-    ("espnetv1_c", 19): 349_193, ("espnetv1_c", 20): 349_449,
-    ("espnetv2_s0.5", 19): 79_452, ("espnetv2_s0.5", 20): 80_342,
-    ("espnetv2_s1.0", 19): 232_992, ("espnetv2_s1.0", 20): 234_010,
-    ("espnetv2_s1.5", 19): 467_216, ("espnetv2_s1.5", 20): 468_362,
-    ("espnetv2_s2.0", 19): 787_968, ("espnetv2_s2.0", 20): 789_242,
+    ("espnetv1", 19): 362_949,
+    ("espnetv1", 20): 364_569,
+    ("espnetv1_c", 19): 349_193,
+    ("espnetv1_c", 20): 349_449,
+    ("espnetv2_s0.5", 19): 79_452,
+    ("espnetv2_s0.5", 20): 80_342,
+    ("espnetv2_s1.0", 19): 232_992,
+    ("espnetv2_s1.0", 20): 234_010,
+    ("espnetv2_s1.5", 19): 467_216,
+    ("espnetv2_s1.5", 20): 468_362,
+    ("espnetv2_s2.0", 19): 787_968,
+    ("espnetv2_s2.0", 20): 789_242,
 }
 
 
@@ -37,8 +43,12 @@ def test_espnet_q_override_gives_the_q3_count():
 def test_deeplab_heads_are_paddleseg_sized():
     # PaddleSeg-equivalent OS32 head on timm backbones: about 1.10 / 2.18 M (lcnet 0.5x / 1.0x) and
     # 1.35 / 3.52 M (MobileNetV3-L 0.5x / 1.0x) in deeplab_lcnet.md §5.3; Paddle keeps conv biases we drop.
-    expected = {"deeplabv3p_lcnet_050": 1.098e6, "deeplabv3p_lcnet_100": 2.182e6,
-                "deeplabv3p_mnv3l_050": 1.349e6, "deeplabv3p_mnv3l_100": 3.517e6}
+    expected = {
+        "deeplabv3p_lcnet_050": 1.098e6,
+        "deeplabv3p_lcnet_100": 2.182e6,
+        "deeplabv3p_mnv3l_050": 1.349e6,
+        "deeplabv3p_mnv3l_100": 3.517e6,
+    }
     for name, count in expected.items():
         assert abs(count_parameters(seglite.create_model(name)) - count) / count < 0.005, name
 

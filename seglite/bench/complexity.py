@@ -35,10 +35,12 @@ def model_complexity_table(size: tuple[int, int] = (1024, 512), num_classes: int
     rows = []
     for name in list_models():
         model = create_model(name, num_classes=num_classes)
-        rows.append({
-            "name": name,
-            "params": count_parameters(model),
-            "gflops": round(count_flops(model, size) / 1e9, 3),
-            "description": get_spec(name).description,
-        })
+        rows.append(
+            {
+                "name": name,
+                "params": count_parameters(model),
+                "gflops": round(count_flops(model, size) / 1e9, 3),
+                "description": get_spec(name).description,
+            }
+        )
     return rows

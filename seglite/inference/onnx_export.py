@@ -17,8 +17,14 @@ from seglite.errors import SegliteError
 OPSET = 17
 
 
-def export_onnx(model: nn.Module, size: tuple[int, int], path: str | os.PathLike | None = None,
-                batch: int = 1, metadata: dict | None = None, dynamic: bool = False) -> bytes:
+def export_onnx(
+    model: nn.Module,
+    size: tuple[int, int],
+    path: str | os.PathLike | None = None,
+    batch: int = 1,
+    metadata: dict | None = None,
+    dynamic: bool = False,
+) -> bytes:
     """Export at a fixed N x 3 x H x W (size is W, H); returns the model bytes and writes `path` if given.
 
     `metadata` (e.g. the preprocessing record) is stored as JSON strings in the model's metadata_props.
@@ -32,8 +38,15 @@ def export_onnx(model: nn.Module, size: tuple[int, int], path: str | os.PathLike
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
-                model, (dummy,), buffer, input_names=["image"], output_names=["logits"], opset_version=OPSET,
-                dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False,
+                model,
+                (dummy,),
+                buffer,
+                input_names=["image"],
+                output_names=["logits"],
+                opset_version=OPSET,
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+                dynamo=False,
             )
         except Exception as exc:  # the exporter raises many types; the user needs the model and the cause
             raise SegliteError(f"ONNX export of {getattr(model, 'model_name', 'model')} failed: {exc}") from exc

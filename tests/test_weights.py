@@ -1,0 +1,266 @@
+"""Published checkpoints: strict conversion, parity with the authors' code, zoo cache, bad files."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import seglite
+from seglite.errors import CheckpointError, SegliteError
+from seglite.zoo import registry as zoo
+from seglite.zoo.checkpoint import load_weights, read_checkpoint_file, save_checkpoint
+from seglite.zoo.convert import detect_original, rename_keys
+from tests.conftest import REALDATA, require_realdata
+
+WEIGHTS = {
+    "espnetv1_p2q8": "espnet_v1/decoder_espnet_p_2_q_8.pth",
+    "espnetv2_s0.5_512x256": "espnetv2/espnetv2_s_0.5_city_512x256.pth",
+    "espnetv2_s1.0_1024x512": "espnetv2/espnetv2_s_1.0_city_1024x512.pth",
+    "espnetv2_s1.5_1024x512": "espnetv2/espnetv2_s_1.5_city_1024x512.pth",
+    "espnetv2_s2.0_1024x512": "espnetv2/espnetv2_s_2.0_city_1024x512.pth",
+}
+ALL_ORIGINALS = (
+    sorted(p.relative_to(REALDATA / "weights").as_posix() for p in (REALDATA / "weights").glob("*/*.pth"))
+    if REALDATA.exists()
+    else []
+)
+
+
+@pytest.mark.parametrize("relpath", ALL_ORIGINALS or ["absent"])
+def test_every_original_tensor_is_mapped(relpath):
+    path = require_realdata("weights", relpath)
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    fmt = detect_original(raw)
+    model = seglite.create_model(fmt.model_name, num_classes=fmt.num_classes, **fmt.model_kwargs)
+    renamed = rename_keys(raw, fmt.family)
+    own = model.state_dict()
+    missing = set(own) - set(renamed) - {k for k in own if k.endswith("num_batches_tracked")}
+    assert not missing and not (set(renamed) - set(own))
+    for key, value in renamed.items():
+        assert own[key].shape == value.shape, key
+
+
+@pytest.mark.parametrize("reference", sorted(WEIGHTS))
+def test_argmax_matches_the_authors_code_on_real_frames(reference):
+    weights = require_realdata("weights", WEIGHTS[reference])
+    ref_dir = require_realdata("reference", reference)
+    seg = seglite.Segmenter(weights=str(weights), device="cpu")
+    refs = sorted(ref_dir.glob("*_trainIds.png"))
+    assert len(refs) == 8
+    for ref_path in refs:
+        stem = ref_path.name.replace("_trainIds.png", "")
+        image = cv2.imread(str(REALDATA / "cityscapes_val_sample/leftImg8bit/train/aachen" / f"{stem}_leftImg8bit.png"))
+        expected = cv2.imread(str(ref_path), cv2.IMREAD_UNCHANGED)
+        logits = seg.logits(image)
+        assert logits.shape[-2:] == expected.shape  # the reference is at the network's input resolution
+        predicted = seg.labels_from_logits(logits[None], expected.shape)[0]
+        assert (predicted == expected).mean() >= 0.999, stem
+
+
+def test_segmenter_returns_a_map_at_the_image_resolution(tmp_path):
+    weights = require_realdata("weights", WEIGHTS["espnetv2_s1.0_1024x512"])
+    image = cv2.imread(str(require_realdata("images", "frankfurt_000000_000294_leftImg8bit.png")))
+    labels = seglite.Segmenter(weights=str(weights), device="cpu")(image)
+    assert labels.shape == image.shape[:2] and labels.dtype == np.uint8
+    # A street scene: road fills the bottom centre, building or sky the top rows.
+    assert np.mean(labels[900:1000, 800:1200] == 0) > 0.9
+    assert np.isin(labels[:100], [2, 8, 10]).mean() > 0.5
+
+
+def test_channel_19_becomes_ignore_never_a_class():
+    weights = require_realdata("weights", WEIGHTS["espnetv1_p2q8"])
+    image = cv2.imread(
+        str(REALDATA / "cityscapes_val_sample/leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png")
+    )
+    seg = seglite.Segmenter(weights=str(weights), device="cpu")
+    logits = seg.logits(image)
+    background_wins = (logits.argmax(0) == 19).numpy()
+    labels = seg.labels_from_logits(logits[None], logits.shape[-2:])[0]
+    assert background_wins.mean() > 0.01  # it does win somewhere (the ego vehicle)
+    assert (labels[background_wins] == 255).all() and labels.max() == 255 and (labels[labels < 255] < 19).all()
+
+
+def test_seglite_checkpoint_round_trip_keeps_weights_and_preprocessing(tmp_path):
+    weights = require_realdata("weights", WEIGHTS["espnetv1_p2q8"])
+    original = load_weights(weights)
+    out = tmp_path / "espnet.pt"
+    result = subprocess.run(
+        [sys.executable, "-m", "seglite", "weights", "import", str(weights), "--out", str(out), "--model", "espnetv1"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    again = load_weights(out)
+    assert again.model_name == "espnetv1" and again.preprocess == original.preprocess
+    x = torch.randn(1, 3, 64, 128)
+    with torch.inference_mode():
+        assert torch.equal(original.model(x), again.model(x))
+    raw = read_checkpoint_file(out)
+    assert {"model", "num_classes", "classes", "preprocess", "config", "state_dict"} <= set(raw)
+
+
+def test_the_zoo_preprocessing_equals_the_converters(tmp_path):
+    for entry in zoo.list_zoo():
+        path = REALDATA / "weights" / ("espnet_v1" if entry.model.startswith("espnetv1") else "espnetv2") / entry.file
+        if not path.is_file():
+            pytest.skip(f"real data not available: {path}")
+        loaded = load_weights(path, model_name=entry.model)
+        assert loaded.preprocess == entry.preprocess, entry.name
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256
+
+
+# ---- download cache, tested on local files through file:// URLs -------------------------------------------
+
+
+def _entry(source: Path, sha: str) -> zoo.ZooEntry:
+    return zoo.ZooEntry(
+        name="test_entry",
+        model="espnetv2_s0.5",
+        file="test_entry.pth",
+        url=source.as_uri(),
+        sha256=sha,
+        license="MIT",
+        reported_miou=None,
+        notes="",
+        preprocess=zoo.Preprocess(),
+    )
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGLITE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_download_verifies_and_reuses_the_cache(tmp_path, home):
+    source = tmp_path / "remote.pth"
+    torch.save({"w": torch.ones(3)}, source)
+    entry = _entry(source, hashlib.sha256(source.read_bytes()).hexdigest())
+    path = zoo.fetch(entry)
+    assert path == home / "weights" / "test_entry.pth" and path.read_bytes() == source.read_bytes()
+    source.unlink()  # the second call must not need the network
+    assert zoo.fetch(entry) == path
+
+
+def test_wrong_sha256_is_rejected_and_not_kept(tmp_path, home):
+    source = tmp_path / "remote.pth"
+    source.write_bytes(b"not the published file")
+    with pytest.raises(CheckpointError, match="rejected"):
+        zoo.fetch(_entry(source, "0" * 64))
+    assert not any((home / "weights").iterdir())
+
+
+def test_offline_error_names_the_url_and_the_place_for_the_file(home):
+    entry = zoo.ZooEntry(
+        name="x",
+        model="espnetv1",
+        file="x.pth",
+        url="http://127.0.0.1:9/x.pth",
+        sha256="0" * 64,
+        license="",
+        reported_miou=None,
+        notes="",
+        preprocess=zoo.Preprocess(),
+    )
+    with pytest.raises(SegliteError) as info:
+        zoo.fetch(entry, timeout=5)
+    message = str(info.value)
+    assert "http://127.0.0.1:9/x.pth" in message and str(home / "weights" / "x.pth") in message
+    assert "\n" not in message
+
+
+def test_a_zoo_name_resolves_through_the_cache(home):
+    weights = require_realdata("weights", WEIGHTS["espnetv2_s1.0_1024x512"])
+    entry = zoo.find_entry("espnetv2_s1.0_cityscapes_1024x512")
+    target = zoo.cached_path(entry)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(weights.read_bytes())
+    seg = seglite.Segmenter(weights=entry.name, device="cpu")
+    assert seg.loaded.source == entry.name and seg.preprocess.size == (1024, 512)
+
+
+# ---- bad files ---------------------------------------------------------------------------------------
+
+
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _cli_error(*args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "seglite", *args], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_text_file_is_not_a_checkpoint(tmp_path):
+    bad = tmp_path / "notes.pth"
+    bad.write_text("hello")
+    message = _cli_error("weights", "import", str(bad), "--out", str(tmp_path / "o.pt"))
+    assert str(bad) in message
+
+
+def test_truncated_checkpoint(tmp_path):
+    weights = require_realdata("weights", WEIGHTS["espnetv2_s0.5_512x256"])
+    bad = tmp_path / "truncated.pth"
+    bad.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    message = _cli_error("weights", "import", str(bad), "--out", str(tmp_path / "o.pt"))
+    assert str(bad) in message and "truncated" in message
+
+
+def test_pickle_that_would_run_code_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.pth"
+    bad.write_bytes(pickle.dumps({"state": _RunsCode(marker)}))
+    message = _cli_error("weights", "import", str(bad), "--out", str(tmp_path / "o.pt"))
+    assert str(bad) in message
+    assert not marker.exists()
+
+
+def test_checkpoint_for_another_width_is_named(tmp_path):
+    weights = require_realdata("weights", WEIGHTS["espnetv2_s1.0_1024x512"])
+    message = _cli_error("weights", "import", str(weights), "--model", "espnetv2_s2.0", "--out", str(tmp_path / "o.pt"))
+    assert "espnetv2_s1.0" in message and "espnetv2_s2.0" in message
+
+
+def test_seglite_checkpoint_with_wrong_shapes_is_rejected(tmp_path):
+    model = seglite.create_model("espnetv2_s0.5")
+    good = tmp_path / "good.pt"
+    from seglite.zoo.checkpoint import checkpoint_dict
+    from seglite.zoo.preprocess import IMAGENET
+
+    ckpt = checkpoint_dict("espnetv2_s0.5", model, seglite.data.labels.CLASS_NAMES, IMAGENET)
+    ckpt["model"] = "espnetv2_s1.0"
+    torch.save(ckpt, good)
+    with pytest.raises(CheckpointError, match="does not fit espnetv2_s1.0"):
+        load_weights(good)
+
+
+def test_save_is_atomic_when_interrupted(tmp_path, monkeypatch):
+    weights = load_weights(require_realdata("weights", WEIGHTS["espnetv2_s0.5_512x256"]))
+    target = tmp_path / "ckpt.pt"
+    save_checkpoint(target, weights)
+    before = target.read_bytes()
+
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", explode)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(target, weights)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
