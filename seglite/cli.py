@@ -22,6 +22,8 @@ app = typer.Typer(
 )
 weights_app = typer.Typer(no_args_is_help=True, help="Published checkpoints: list the zoo, convert files.")
 app.add_typer(weights_app, name="weights")
+data_app = typer.Typer(no_args_is_help=True, help="Data sets: generate the synthetic city.")
+app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
 _state = {"debug": False}
@@ -105,6 +107,152 @@ def weights_import(
     except OSError as exc:
         raise SegliteError(f"{out}: cannot write checkpoint ({exc.strerror or exc})") from None
     console.print(f"wrote {out} ({loaded.model_name}, {loaded.model.num_classes} outputs)")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the Cityscapes-layout data set into.")],
+    train: Annotated[int, typer.Option(min=0)] = 40,
+    val: Annotated[int, typer.Option(min=0)] = 10,
+    size: Annotated[str, typer.Option(help="Image WxH.")] = "512x256",
+    seed: Annotated[int, typer.Option()] = 0,
+    video: Annotated[Path | None, typer.Option(help="Also write an mp4 of a drive through the city.")] = None,
+    frames: Annotated[int, typer.Option(min=1, help="Frames of the video.")] = 60,
+) -> None:
+    """Generate a street-scene data set in the exact Cityscapes layout (labelIds, instanceIds, colour)."""
+    from seglite.bench.sizes import parse_size
+    from seglite.data.synth import write_dataset, write_video
+
+    wh = parse_size(size)
+    try:
+        write_dataset(out, train=train, val=val, size=wh, seed=seed)
+        if video:
+            write_video(video, frames=frames, size=wh, seed=seed)
+    except OSError as exc:
+        raise SegliteError(f"{exc.filename or out}: cannot write ({exc.strerror or exc})") from None
+    console.print(f"wrote {train} train + {val} val images ({size}) to {out}" + (f", video {video}" if video else ""))
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str | None, typer.Option("--model", help="Model name (see `seglite models`).")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
+    data_root: Annotated[Path, typer.Option("--data-root", help="Cityscapes root (leftImg8bit/, gtFine/).")] = ...,
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
+    size: Annotated[
+        str | None, typer.Option(help="Network input WxH; default: the weights' own, else full resolution.")
+    ] = None,
+    flip: Annotated[bool, typer.Option("--flip", help="Average with the horizontally flipped image.")] = False,
+    scales: Annotated[str, typer.Option(help="Comma-separated test scales, e.g. 0.75,1.0,1.25.")] = "1.0",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    save_predictions: Annotated[
+        Path | None, typer.Option("--save-predictions", help="Write labelId PNGs here.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """mIoU, per-class IoU and pixel accuracy on a Cityscapes split, as the official evaluator computes them."""
+    from seglite.bench.sizes import parse_size
+    from seglite.evaluation.evaluator import EvalOptions, evaluate
+    from seglite.inference.segmenter import Segmenter
+
+    scale_list = _parse_scales(scales)
+    segmenter = Segmenter(model=model, weights=weights, device=device, size=parse_size(size))
+    result = evaluate(
+        segmenter,
+        data_root,
+        EvalOptions(
+            split=split,
+            flip=flip,
+            scales=scale_list,
+            save_predictions=save_predictions,
+            limit=limit,
+            progress=not as_json,
+        ),
+    )
+    record = {
+        **result.summary,
+        "num_images": result.num_images,
+        "size": "x".join(map(str, result.size)) if result.size else "full",
+        "model": segmenter.model_name,
+        "weights": segmenter.loaded.source,
+        "flip": flip,
+        "scales": list(scale_list),
+        "model_ms_per_image": round(1000 * result.seconds_model / max(1, result.num_images), 2),
+        "metric_ms_per_image": round(1000 * result.seconds_metric / max(1, result.num_images), 2),
+    }
+    if as_json:
+        print_json(record)
+        return
+    table = Table(
+        title=f"{record['model']} on {data_root} [{split}], {record['num_images']} images, size {record['size']}"
+    )
+    table.add_column("class")
+    table.add_column("IoU %", justify="right")
+    for name, value in record["per_class_iou"].items():
+        table.add_row(name, "-" if value is None else f"{value:.2f}")
+    console.print(table)
+    console.print(
+        f"mIoU {record['miou']:.2f} %   pixel accuracy {record['pixel_acc']:.2f} %   "
+        f"model {record['model_ms_per_image']} ms/image, metric {record['metric_ms_per_image']} ms/image"
+    )
+
+
+def _parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SegliteError(f"--scales {text!r}: expected comma-separated numbers such as 0.75,1.0,1.25") from None
+    if not values or any(v <= 0 for v in values):
+        raise SegliteError(f"--scales {text!r}: scales must be positive")
+    return values
+
+
+@app.command("bench")
+def bench_cmd(
+    model: Annotated[str | None, typer.Option("--model", help="Model name.")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name (optional).")] = None,
+    size: Annotated[str, typer.Option(help="Input WxH.")] = "1024x512",
+    batch: Annotated[int, typer.Option(min=1)] = 1,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: torch's).")] = None,
+    backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
+    warmup: Annotated[int, typer.Option(min=0)] = 10,
+    iters: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Latency of the model alone (median, p90, mean, min), FPS, memory, params and GFLOPs."""
+    from seglite.bench.latency import benchmark
+    from seglite.bench.sizes import parse_size
+    from seglite.devices import resolve_device
+    from seglite.inference.segmenter import load_model
+
+    loaded = load_model(model, weights)
+    result = benchmark(
+        loaded.model,
+        loaded.model_name,
+        parse_size(size),
+        batch=batch,
+        device=resolve_device(device),
+        threads=threads,
+        backend=backend,
+        precision=precision,
+        warmup=warmup,
+        iters=iters,
+    )
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(
+        f"{result.model} [{result.backend}, {result.device}, {result.precision}, {size}, batch {batch}, "
+        f"{result.threads} threads]\n  median {result.median_ms:.1f} ms  p90 {result.p90_ms:.1f}  "
+        f"mean {result.mean_ms:.1f}  min {result.min_ms:.1f}  ->  {result.fps:.1f} FPS\n"
+        f"  params {result.params:,}  GFLOPs {result.gflops:.2f}  peak memory {result.peak_memory_mb:.0f} MB\n"
+        f"  machine: {result.machine}",
+        markup=False,
+        highlight=False,
+    )
 
 
 def main() -> None:

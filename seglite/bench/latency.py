@@ -1,0 +1,155 @@
+"""Model-only latency: inputs already on the device, CUDA synchronised, warm-up excluded."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from seglite.bench.complexity import count_flops, count_parameters
+from seglite.errors import SegliteError
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class LatencyResult:
+    model: str
+    backend: str
+    device: str
+    precision: str
+    size: list[int]
+    batch: int
+    threads: int
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    fps: float
+    peak_memory_mb: float
+    params: int
+    gflops: float
+    machine: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def machine_fingerprint(device: torch.device, threads: int) -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _timed(run, warmup: int, iters: int, sync) -> list[float]:
+    for _ in range(warmup):
+        run()
+    sync()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def benchmark(
+    model: torch.nn.Module,
+    model_name: str,
+    size: tuple[int, int],
+    batch: int = 1,
+    device: torch.device = torch.device("cpu"),
+    threads: int | None = None,
+    backend: str = "torch",
+    precision: str = "fp32",
+    warmup: int = 10,
+    iters: int = 50,
+    channels_last: bool = True,
+) -> LatencyResult:
+    """Time `iters` forward passes at size (W, H) after `warmup`; report the distribution."""
+    if precision not in PRECISIONS:
+        raise SegliteError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if threads:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    model = model.eval()
+    params = count_parameters(model)
+    gflops = count_flops(model, size) / 1e9
+    shape = (batch, 3, size[1], size[0])
+    if backend == "onnx":
+        if device.type != "cpu" or precision != "fp32":
+            raise SegliteError("--backend onnx runs on CPU in fp32 here; use --backend torch for GPU or fp16/bf16")
+        from seglite.inference.onnx_export import export_onnx, ort_session
+
+        session = ort_session(export_onnx(model, size, batch=batch), threads=threads)
+        feed = {"image": np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
+
+        def run():
+            session.run(None, feed)
+
+        times = _timed(run, warmup, iters, lambda: None)
+    elif backend == "torch":
+        dtype = PRECISIONS[precision]
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.to(device=device, dtype=dtype, memory_format=memory_format)
+        x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=memory_format)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+        def run():
+            with torch.inference_mode():
+                model(x)
+
+        times = _timed(run, warmup, iters, sync)
+    else:
+        raise SegliteError(f"--backend {backend!r}: expected torch or onnx")
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (kB on Linux)
+    median = statistics.median(times)
+    return LatencyResult(
+        model=model_name,
+        backend=backend,
+        device=str(device),
+        precision=precision,
+        size=list(size),
+        batch=batch,
+        threads=threads,
+        median_ms=round(median, 3),
+        p90_ms=round(float(np.percentile(times, 90)), 3),
+        mean_ms=round(statistics.fmean(times), 3),
+        min_ms=round(min(times), 3),
+        fps=round(1000.0 * batch / median, 2),
+        peak_memory_mb=round(peak, 1),
+        params=params,
+        gflops=round(gflops, 3),
+        machine=machine_fingerprint(device, threads),
+    )

@@ -1,0 +1,143 @@
+"""Evaluation: seglite's mIoU equals the official Cityscapes evaluator's on the same predictions."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from seglite.data.synth import write_dataset
+from seglite.evaluation.metrics import ConfusionMatrix
+from tests.conftest import require_realdata
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("synth"), train=2, val=4, size=(256, 128), seed=3)
+
+
+def _seglite(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "seglite", *args], capture_output=True, text=True)
+
+
+def test_confusion_matrix_by_hand():
+    target = torch.tensor([0, 0, 1, 1, 2, 255])
+    prediction = torch.tensor([0, 1, 1, 255, 2, 0])  # one miss to 'no class' (255); ignore GT is skipped
+    matrix = ConfusionMatrix(num_classes=4)
+    matrix.update(prediction, target)
+    iou = matrix.per_class_iou()
+    assert iou[0] == pytest.approx(1 / 2) and iou[1] == pytest.approx(1 / 3) and iou[2] == 1.0
+    assert math.isnan(iou[3])  # in neither prediction nor ground truth: left out of the mean
+    assert matrix.miou() == pytest.approx((1 / 2 + 1 / 3 + 1) / 3)
+    assert matrix.pixel_accuracy() == pytest.approx(3 / 5)
+
+
+def test_mean_matches_the_official_evaluator(synth_root, tmp_path, monkeypatch):
+    predictions = tmp_path / "pred"
+    result = _seglite(
+        "eval",
+        "--model",
+        "espnetv2_s0.5",
+        "--data-root",
+        str(synth_root),
+        "--split",
+        "val",
+        "--device",
+        "cpu",
+        "--save-predictions",
+        str(predictions),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    ours = json.loads(result.stdout)
+    assert ours["num_images"] == 4 and len(list(predictions.glob("*.png"))) == 4
+
+    if not hasattr(np, "in1d"):  # cityscapesscripts 2.3.0 still calls np.in1d, removed in NumPy 2.4
+        monkeypatch.setattr(np, "in1d", np.isin, raising=False)
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
+
+    args = official.args
+    monkeypatch.setattr(args, "cityscapesPath", str(synth_root))
+    monkeypatch.setattr(args, "predictionPath", str(predictions))
+    monkeypatch.setattr(args, "predictionWalk", None)
+    monkeypatch.setattr(args, "quiet", True)
+    monkeypatch.setattr(args, "JSONOutput", False)
+    monkeypatch.setattr(args, "exportFile", str(tmp_path / "official.json"))
+    ground_truth = sorted(str(p) for p in (synth_root / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"))
+    predicted = [official.getPrediction(args, gt) for gt in ground_truth]
+    results = official.evaluateImgLists(predicted, ground_truth, args)
+    assert ours["miou"] == pytest.approx(100 * results["averageScoreClasses"], abs=1e-4)
+    for name, value in ours["per_class_iou"].items():
+        theirs = results["classScores"][name]
+        if value is None:
+            assert math.isnan(theirs)
+        else:
+            assert value == pytest.approx(100 * theirs, abs=1e-4)
+
+
+def test_published_weights_score_on_real_frames():
+    weights = require_realdata("weights", "espnetv2", "espnetv2_s_2.0_city_1024x512.pth")
+    root = require_realdata("cityscapes_val_sample")
+    result = _seglite(
+        "eval", "--weights", str(weights), "--data-root", str(root), "--split", "train", "--device", "cpu", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["num_images"] == 8 and record["size"] == "1024x512"
+    assert record["pixel_acc"] > 94.0 and record["miou"] > 50.0  # the authors' code: 0.945-0.975 per image
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model", "espnetv2_s0.5", "--data-root", "/no/such/root"], "/no/such/root"),
+        (["--model", "espnetv9", "--data-root", "."], "espnetv9"),
+        (["--model", "espnetv2_s0.5", "--data-root", ".", "--scales", "a,b"], "--scales"),
+    ],
+)
+def test_bad_input_is_one_line(args, needle):
+    result = _seglite("eval", *args)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+
+
+def test_labels_absent_for_the_split(synth_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "nolabels"
+    shutil.copytree(synth_root / "leftImg8bit", root / "leftImg8bit")
+    result = _seglite("eval", "--model", "espnetv2_s0.5", "--data-root", str(root), "--split", "val")
+    assert result.returncode != 0 and "no *_gtFine_labelIds.png labels" in result.stderr
+
+
+def test_label_of_another_size_is_named(synth_root, tmp_path):
+    import shutil
+
+    import cv2
+
+    root = tmp_path / "mismatch"
+    shutil.copytree(synth_root, root)
+    label = sorted((root / "gtFine" / "val").glob("*/*_labelIds.png"))[0]
+    cv2.imwrite(str(label), np.zeros((64, 64), np.uint8))
+    result = _seglite("eval", "--model", "espnetv2_s0.5", "--data-root", str(root), "--split", "val")
+    assert result.returncode != 0 and label.name in result.stderr and "Traceback" not in result.stderr
+
+
+def test_weights_for_another_number_of_classes(tmp_path):
+    from seglite.data.labels import CLASS_NAMES
+    from seglite.models.registry import create_model
+    from seglite.zoo.checkpoint import checkpoint_dict
+    from seglite.zoo.preprocess import IMAGENET
+
+    ckpt = checkpoint_dict("espnetv2_s0.5", create_model("espnetv2_s0.5", num_classes=5), CLASS_NAMES[:5], IMAGENET)
+    ckpt["num_classes"] = 19
+    path = tmp_path / "five.pt"
+    torch.save(ckpt, path)
+    result = _seglite("eval", "--weights", str(path), "--data-root", ".")
+    assert result.returncode != 0 and str(path) in result.stderr and "Traceback" not in result.stderr
