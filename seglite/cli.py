@@ -255,6 +255,56 @@ def bench_cmd(
     )
 
 
+@app.command("report")
+def report_cmd(
+    models: Annotated[str | None, typer.Option("--models", help="Comma-separated MODEL or MODEL=WEIGHTS.")] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="Every registered model (random init).")] = False,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Cityscapes root for mIoU.")] = None,
+    split: Annotated[str, typer.Option()] = "val",
+    size: Annotated[
+        list[str] | None, typer.Option("--size", help="WxH; repeat for several (default: the weights' own).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out")] = Path("outputs/report"),
+    device: Annotated[str, typer.Option()] = "cpu",
+    threads: Annotated[int | None, typer.Option()] = None,
+    backend: Annotated[str, typer.Option()] = "torch",
+    iters: Annotated[int, typer.Option(min=1)] = 20,
+) -> None:
+    """Evaluate (when data is given) and benchmark several models; write report.{md,csv,json} and pareto.png."""
+    from seglite.bench.report import ReportOptions, build_report
+    from seglite.bench.sizes import parse_size
+    from seglite.models.registry import get_spec, list_models
+
+    if all_models:
+        entries = [(name, None) for name in list_models()]
+    elif models:
+        entries = []
+        for item in models.split(","):
+            name, _, weights = item.strip().partition("=")
+            entries.append((name or None, weights or None))
+    else:
+        raise SegliteError("pass --models a,b=WEIGHTS,... or --all")
+    for name, _ in entries:
+        if name:
+            get_spec(name)
+    options = ReportOptions(
+        sizes=tuple(parse_size(s) for s in size) if size else None,
+        data_root=data_root,
+        split=split,
+        device=device,
+        threads=threads,
+        backend=backend,
+        iters=iters,
+    )
+
+    def show(row: dict) -> None:
+        miou = "" if row["miou"] is None else f"  mIoU {row['miou']:.2f}"
+        console.print(f"{row['model']} {row['size']}: {row['median_ms']:.1f} ms{miou}", markup=False)
+
+    build_report(entries, options, out, progress=show)
+    console.print(f"report written to {out}/report.md (.csv, .json) and {out}/pareto.png")
+
+
 def main() -> None:
     """Entry point: user mistakes end in one line on stderr and a non-zero exit, never a traceback."""
     try:

@@ -1,0 +1,149 @@
+"""mIoU against latency on this machine, for many models, in one table and one plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from seglite.bench.latency import benchmark
+from seglite.devices import resolve_device
+
+
+@dataclass
+class ReportOptions:
+    sizes: tuple[tuple[int, int], ...] | None = None  # None: each model at its weights' own size (else 1024x512)
+    data_root: Path | None = None
+    split: str = "val"
+    device: str = "cpu"
+    threads: int | None = None
+    backend: str = "torch"
+    warmup: int = 5
+    iters: int = 20
+    eval_limit: int | None = None
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated by another (lower latency x is better, higher quality y is better)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def build_report(entries: list[tuple[str, str | None]], options: ReportOptions, out: Path, progress=None) -> list[dict]:
+    """entries: (model name, weights or None). Writes report.{md,csv,json} and pareto.png into `out`."""
+    from seglite.evaluation.evaluator import EvalOptions, evaluate
+    from seglite.inference.segmenter import Segmenter
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows, machine = [], {}
+    for model, weights in entries:
+        base = Segmenter(model=model, weights=weights, device=options.device)
+        for size in options.sizes or (base.preprocess.size or (1024, 512),):
+            segmenter = Segmenter(model=model, weights=weights, device=options.device, size=size)
+            miou = None
+            if options.data_root is not None and weights is not None:  # eval at the size that is timed
+                result = evaluate(
+                    segmenter,
+                    options.data_root,
+                    EvalOptions(split=options.split, limit=options.eval_limit, progress=False),
+                )
+                miou = round(result.summary["miou"], 2)
+            latency = benchmark(
+                segmenter.model,
+                segmenter.model_name,
+                size,
+                device=resolve_device(options.device),
+                threads=options.threads,
+                backend=options.backend,
+                warmup=options.warmup,
+                iters=options.iters,
+            )
+            machine = latency.machine
+            rows.append(
+                {
+                    "model": segmenter.model_name,
+                    "weights": segmenter.loaded.source if weights else None,
+                    "size": f"{size[0]}x{size[1]}",
+                    "miou": miou,
+                    "median_ms": latency.median_ms,
+                    "p90_ms": latency.p90_ms,
+                    "fps": latency.fps,
+                    "params": latency.params,
+                    "gflops": latency.gflops,
+                    "backend": latency.backend,
+                    "device": latency.device,
+                    "threads": latency.threads,
+                }
+            )
+            if progress:
+                progress(rows[-1])
+    _write_tables(rows, machine, out)
+    _plot(rows, machine, out / "pareto.png")
+    return rows
+
+
+def _write_tables(rows: list[dict], machine: dict, out: Path) -> None:
+    (out / "report.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    with open(out / "report.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "# seglite report",
+        "",
+        f"Machine: {machine}",
+        "",
+        "| model | weights | size | mIoU % | median ms | p90 ms | FPS | params | GFLOPs | backend |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        miou = "-" if r["miou"] is None else f"{r['miou']:.2f}"
+        lines.append(
+            f"| {r['model']} | {r['weights'] or 'random init'} | {r['size']} | {miou} | {r['median_ms']:.1f} | "
+            f"{r['p90_ms']:.1f} | {r['fps']:.1f} | {r['params']:,} | {r['gflops']:.2f} | {r['backend']} |"
+        )
+    lines += ["", "![mIoU or complexity against latency](pareto.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+
+
+def _plot(rows: list[dict], machine: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    have_miou = any(r["miou"] is not None for r in rows)
+    plotted = [r for r in rows if r["miou"] is not None] if have_miou else rows
+    y_key, y_label = ("miou", "mIoU (%)") if have_miou else ("gflops", "GFLOPs (lower is lighter)")
+    fig, ax = plt.subplots(figsize=(9, 6))
+    xs = [r["median_ms"] for r in plotted]
+    ys = [r[y_key] for r in plotted]
+    ax.scatter(xs, ys, color="tab:blue", zorder=3)
+    for r, x, y in zip(plotted, xs, ys, strict=True):
+        ax.annotate(f"{r['model']} {r['size']}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if have_miou:
+        front = pareto_front(list(zip(xs, ys, strict=True)))
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="tab:red", label="Pareto frontier")
+        ax.legend()
+    else:
+        ax2 = ax.twinx()
+        ax2.scatter(xs, [r["params"] / 1e6 for r in plotted], marker="x", color="tab:green")
+        ax2.set_ylabel("parameters (M, crosses)")
+    ax.set_xlabel(
+        f"median latency (ms), batch 1, {plotted[0]['device']}, {plotted[0]['threads']} threads, "
+        f"{plotted[0]['backend']}"
+    )
+    ax.set_ylabel(y_label)
+    ax.set_title(
+        f"seglite on {machine.get('gpu') or machine.get('cpu', '?')} ({machine.get('cores')} cores)", fontsize=10
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

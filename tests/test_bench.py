@@ -1,0 +1,95 @@
+"""Latency benchmark and the mIoU-vs-latency report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from seglite.bench.report import pareto_front
+from seglite.data.synth import write_dataset
+from seglite.zoo.checkpoint import atomic_torch_save, checkpoint_dict
+
+
+def _seglite(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "seglite", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_bench_json_has_the_promised_fields(backend):
+    result = _seglite(
+        "bench",
+        "--model",
+        "espnetv2_s0.5",
+        "--size",
+        "256x128",
+        "--threads",
+        "2",
+        "--warmup",
+        "1",
+        "--iters",
+        "3",
+        "--backend",
+        backend,
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    for key in ("model", "median_ms", "p90_ms", "fps", "params", "gflops", "device", "threads", "backend", "size"):
+        assert key in record
+    assert record["backend"] == backend and record["params"] == 79_452 and record["threads"] == 2
+    assert record["min_ms"] <= record["median_ms"] <= record["p90_ms"]
+    assert record["fps"] == pytest.approx(1000 / record["median_ms"], rel=1e-3)
+    assert record["machine"]["cores"] >= 1 and "torch" in record["machine"]
+
+
+def test_bench_cuda_without_a_gpu_is_one_line():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = _seglite("bench", "--model", "espnetv2_s0.5", "--device", "cuda")
+    assert result.returncode != 0 and "no CUDA GPU" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pareto_front():
+    points = [(10, 50), (20, 60), (15, 40), (30, 55), (5, 30)]
+    assert sorted(pareto_front(points)) == [0, 1, 4]
+
+
+def test_report_with_data_writes_table_and_plot(tmp_path):
+    import seglite
+    from seglite.data.labels import CLASS_NAMES
+    from seglite.zoo.preprocess import IMAGENET
+
+    root = write_dataset(tmp_path / "data", train=0, val=2, size=(128, 64))
+    weights = tmp_path / "w.pt"
+    atomic_torch_save(
+        checkpoint_dict(
+            "espnetv2_s0.5", seglite.create_model("espnetv2_s0.5"), CLASS_NAMES, IMAGENET.with_size((128, 64))
+        ),
+        weights,
+    )
+    out = tmp_path / "report"
+    result = _seglite(
+        "report",
+        "--models",
+        f"espnetv2_s0.5={weights},espnetv1",
+        "--data-root",
+        str(root),
+        "--iters",
+        "2",
+        "--threads",
+        "2",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert {p.name for p in out.iterdir()} == {"report.md", "report.csv", "report.json", "pareto.png"}
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["espnetv2_s0.5", "espnetv1"]
+    assert rows[0]["size"] == "128x64" and rows[0]["miou"] is not None and rows[1]["miou"] is None
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert "espnetv2_s0.5" in (out / "report.md").read_text()
