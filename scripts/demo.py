@@ -60,10 +60,25 @@ def main() -> None:
     if sample.is_dir():
         run("eval", "--weights", str(weights), "--data-root", str(sample), "--split", "train")
         espnetv2 = REALDATA / "weights" / "espnetv2"
-        pairs = [f"espnetv2_s{s}={espnetv2 / f'espnetv2_s_{s}_city_1024x512.pth'}" for s in ("0.5", "1.0", "1.5", "2.0")]
+        pairs = [
+            f"espnetv2_s{s}={espnetv2 / f'espnetv2_s_{s}_city_1024x512.pth'}" for s in ("0.5", "1.0", "1.5", "2.0")
+        ]
         pairs.append(f"espnetv1={REALDATA / 'weights' / 'espnet_v1' / 'decoder_espnet_p_2_q_8.pth'}")
-        run("report", "--models", ",".join(pairs), "--data-root", str(sample), "--split", "train", "--size", "1024x512",
-            "--iters", "10", "--out", str(OUT / "report"))
+        run(
+            "report",
+            "--models",
+            ",".join(pairs),
+            "--data-root",
+            str(sample),
+            "--split",
+            "train",
+            "--size",
+            "1024x512",
+            "--iters",
+            "10",
+            "--out",
+            str(OUT / "report"),
+        )
 
 
 if __name__ == "__main__":

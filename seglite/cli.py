@@ -144,6 +144,9 @@ def eval_cmd(
     ] = None,
     flip: Annotated[bool, typer.Option("--flip", help="Average with the horizontally flipped image.")] = False,
     scales: Annotated[str, typer.Option(help="Comma-separated test scales, e.g. 0.75,1.0,1.25.")] = "1.0",
+    sliding_window: Annotated[
+        str | None, typer.Option("--sliding-window", help="Crop WxH slid over the full-resolution image (overlap 1/3).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     save_predictions: Annotated[
         Path | None, typer.Option("--save-predictions", help="Write labelId PNGs here.")
@@ -168,6 +171,7 @@ def eval_cmd(
             save_predictions=save_predictions,
             limit=limit,
             progress=not as_json,
+            window=parse_size(sliding_window),
         ),
     )
     record = {
@@ -178,6 +182,7 @@ def eval_cmd(
         "weights": segmenter.loaded.source,
         "flip": flip,
         "scales": list(scale_list),
+        "sliding_window": sliding_window,
         "model_ms_per_image": round(1000 * result.seconds_model / max(1, result.num_images), 2),
         "metric_ms_per_image": round(1000 * result.seconds_metric / max(1, result.num_images), 2),
     }

@@ -109,6 +109,21 @@ def test_onnx_export_static_shape_agrees_with_pytorch(name):
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.999
 
 
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_batchnorm_folding_keeps_the_outputs(name):
+    from seglite.inference.optimize import fold_batchnorm
+
+    model = seglite.create_model(name).eval()
+    _randomize_batchnorm(model)
+    folded = fold_batchnorm(model)
+    count = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # noqa: E731
+    assert count(folded) < count(model)
+    x = torch.randn(1, 3, 128, 256)
+    with torch.inference_mode():
+        expected, got = model(x), folded(x)
+    assert torch.allclose(expected, got, atol=1e-4, rtol=1e-4)
+
+
 def _randomize_batchnorm(model: torch.nn.Module) -> None:
     # Fresh BN statistics make logits nearly constant; random ones give argmax something to agree on.
     for module in model.modules():

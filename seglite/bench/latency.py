@@ -115,6 +115,9 @@ def benchmark(
 
         times = _timed(run, warmup, iters, lambda: None)
     elif backend == "torch":
+        from seglite.inference.optimize import fold_batchnorm
+
+        model = fold_batchnorm(model)
         dtype = PRECISIONS[precision]
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(device=device, dtype=dtype, memory_format=memory_format)

@@ -27,6 +27,7 @@ class EvalOptions:
     save_predictions: Path | None = None
     limit: int | None = None
     progress: bool = True
+    window: tuple[int, int] | None = None  # sliding-window crop (W, H) over the full-resolution image
 
 
 @dataclass
@@ -39,19 +40,44 @@ class EvalResult:
     extra: dict = field(default_factory=dict)
 
 
+def sliding_window_logits(model: torch.nn.Module, batch: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    """Logits of overlapping crops (stride 2/3 of the window), averaged where they overlap."""
+    height, width = batch.shape[-2:]
+    crop_w, crop_h = min(window[0], width), min(window[1], height)
+    stride_w, stride_h = max(1, crop_w * 2 // 3), max(1, crop_h * 2 // 3)
+    tops = sorted({*range(0, height - crop_h, stride_h), height - crop_h})
+    lefts = sorted({*range(0, width - crop_w, stride_w), width - crop_w})
+    total = counts = None
+    for top in tops:
+        for left in lefts:
+            logits = model(batch[..., top : top + crop_h, left : left + crop_w]).float()
+            if total is None:
+                total = logits.new_zeros(logits.shape[:2] + (height, width))
+                counts = logits.new_zeros((1, 1, height, width))
+            total[..., top : top + crop_h, left : left + crop_w] += logits
+            counts[..., top : top + crop_h, left : left + crop_w] += 1
+    return total / counts
+
+
 @torch.inference_mode()
 def predict_logits(
     segmenter: Segmenter, image: np.ndarray, out_size: tuple[int, int], options: EvalOptions
 ) -> torch.Tensor:
-    """Sum of softmax-free logits over scales (and flips), each upsampled to out_size (H, W) before summing."""
-    base = segmenter.preprocess.size or (image.shape[1], image.shape[0])
+    """Logits summed over scales (and flips), each upsampled to out_size (H, W) before summing."""
+    if options.window:
+        base = (image.shape[1], image.shape[0])
+    else:
+        base = segmenter.preprocess.size or (image.shape[1], image.shape[0])
     total = None
     for scale in options.scales:
         size = (max(16, round(base[0] * scale)), max(16, round(base[1] * scale)))
         batch = segmenter.preprocess.with_size(size)(image)[None].to(segmenter.device, segmenter.dtype)
         if options.flip:
             batch = torch.cat([batch, batch.flip(-1)])
-        logits = segmenter.model(batch).float()
+        if options.window:
+            logits = sliding_window_logits(segmenter.model, batch, options.window)
+        else:
+            logits = segmenter.model(batch).float()
         if options.flip:
             logits = logits[:1] + logits[1:].flip(-1)
         logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)

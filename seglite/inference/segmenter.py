@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX
 from seglite.devices import resolve_device
 from seglite.errors import InputError, SegliteError
+from seglite.inference.optimize import fold_batchnorm
 from seglite.models.registry import create_model
 from seglite.zoo.checkpoint import LoadedWeights, load_weights
 from seglite.zoo.preprocess import IMAGENET, Preprocess
@@ -68,7 +69,7 @@ class Segmenter:
         self.device = resolve_device(device)
         self.preprocess: Preprocess = self.loaded.preprocess.with_size(size) if size else self.loaded.preprocess
         self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
-        self.model = self.loaded.model.to(self.device, self.dtype).eval()
+        self.model = fold_batchnorm(self.loaded.model).to(self.device, self.dtype)
         self.num_known = len(self.loaded.classes)  # output channels past these (the authors' background) -> ignore
 
     @property
