@@ -91,5 +91,6 @@ def test_report_with_data_writes_table_and_plot(tmp_path):
     rows = json.loads((out / "report.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["espnetv2_s0.5", "espnetv1"]
     assert rows[0]["size"] == "128x64" and rows[0]["miou"] is not None and rows[1]["miou"] is None
+    assert rows[0]["params"] == 79_452 and rows[1]["params"] == 362_949  # the model's own count, not the folded one
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert "espnetv2_s0.5" in (out / "report.md").read_text()

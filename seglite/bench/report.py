@@ -55,7 +55,7 @@ def build_report(entries: list[tuple[str, str | None]], options: ReportOptions, 
                 )
                 miou = round(result.summary["miou"], 2)
             latency = benchmark(
-                segmenter.model,
+                segmenter.loaded.model,  # unfolded: benchmark folds it, and params must be the model's own
                 segmenter.model_name,
                 size,
                 device=resolve_device(options.device),
