@@ -1,5 +1,10 @@
 """seglite: fast, lightweight semantic segmentation of street scenes."""
 
+import os
+
+# FFmpeg (inside OpenCV) prints decoder complaints straight to stderr; seglite reports damaged inputs itself.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 from seglite.errors import SegliteError
 from seglite.models.registry import create_model, list_models
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from seglite.errors import SegliteError
+from seglite.inference.segmenter import Segmenter
 
 app = typer.Typer(
     add_completion=False,
@@ -157,8 +159,6 @@ def eval_cmd(
     """mIoU, per-class IoU and pixel accuracy on a Cityscapes split, as the official evaluator computes them."""
     from seglite.bench.sizes import parse_size
     from seglite.evaluation.evaluator import EvalOptions, evaluate
-    from seglite.inference.segmenter import Segmenter
-
     scale_list = _parse_scales(scales)
     segmenter = Segmenter(model=model, weights=weights, device=device, size=parse_size(size))
     result = evaluate(
@@ -308,6 +308,112 @@ def report_cmd(
 
     build_report(entries, options, out, progress=show)
     console.print(f"report written to {out}/report.md (.csv, .json) and {out}/pareto.png")
+
+
+@app.command("predict")
+def predict_cmd(
+    source: Annotated[str, typer.Argument(help="Image, folder, glob, video file, camera index (0) or stream URL.")],
+    model: Annotated[str | None, typer.Option("--model", help="Model name (default: the zoo's ESPNetv2 s2.0).")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    size: Annotated[str | None, typer.Option(help="Network input WxH (default: the weights' own).")] = None,
+    half: Annotated[bool, typer.Option("--half", help="fp16 inference on CUDA.")] = False,
+    backend: Annotated[str, typer.Option(help="torch or onnx (CPU, cached static-shape export).")] = "torch",
+    formats: Annotated[str, typer.Option("--format", help="overlay,color,trainid,labelid")] = "overlay",
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Overlay opacity.")] = 0.5,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("outputs/predict"),
+    batch: Annotated[int, typer.Option(min=1, help="Images or frames per forward pass.")] = 1,
+    realtime: Annotated[bool, typer.Option("--realtime", help="Live sources: drop stale frames.")] = False,
+) -> None:
+    """Segment images, folders, videos, cameras or streams; write overlays and masks named after each input."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from seglite.inference.outputs import parse_formats
+    from seglite.inference.predict import DEFAULT_WEIGHTS, predict_images, predict_video
+    from seglite.inference.sources import resolve_source
+
+    from seglite.bench.sizes import parse_size
+
+    fmt = parse_formats(formats)
+    src = resolve_source(source)
+    if model is None and weights is None:
+        weights = DEFAULT_WEIGHTS
+    elif weights is None:
+        err_console.print(f"warning: no --weights: {model} is randomly initialised, its predictions mean nothing")
+    segmenter = Segmenter(model=model, weights=weights, device=device, size=parse_size(size), half=half,
+                          backend=backend)
+    err_console.print(f"{segmenter.model_name} ({segmenter.loaded.source}) on {segmenter.device}, backend "
+                      f"{segmenter.backend}, input {segmenter.preprocess.size or 'native size'}", markup=False)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        if src.kind == "images":
+            task = progress.add_task("images", total=len(src.images), rate="")
+            run = predict_images(segmenter, src.images, out, fmt, alpha=alpha, batch=batch,
+                                 on_image=lambda _: progress.advance(task))
+        else:
+            task = progress.add_task("frames", total=None, rate="")
+            started = {}
+
+            def on_start(result) -> None:
+                progress.update(task, total=result.expected_frames or None)
+                started["t"] = time.perf_counter()
+
+            def on_frames(n: int) -> None:
+                progress.advance(task, n)
+                done = progress.tasks[0].completed
+                progress.update(task, rate=f"{done / max(1e-9, time.perf_counter() - started['t']):.1f} FPS")
+
+            result = predict_video(segmenter, src, out, fmt, alpha=alpha, batch=batch, realtime=realtime,
+                                   on_start=on_start, on_frames=on_frames)
+    if src.kind == "images":
+        for failure in run.failures:
+            err_console.print(f"error: {failure}", markup=False, highlight=False)
+        console.print(f"{run.processed} of {len(src.images)} image(s) segmented; outputs in {out}", markup=False)
+        if run.failures:
+            sys.exit(2)
+        return
+    _print_video_summary(result, out)
+    if result.truncated:
+        raise SegliteError(f"{src.video}: video ends after {result.frames_read} of {result.expected_frames} frames "
+                           f"(damaged?); the {result.frames_written} decoded frames were written to {out}")
+
+
+def _print_video_summary(result, out: Path) -> None:
+    table = Table(title=f"{result.frames_written} frames in {result.seconds:.1f} s = {result.throughput:.2f} FPS "
+                  f"end to end" + (f", {result.frames_dropped} stale frames dropped" if result.frames_dropped else ""))
+    table.add_column("stage")
+    table.add_column("total s", justify="right")
+    table.add_column("ms / frame", justify="right")
+    for stage, seconds in result.stage_seconds.items():
+        table.add_row(stage, f"{seconds:.2f}", f"{1000 * seconds / max(1, result.frames_written):.1f}")
+    console.print(table)
+    console.print("stages run in parallel threads (decode+preprocess | model | postprocess+encode), so they overlap")
+    for path in result.outputs:
+        console.print(f"wrote {path}", markup=False)
+
+
+@app.command("export")
+def export_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the .onnx file.")],
+    model: Annotated[str | None, typer.Option("--model")] = None,
+    weights: Annotated[str | None, typer.Option("--weights")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Only onnx for now.")] = "onnx",
+    size: Annotated[str | None, typer.Option(help="Input WxH (default: the weights' own, else 1024x512).")] = None,
+    half: Annotated[bool, typer.Option("--half", help="Export in fp16.")] = False,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch axis (static by default).")] = False,
+    image: Annotated[Path | None, typer.Option(help="Frame for the ONNX Runtime check (default: a generated street).")] = None,
+) -> None:
+    """Export to ONNX (opset 17, static shape), then check ONNX Runtime against PyTorch on a real frame."""
+    from seglite.bench.sizes import parse_size
+    from seglite.inference.onnx_export import verify_export
+
+    if fmt != "onnx":
+        raise SegliteError(f"--format {fmt!r}: only onnx is supported")
+    report = verify_export(model, weights, out, parse_size(size), half=half, dynamic=dynamic, image=image)
+    console.print(f"wrote {out} ({report['model']}, {report['size']}, opset {report['opset']}); ONNX Runtime vs "
+                  f"PyTorch on {report['image']}: argmax agreement {100 * report['agreement']:.3f} %, "
+                  f"max |diff| {report['max_abs_diff']:.2e}", markup=False)
 
 
 def main() -> None:

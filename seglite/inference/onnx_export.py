@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -74,3 +75,80 @@ def ort_session(model_bytes_or_path: bytes | str | os.PathLike, threads: int | N
         options.inter_op_num_threads = 1
     source = model_bytes_or_path if isinstance(model_bytes_or_path, bytes) else str(model_bytes_or_path)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """Short hash of a model's tensors: the cache key part that changes when the weights do."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_session(loaded, size: tuple[int, int], batch: int = 1, threads: int | None = None):
+    """ORT session on a static-shape export, built on first use and cached by model, weights, size and batch."""
+    from seglite.zoo.registry import seglite_home
+
+    key = f"{loaded.model_name}-{weights_fingerprint(loaded.model)}-{size[0]}x{size[1]}-b{batch}-fp32"
+    path = seglite_home() / "onnx" / f"{key}.onnx"
+    if not path.is_file():
+        metadata = {"model": loaded.model_name, "preprocess": loaded.preprocess.with_size(size).to_dict(),
+                    "classes": list(loaded.classes)}
+        try:
+            export_onnx(loaded.model, size, path, batch=batch, metadata=metadata)
+        except OSError:  # read-only cache: keep the export in memory
+            return ort_session(export_onnx(loaded.model, size, batch=batch, metadata=metadata), threads)
+    return ort_session(path, threads)
+
+
+def verify_export(model: str | None, weights: str | None, out: str | os.PathLike, size: tuple[int, int] | None,
+                  half: bool = False, dynamic: bool = False, image: str | os.PathLike | None = None,
+                  min_agreement: float = 0.999) -> dict:
+    """Export, run ONNX Runtime and PyTorch on one real frame, and refuse an export that disagrees."""
+    import numpy as np
+
+    from seglite.inference.segmenter import load_model
+
+    loaded = load_model(model, weights)
+    size = size or loaded.preprocess.size or (1024, 512)
+    preprocess = loaded.preprocess.with_size(size)
+    if image is not None:
+        from seglite.inference.sources import read_image
+
+        frame, frame_name = read_image(Path(image)), str(image)
+    else:
+        from seglite.data.synth import render_scene
+
+        frame, frame_name = render_scene(size[0], size[1], seed=7)[0], "a generated street scene"
+    net = loaded.model.eval()
+    x = preprocess(frame)[None]
+    if half:
+        net = net.half()
+        x = x.half()
+    metadata = {"model": loaded.model_name, "preprocess": preprocess.to_dict(), "classes": list(loaded.classes),
+                "precision": "fp16" if half else "fp32", "weights": loaded.source}
+    out = Path(out)
+    try:
+        data = export_onnx(net, size, None, metadata=metadata, dynamic=dynamic)
+    finally:
+        net.float()
+    with torch.inference_mode():
+        expected = loaded.model.float()(x.float()).numpy()
+    try:
+        got = ort_session(data).run(None, {"image": x.numpy()})[0].astype(np.float32)
+    except Exception as exc:  # ORT reports unsupported kernels (e.g. some fp16 ops on CPU) with many types
+        raise SegliteError(f"ONNX Runtime cannot run the exported {loaded.model_name} on CPU: {exc}") from None
+    agreement = float((got.argmax(1) == expected.argmax(1)).mean())
+    if agreement < min_agreement:
+        raise SegliteError(f"export of {loaded.model_name} rejected: ONNX Runtime agrees with PyTorch on only "
+                           f"{100 * agreement:.3f} % of pixels (< {100 * min_agreement:.1f} %); nothing written")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise SegliteError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    return {"model": loaded.model_name, "size": f"{size[0]}x{size[1]}", "opset": OPSET, "image": frame_name,
+            "agreement": agreement, "max_abs_diff": float(np.abs(got - expected).max())}

@@ -6,6 +6,7 @@ pass plain OpenCV BGR uint8 images and get a map at the image's own resolution b
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,20 @@ def as_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
     return image
 
 
+def _cpu_labels(logits: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray:
+    """C x h x w logits -> H x W uint8 argmax, with OpenCV's resize (half-pixel centres, as align_corners=False).
+
+    On CPU this runs in whatever thread calls it without starting a second OpenMP team next to the model's,
+    which on a 2-core machine otherwise stalls inference in the video pipeline.
+    """
+    hwc = logits.float().permute(1, 2, 0).contiguous().numpy()  # free when the logits are channels_last
+    if hwc.shape[:2] != tuple(out_size):
+        hwc = cv2.resize(hwc, (out_size[1], out_size[0]), interpolation=cv2.INTER_LINEAR)
+        if hwc.ndim == 2:  # OpenCV drops a single channel axis
+            hwc = hwc[:, :, None]
+    return hwc.argmax(2).astype(np.uint8)
+
+
 class Segmenter:
     """`Segmenter(model=..., weights=...)(image_bgr)` -> uint8 trainId map (255 = ignore/unlabeled)."""
 
@@ -64,35 +79,67 @@ class Segmenter:
         device: str = "auto",
         size: tuple[int, int] | None = None,
         half: bool = False,
+        backend: str = "torch",
     ):
         self.loaded = load_model(model, weights)
         self.device = resolve_device(device)
         self.preprocess: Preprocess = self.loaded.preprocess.with_size(size) if size else self.loaded.preprocess
         self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
-        self.model = fold_batchnorm(self.loaded.model).to(self.device, self.dtype)
+        # channels_last pays off on CPU (oneDNN) and with fp16 tensor cores; logits come out channels_last too,
+        # which makes their upsampling in labels_from_logits faster.
+        self.memory_format = torch.channels_last
+        self.model = fold_batchnorm(self.loaded.model).to(self.device, self.dtype, memory_format=self.memory_format)
         self.num_known = len(self.loaded.classes)  # output channels past these (the authors' background) -> ignore
+        if backend not in ("torch", "onnx"):
+            raise SegliteError(f"--backend {backend!r}: expected torch or onnx")
+        if backend == "onnx" and (self.device.type != "cpu" or self.preprocess.size is None):
+            raise SegliteError(
+                "--backend onnx runs on CPU at a fixed size: pass --device cpu and --size WxH "
+                "(weights with a training size set it themselves)"
+            )
+        self.backend = backend
+        self._sessions: dict[int, object] = {}
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Network logits for a preprocessed batch, on the chosen backend."""
+        if self.backend == "torch":
+            with torch.inference_mode():
+                return self.model(batch)
+        from seglite.inference.onnx_export import cached_session
+
+        n = batch.shape[0]
+        if n not in self._sessions:
+            self._sessions[n] = cached_session(self.loaded, self.preprocess.size, n)
+        feed = {"image": batch.contiguous().numpy()}
+        return torch.from_numpy(self._sessions[n].run(None, feed)[0])
 
     @property
     def model_name(self) -> str:
         return self.loaded.model_name
 
     def to_tensor(self, images_bgr: list[np.ndarray]) -> torch.Tensor:
-        batch = torch.stack([self.preprocess(image) for image in images_bgr])
-        return batch.to(self.device, self.dtype, non_blocking=True)
+        return self.stack([self.preprocess(image) for image in images_bgr])
 
-    @torch.inference_mode()
+    def stack(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """Preprocessed 3xHxW tensors -> a batch on the device, in the model's dtype and memory format."""
+        batch = torch.stack(tensors).to(self.device, self.dtype, non_blocking=True)
+        return batch.contiguous(memory_format=self.memory_format)
+
     def logits(self, image_bgr: np.ndarray) -> torch.Tensor:
         """Raw network output (C x h x w) at the network's input size."""
-        return self.model(self.to_tensor([as_bgr_uint8(image_bgr)]))[0].float()
+        return self.forward(self.to_tensor([as_bgr_uint8(image_bgr)]))[0].float()
 
     def labels_from_logits(self, logits: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray:
-        """Upsample logits (N x C x h x w) to out_size (H, W), argmax, background channels -> 255."""
-        if tuple(logits.shape[-2:]) != tuple(out_size):
-            logits = F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False)
-        labels = logits.argmax(1).to(torch.uint8)
+        """Upsample logits (N x C x h x w) bilinearly to out_size (H, W), argmax, background channels -> 255."""
+        if logits.device.type == "cpu":
+            labels = np.stack([_cpu_labels(frame, out_size) for frame in logits])
+        else:
+            if tuple(logits.shape[-2:]) != tuple(out_size):
+                logits = F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False)
+            labels = logits.argmax(1).to(torch.uint8).cpu().numpy()
         if logits.shape[1] > self.num_known:
             labels[labels >= self.num_known] = IGNORE_INDEX
-        return labels.cpu().numpy()
+        return labels
 
     @torch.inference_mode()
     def predict_batch(self, images_bgr: list[np.ndarray]) -> list[np.ndarray]:
@@ -100,10 +147,28 @@ class Segmenter:
         shapes = {image.shape[:2] for image in images}
         if self.preprocess.size is None and len(shapes) > 1:
             return [self.predict_batch([image])[0] for image in images]
-        logits = self.model(self.to_tensor(images))
+        logits = self.forward(self.to_tensor(images))
         if len(shapes) == 1:
             return list(self.labels_from_logits(logits, images[0].shape[:2]))
         return [self.labels_from_logits(logits[i : i + 1], image.shape[:2])[0] for i, image in enumerate(images)]
 
     def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
         return self.predict_batch([image_bgr])[0]
+
+    def predict_video(self, source: str | int, out_dir: str, formats: tuple[str, ...] = ("overlay",), batch: int = 1,
+                      alpha: float = 0.5):
+        """Segment a video file or stream into `out_dir` (pipelined; see seglite.inference.video)."""
+        from pathlib import Path
+
+        from seglite.inference.video import segment_video
+
+        stem = Path(str(source)).stem if isinstance(source, str) else f"camera{source}"
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        return segment_video(self, source, out, stem, formats=formats, batch=batch, alpha=alpha)
+
+    def stream(self, source: str | int, batch: int = 1, realtime: bool = False):
+        """Iterate (index, frame, trainId map) over a video or live source; realtime keeps only the newest frames."""
+        from seglite.inference.video import iter_frames
+
+        return iter_frames(self, source, batch=batch, realtime=realtime)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from seglite.data.labels import PALETTE_RGB
@@ -16,8 +17,7 @@ def colorize(train_ids: np.ndarray) -> np.ndarray:
 
 def overlay(image_bgr: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend the colour mask over the image; ignored pixels keep the image."""
-    mask = colorize(train_ids).astype(np.float32)
-    blended = image_bgr.astype(np.float32) * (1.0 - alpha) + mask * alpha
+    blended = cv2.addWeighted(image_bgr, 1.0 - alpha, colorize(train_ids), alpha, 0.0)
     keep = train_ids == 255
     blended[keep] = image_bgr[keep]
-    return blended.astype(np.uint8)
+    return blended

@@ -1,0 +1,70 @@
+"""`seglite predict` as a Python function: route a SOURCE to the image or the video path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seglite.errors import InputError, SegliteError
+from seglite.inference.outputs import ensure_writable, write_outputs
+from seglite.inference.segmenter import Segmenter
+from seglite.inference.sources import Source, read_image
+from seglite.inference.video import VideoResult, segment_video
+
+DEFAULT_WEIGHTS = "espnetv2_s2.0_cityscapes_1024x512"
+
+
+@dataclass
+class ImageRun:
+    written: list[Path] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # one line per input that could not be processed
+    processed: int = 0
+
+
+def predict_images(segmenter: Segmenter, images: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...],
+                   alpha: float = 0.5, batch: int = 1, on_image: Callable[[Path], None] | None = None) -> ImageRun:
+    """Segment images in batches; a bad file is reported and skipped, the rest still run."""
+    run = ImageRun()
+    ensure_writable(out_dir)
+    pending: list[tuple[Path, object]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        labels = segmenter.predict_batch([image for _, image in pending])
+        for (path, image), train_ids in zip(pending, labels, strict=True):
+            run.written += write_outputs(out_dir, path.stem, image, train_ids, formats, alpha)
+            run.processed += 1
+            if on_image:
+                on_image(path)
+        pending.clear()
+
+    for path in images:
+        try:
+            image = read_image(path)
+        except InputError as exc:
+            run.failures.append(str(exc))
+            if on_image:
+                on_image(path)
+            continue
+        if pending and image.shape != pending[0][1].shape:
+            flush()
+        pending.append((path, image))
+        if len(pending) >= batch:
+            flush()
+    flush()
+    return run
+
+
+def predict_video(segmenter: Segmenter, source: Source, out_dir: Path, formats: tuple[str, ...], alpha: float = 0.5,
+                  batch: int = 1, realtime: bool = False, on_start=None, on_frames=None) -> VideoResult:
+    ensure_writable(out_dir)
+    video = source.video
+    stem = Path(video).stem if isinstance(video, str) and "://" not in video else f"camera{video}" \
+        if isinstance(video, int) else "stream"
+    result = segment_video(segmenter, video, out_dir, stem, formats=formats, batch=batch, alpha=alpha,
+                           realtime=realtime, on_start=on_start, on_frames=on_frames)
+    if result.frames_read == 0:
+        raise SegliteError(f"{video}: no frame could be decoded (empty or damaged video)")
+    return result

@@ -1,0 +1,100 @@
+"""What `seglite predict SOURCE` can read: images, folders, globs, video files, cameras and streams."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from seglite.errors import InputError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "images", "video" or "stream"
+    images: tuple[Path, ...] = ()
+    video: str | int | None = None  # a path, a camera index or a URL
+
+    @property
+    def name(self) -> str:
+        return str(self.video) if self.video is not None else f"{len(self.images)} image(s)"
+
+
+def resolve_source(spec: str) -> Source:
+    """Classify SOURCE; a one-line InputError when it names nothing usable."""
+    if spec.isdigit():
+        return Source("stream", video=int(spec))
+    if "://" in spec:
+        return Source("stream", video=spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        images = tuple(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
+        if not images:
+            raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        return Source("images", images=images)
+    if path.is_file():
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            return Source("video", video=str(path))
+        return Source("images", images=(path,))
+    if glob.has_magic(spec):
+        matches = tuple(sorted(Path(p) for p in glob.glob(spec, recursive=True)
+                               if Path(p).suffix.lower() in IMAGE_EXTENSIONS))
+        if not matches:
+            raise InputError(f"{spec}: pattern matches no images")
+        return Source("images", images=matches)
+    raise InputError(f"{spec}: no such file or folder (expected an image, a folder, a glob, a video, a camera index or a URL)")
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence native libraries (libpng) that print to fd 2 while decoding damaged files."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with open(os.devnull, "wb") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Any 8/16-bit grey, BGR or BGRA image as HxWx3 uint8 BGR, or an InputError naming the file."""
+    from seglite.inference.segmenter import as_bgr_uint8
+
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with _quiet_stderr():
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise InputError(f"{path}: not a readable image (empty, truncated or not an image format)")
+    return as_bgr_uint8(image, str(path))
+
+
+def open_video(video: str | int) -> tuple[cv2.VideoCapture, float, tuple[int, int], int]:
+    """(capture, fps, (W, H), frame count or 0 when unknown) or an InputError naming the video."""
+    capture = cv2.VideoCapture(video)
+    if not capture.isOpened():
+        what = f"camera {video}" if isinstance(video, int) else str(video)
+        raise InputError(f"{what}: cannot open as a video (empty, damaged, or no codec for it)")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if isinstance(video, str) else 0
+    if size[0] <= 0 or size[1] <= 0:
+        capture.release()
+        raise InputError(f"{video}: video reports no frame size; is it damaged?")
+    return capture, (fps if 0 < fps < 1000 else 25.0), size, max(count, 0)

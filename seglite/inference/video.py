@@ -1,0 +1,222 @@
+"""Pipelined video segmentation: a decode thread, batched inference, an encode thread, bounded queues.
+
+Decoding, inference and encoding overlap instead of taking turns (OpenCV and PyTorch release the GIL),
+and the queues are bounded so memory stays flat however long the video is. With `realtime=True`
+the decoder keeps only the newest frame for live sources (stale frames are dropped); otherwise
+every frame is segmented and written, in order.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from seglite.errors import InputError
+from seglite.inference.outputs import render
+from seglite.inference.segmenter import Segmenter
+from seglite.inference.sources import open_video
+
+STAGES = ("decode", "preprocess", "model", "postprocess", "encode")
+VIDEO_FORMATS = ("overlay", "color")
+_END = object()
+
+
+@dataclass
+class VideoResult:
+    frames_read: int = 0
+    frames_written: int = 0
+    frames_dropped: int = 0
+    expected_frames: int = 0
+    fps: float = 0.0
+    size: tuple[int, int] = (0, 0)
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    outputs: list[Path] = field(default_factory=list)
+
+    @property
+    def truncated(self) -> bool:
+        return self.expected_frames > 0 and self.frames_read < self.expected_frames
+
+    @property
+    def throughput(self) -> float:
+        return self.frames_written / self.seconds if self.seconds else 0.0
+
+
+class _Decoder(threading.Thread):
+    """Reads and preprocesses frames into a bounded queue (or, for live sources, a one-slot 'latest frame' box)."""
+
+    def __init__(self, capture: cv2.VideoCapture, preprocess, result: VideoResult, capacity: int, realtime: bool):
+        super().__init__(daemon=True, name="seglite-decode")
+        self.capture, self.preprocess, self.result, self.realtime = capture, preprocess, result, realtime
+        self.frames: queue.Queue = queue.Queue(maxsize=1 if realtime else capacity)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        index = 0
+        try:
+            while not self.stop.is_set():
+                start = time.perf_counter()
+                ok, frame = self.capture.read()
+                self.result.stage_seconds["decode"] += time.perf_counter() - start
+                if not ok:
+                    break
+                self.result.frames_read += 1
+                start = time.perf_counter()
+                item = (index, frame, self.preprocess(frame))
+                self.result.stage_seconds["preprocess"] += time.perf_counter() - start
+                if self.realtime:
+                    try:  # replace a stale frame nobody took yet
+                        self.frames.get_nowait()
+                        self.result.frames_dropped += 1
+                    except queue.Empty:
+                        pass
+                    self.frames.put(item)
+                else:
+                    while not self.stop.is_set():
+                        try:
+                            self.frames.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                index += 1
+        finally:
+            self.capture.release()
+            self.frames.put(_END)
+
+
+def iter_batches(segmenter: Segmenter, video: str | int, batch: int = 1, realtime: bool = False,
+                 result: VideoResult | None = None,
+                 opened: tuple | None = None) -> Iterator[tuple[list[int], list[np.ndarray], torch.Tensor]]:
+    """Decode in a thread and yield (frame indices, frames, logits) batch by batch."""
+    capture, fps, size, count = opened or open_video(video)
+    result = result if result is not None else VideoResult()
+    result.fps, result.size, result.expected_frames = fps, size, count
+    decoder = _Decoder(capture, segmenter.preprocess, result, capacity=2 * batch + 2, realtime=realtime)
+    decoder.start()
+    finished = False
+    try:
+        while not finished:
+            item = decoder.frames.get()
+            if item is _END:
+                break
+            items = [item]
+            while len(items) < batch:
+                try:
+                    nxt = decoder.frames.get(timeout=0.5 if not realtime else 0.0)
+                except queue.Empty:
+                    break
+                if nxt is _END:
+                    finished = True
+                    break
+                items.append(nxt)
+            indices = [i for i, _, _ in items]
+            frames = [f for _, f, _ in items]
+            start = time.perf_counter()
+            logits = segmenter.forward(segmenter.stack([t for _, _, t in items]))
+            if segmenter.device.type == "cuda":
+                torch.cuda.synchronize()
+            result.stage_seconds["model"] += time.perf_counter() - start
+            yield indices, frames, logits
+    finally:
+        decoder.stop.set()
+        decoder.join(timeout=5)
+
+
+def iter_frames(segmenter: Segmenter, video: str | int, batch: int = 1,
+                realtime: bool = False) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(frame index, BGR frame, trainId map at the frame's size) for every frame, or the newest ones when realtime."""
+    for indices, frames, logits in iter_batches(segmenter, video, batch, realtime):
+        labels = segmenter.labels_from_logits(logits, frames[0].shape[:2])
+        yield from zip(indices, frames, labels, strict=True)
+
+
+class _Encoder(threading.Thread):
+    """Post-processes batches (upsample, argmax, render) and writes them, so inference never waits on I/O."""
+
+    def __init__(self, segmenter: Segmenter, writers: dict[str, cv2.VideoWriter], mask_dirs: dict[str, Path],
+                 alpha: float, result: VideoResult, on_frames: Callable[[int], None] | None):
+        super().__init__(daemon=True, name="seglite-encode")
+        self.segmenter, self.writers, self.mask_dirs, self.alpha = segmenter, writers, mask_dirs, alpha
+        self.result, self.on_frames = result, on_frames
+        self.batches: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while (item := self.batches.get()) is not _END:
+            if self.error is not None:
+                continue  # drain so the producer never blocks
+            try:
+                self._write(*item)
+            except BaseException as exc:  # surfaced in the main thread after join
+                self.error = exc
+
+    def _write(self, indices: list[int], frames: list[np.ndarray], logits: torch.Tensor) -> None:
+        start = time.perf_counter()
+        labels = self.segmenter.labels_from_logits(logits, frames[0].shape[:2])
+        middle = time.perf_counter()
+        for index, frame, train_ids in zip(indices, frames, labels, strict=True):
+            for fmt, writer in self.writers.items():
+                writer.write(render(fmt, frame, train_ids, self.alpha))
+            for fmt, folder in self.mask_dirs.items():
+                cv2.imwrite(str(folder / f"{index:06d}.png"), render(fmt, frame, train_ids, self.alpha))
+        end = time.perf_counter()
+        self.result.stage_seconds["postprocess"] += middle - start
+        self.result.stage_seconds["encode"] += end - middle
+        self.result.frames_written += len(indices)
+        if self.on_frames:
+            self.on_frames(len(indices))
+
+
+def segment_video(segmenter: Segmenter, video: str | int, out_dir: Path, stem: str, formats: tuple[str, ...] = ("overlay",),
+                  batch: int = 1, alpha: float = 0.5, realtime: bool = False,
+                  on_start: Callable[[VideoResult], None] | None = None,
+                  on_frames: Callable[[int], None] | None = None) -> VideoResult:
+    """Segment a video into `<stem>_<format>.mp4` (overlay/color) and `<stem>_<format>/` PNG folders (masks)."""
+    result = VideoResult()
+    opened = open_video(video)
+    _, fps, size, count = opened
+    writers: dict[str, cv2.VideoWriter] = {}
+    mask_dirs: dict[str, Path] = {}
+    for fmt in formats:
+        if fmt in VIDEO_FORMATS:
+            path = out_dir / f"{stem}_{fmt}.mp4"
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+            if not writer.isOpened():
+                opened[0].release()
+                raise InputError(f"{path}: cannot write an mp4 there")
+            writers[fmt] = writer
+            result.outputs.append(path)
+        else:
+            folder = out_dir / f"{stem}_{fmt}"
+            folder.mkdir(parents=True, exist_ok=True)
+            mask_dirs[fmt] = folder
+            result.outputs.append(folder)
+    encoder = _Encoder(segmenter, writers, mask_dirs, alpha, result, on_frames)
+    encoder.start()
+    start = time.perf_counter()
+    try:
+        batches = iter_batches(segmenter, video, batch, realtime, result, opened)
+        if on_start:
+            result.expected_frames = count
+            on_start(result)
+        for item in batches:
+            encoder.batches.put(item)
+            if encoder.error is not None:
+                break
+    finally:
+        encoder.batches.put(_END)
+        encoder.join()
+        for writer in writers.values():
+            writer.release()
+        result.seconds = time.perf_counter() - start
+    if encoder.error is not None:
+        raise encoder.error
+    return result
