@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -26,8 +25,8 @@ weights_app = typer.Typer(no_args_is_help=True, help="Published checkpoints: lis
 app.add_typer(weights_app, name="weights")
 data_app = typer.Typer(no_args_is_help=True, help="Data sets: generate the synthetic city.")
 app.add_typer(data_app, name="data")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
 
 
@@ -159,6 +158,7 @@ def eval_cmd(
     """mIoU, per-class IoU and pixel accuracy on a Cityscapes split, as the official evaluator computes them."""
     from seglite.bench.sizes import parse_size
     from seglite.evaluation.evaluator import EvalOptions, evaluate
+
     scale_list = _parse_scales(scales)
     segmenter = Segmenter(model=model, weights=weights, device=device, size=parse_size(size))
     result = evaluate(
@@ -328,11 +328,10 @@ def predict_cmd(
     """Segment images, folders, videos, cameras or streams; write overlays and masks named after each input."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from seglite.bench.sizes import parse_size
     from seglite.inference.outputs import parse_formats
     from seglite.inference.predict import DEFAULT_WEIGHTS, predict_images, predict_video
     from seglite.inference.sources import resolve_source
-
-    from seglite.bench.sizes import parse_size
 
     fmt = parse_formats(formats)
     src = resolve_source(source)
@@ -340,17 +339,27 @@ def predict_cmd(
         weights = DEFAULT_WEIGHTS
     elif weights is None:
         err_console.print(f"warning: no --weights: {model} is randomly initialised, its predictions mean nothing")
-    segmenter = Segmenter(model=model, weights=weights, device=device, size=parse_size(size), half=half,
-                          backend=backend)
-    err_console.print(f"{segmenter.model_name} ({segmenter.loaded.source}) on {segmenter.device}, backend "
-                      f"{segmenter.backend}, input {segmenter.preprocess.size or 'native size'}", markup=False)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeRemainingColumn())
+    segmenter = Segmenter(
+        model=model, weights=weights, device=device, size=parse_size(size), half=half, backend=backend
+    )
+    err_console.print(
+        f"{segmenter.model_name} ({segmenter.loaded.source}) on {segmenter.device}, backend "
+        f"{segmenter.backend}, input {segmenter.preprocess.size or 'native size'}",
+        markup=False,
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err_console, transient=True) as progress:
         if src.kind == "images":
             task = progress.add_task("images", total=len(src.images), rate="")
-            run = predict_images(segmenter, src.images, out, fmt, alpha=alpha, batch=batch,
-                                 on_image=lambda _: progress.advance(task))
+            run = predict_images(
+                segmenter, src.images, out, fmt, alpha=alpha, batch=batch, on_image=lambda _: progress.advance(task)
+            )
         else:
             task = progress.add_task("frames", total=None, rate="")
             started = {}
@@ -364,8 +373,17 @@ def predict_cmd(
                 done = progress.tasks[0].completed
                 progress.update(task, rate=f"{done / max(1e-9, time.perf_counter() - started['t']):.1f} FPS")
 
-            result = predict_video(segmenter, src, out, fmt, alpha=alpha, batch=batch, realtime=realtime,
-                                   on_start=on_start, on_frames=on_frames)
+            result = predict_video(
+                segmenter,
+                src,
+                out,
+                fmt,
+                alpha=alpha,
+                batch=batch,
+                realtime=realtime,
+                on_start=on_start,
+                on_frames=on_frames,
+            )
     if src.kind == "images":
         for failure in run.failures:
             err_console.print(f"error: {failure}", markup=False, highlight=False)
@@ -375,13 +393,17 @@ def predict_cmd(
         return
     _print_video_summary(result, out)
     if result.truncated:
-        raise SegliteError(f"{src.video}: video ends after {result.frames_read} of {result.expected_frames} frames "
-                           f"(damaged?); the {result.frames_written} decoded frames were written to {out}")
+        raise SegliteError(
+            f"{src.video}: video ends after {result.frames_read} of {result.expected_frames} frames "
+            f"(damaged?); the {result.frames_written} decoded frames were written to {out}"
+        )
 
 
 def _print_video_summary(result, out: Path) -> None:
-    table = Table(title=f"{result.frames_written} frames in {result.seconds:.1f} s = {result.throughput:.2f} FPS "
-                  f"end to end" + (f", {result.frames_dropped} stale frames dropped" if result.frames_dropped else ""))
+    table = Table(
+        title=f"{result.frames_written} frames in {result.seconds:.1f} s = {result.throughput:.2f} FPS "
+        f"end to end" + (f", {result.frames_dropped} stale frames dropped" if result.frames_dropped else "")
+    )
     table.add_column("stage")
     table.add_column("total s", justify="right")
     table.add_column("ms / frame", justify="right")
@@ -402,7 +424,9 @@ def export_cmd(
     size: Annotated[str | None, typer.Option(help="Input WxH (default: the weights' own, else 1024x512).")] = None,
     half: Annotated[bool, typer.Option("--half", help="Export in fp16.")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch axis (static by default).")] = False,
-    image: Annotated[Path | None, typer.Option(help="Frame for the ONNX Runtime check (default: a generated street).")] = None,
+    image: Annotated[
+        Path | None, typer.Option(help="Frame for the ONNX Runtime check (default: a generated street).")
+    ] = None,
 ) -> None:
     """Export to ONNX (opset 17, static shape), then check ONNX Runtime against PyTorch on a real frame."""
     from seglite.bench.sizes import parse_size
@@ -411,9 +435,12 @@ def export_cmd(
     if fmt != "onnx":
         raise SegliteError(f"--format {fmt!r}: only onnx is supported")
     report = verify_export(model, weights, out, parse_size(size), half=half, dynamic=dynamic, image=image)
-    console.print(f"wrote {out} ({report['model']}, {report['size']}, opset {report['opset']}); ONNX Runtime vs "
-                  f"PyTorch on {report['image']}: argmax agreement {100 * report['agreement']:.3f} %, "
-                  f"max |diff| {report['max_abs_diff']:.2e}", markup=False)
+    console.print(
+        f"wrote {out} ({report['model']}, {report['size']}, opset {report['opset']}); ONNX Runtime vs "
+        f"PyTorch on {report['image']}: argmax agreement {100 * report['agreement']:.3f} %, "
+        f"max |diff| {report['max_abs_diff']:.2e}",
+        markup=False,
+    )
 
 
 def main() -> None:
@@ -425,11 +452,14 @@ def main() -> None:
             raise
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted")
         sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: typer prints its own "Usage: ... Error: ..." text
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(getattr(exc, "exit_code", 2))

@@ -93,8 +93,11 @@ def cached_session(loaded, size: tuple[int, int], batch: int = 1, threads: int |
     key = f"{loaded.model_name}-{weights_fingerprint(loaded.model)}-{size[0]}x{size[1]}-b{batch}-fp32"
     path = seglite_home() / "onnx" / f"{key}.onnx"
     if not path.is_file():
-        metadata = {"model": loaded.model_name, "preprocess": loaded.preprocess.with_size(size).to_dict(),
-                    "classes": list(loaded.classes)}
+        metadata = {
+            "model": loaded.model_name,
+            "preprocess": loaded.preprocess.with_size(size).to_dict(),
+            "classes": list(loaded.classes),
+        }
         try:
             export_onnx(loaded.model, size, path, batch=batch, metadata=metadata)
         except OSError:  # read-only cache: keep the export in memory
@@ -102,9 +105,16 @@ def cached_session(loaded, size: tuple[int, int], batch: int = 1, threads: int |
     return ort_session(path, threads)
 
 
-def verify_export(model: str | None, weights: str | None, out: str | os.PathLike, size: tuple[int, int] | None,
-                  half: bool = False, dynamic: bool = False, image: str | os.PathLike | None = None,
-                  min_agreement: float = 0.999) -> dict:
+def verify_export(
+    model: str | None,
+    weights: str | None,
+    out: str | os.PathLike,
+    size: tuple[int, int] | None,
+    half: bool = False,
+    dynamic: bool = False,
+    image: str | os.PathLike | None = None,
+    min_agreement: float = 0.999,
+) -> dict:
     """Export, run ONNX Runtime and PyTorch on one real frame, and refuse an export that disagrees."""
     import numpy as np
 
@@ -126,8 +136,13 @@ def verify_export(model: str | None, weights: str | None, out: str | os.PathLike
     if half:
         net = net.half()
         x = x.half()
-    metadata = {"model": loaded.model_name, "preprocess": preprocess.to_dict(), "classes": list(loaded.classes),
-                "precision": "fp16" if half else "fp32", "weights": loaded.source}
+    metadata = {
+        "model": loaded.model_name,
+        "preprocess": preprocess.to_dict(),
+        "classes": list(loaded.classes),
+        "precision": "fp16" if half else "fp32",
+        "weights": loaded.source,
+    }
     out = Path(out)
     try:
         data = export_onnx(net, size, None, metadata=metadata, dynamic=dynamic)
@@ -141,8 +156,10 @@ def verify_export(model: str | None, weights: str | None, out: str | os.PathLike
         raise SegliteError(f"ONNX Runtime cannot run the exported {loaded.model_name} on CPU: {exc}") from None
     agreement = float((got.argmax(1) == expected.argmax(1)).mean())
     if agreement < min_agreement:
-        raise SegliteError(f"export of {loaded.model_name} rejected: ONNX Runtime agrees with PyTorch on only "
-                           f"{100 * agreement:.3f} % of pixels (< {100 * min_agreement:.1f} %); nothing written")
+        raise SegliteError(
+            f"export of {loaded.model_name} rejected: ONNX Runtime agrees with PyTorch on only "
+            f"{100 * agreement:.3f} % of pixels (< {100 * min_agreement:.1f} %); nothing written"
+        )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
@@ -150,5 +167,11 @@ def verify_export(model: str | None, weights: str | None, out: str | os.PathLike
         os.replace(tmp, out)
     except OSError as exc:
         raise SegliteError(f"{out}: cannot write ({exc.strerror or exc})") from None
-    return {"model": loaded.model_name, "size": f"{size[0]}x{size[1]}", "opset": OPSET, "image": frame_name,
-            "agreement": agreement, "max_abs_diff": float(np.abs(got - expected).max())}
+    return {
+        "model": loaded.model_name,
+        "size": f"{size[0]}x{size[1]}",
+        "opset": OPSET,
+        "image": frame_name,
+        "agreement": agreement,
+        "max_abs_diff": float(np.abs(got - expected).max()),
+    }

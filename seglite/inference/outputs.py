@@ -43,8 +43,9 @@ def ensure_writable(folder: Path) -> Path:
     return folder
 
 
-def write_outputs(out_dir: Path, stem: str, image_bgr: np.ndarray, train_ids: np.ndarray,
-                  formats: tuple[str, ...], alpha: float) -> list[Path]:
+def write_outputs(
+    out_dir: Path, stem: str, image_bgr: np.ndarray, train_ids: np.ndarray, formats: tuple[str, ...], alpha: float
+) -> list[Path]:
     written = []
     for fmt in formats:
         path = out_dir / f"{stem}_{fmt}.png"

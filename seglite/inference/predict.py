@@ -22,8 +22,15 @@ class ImageRun:
     processed: int = 0
 
 
-def predict_images(segmenter: Segmenter, images: tuple[Path, ...], out_dir: Path, formats: tuple[str, ...],
-                   alpha: float = 0.5, batch: int = 1, on_image: Callable[[Path], None] | None = None) -> ImageRun:
+def predict_images(
+    segmenter: Segmenter,
+    images: tuple[Path, ...],
+    out_dir: Path,
+    formats: tuple[str, ...],
+    alpha: float = 0.5,
+    batch: int = 1,
+    on_image: Callable[[Path], None] | None = None,
+) -> ImageRun:
     """Segment images in batches; a bad file is reported and skipped, the rest still run."""
     run = ImageRun()
     ensure_writable(out_dir)
@@ -57,14 +64,38 @@ def predict_images(segmenter: Segmenter, images: tuple[Path, ...], out_dir: Path
     return run
 
 
-def predict_video(segmenter: Segmenter, source: Source, out_dir: Path, formats: tuple[str, ...], alpha: float = 0.5,
-                  batch: int = 1, realtime: bool = False, on_start=None, on_frames=None) -> VideoResult:
+def predict_video(
+    segmenter: Segmenter,
+    source: Source,
+    out_dir: Path,
+    formats: tuple[str, ...],
+    alpha: float = 0.5,
+    batch: int = 1,
+    realtime: bool = False,
+    on_start=None,
+    on_frames=None,
+) -> VideoResult:
     ensure_writable(out_dir)
     video = source.video
-    stem = Path(video).stem if isinstance(video, str) and "://" not in video else f"camera{video}" \
-        if isinstance(video, int) else "stream"
-    result = segment_video(segmenter, video, out_dir, stem, formats=formats, batch=batch, alpha=alpha,
-                           realtime=realtime, on_start=on_start, on_frames=on_frames)
+    stem = (
+        Path(video).stem
+        if isinstance(video, str) and "://" not in video
+        else f"camera{video}"
+        if isinstance(video, int)
+        else "stream"
+    )
+    result = segment_video(
+        segmenter,
+        video,
+        out_dir,
+        stem,
+        formats=formats,
+        batch=batch,
+        alpha=alpha,
+        realtime=realtime,
+        on_start=on_start,
+        on_frames=on_frames,
+    )
     if result.frames_read == 0:
         raise SegliteError(f"{video}: no frame could be decoded (empty or damaged video)")
     return result

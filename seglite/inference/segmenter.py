@@ -155,8 +155,14 @@ class Segmenter:
     def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
         return self.predict_batch([image_bgr])[0]
 
-    def predict_video(self, source: str | int, out_dir: str, formats: tuple[str, ...] = ("overlay",), batch: int = 1,
-                      alpha: float = 0.5):
+    def predict_video(
+        self,
+        source: str | int,
+        out_dir: str,
+        formats: tuple[str, ...] = ("overlay",),
+        batch: int = 1,
+        alpha: float = 0.5,
+    ):
         """Segment a video file or stream into `out_dir` (pipelined; see seglite.inference.video)."""
         from pathlib import Path
 

@@ -45,12 +45,15 @@ def resolve_source(spec: str) -> Source:
             return Source("video", video=str(path))
         return Source("images", images=(path,))
     if glob.has_magic(spec):
-        matches = tuple(sorted(Path(p) for p in glob.glob(spec, recursive=True)
-                               if Path(p).suffix.lower() in IMAGE_EXTENSIONS))
+        matches = tuple(
+            sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+        )
         if not matches:
             raise InputError(f"{spec}: pattern matches no images")
         return Source("images", images=matches)
-    raise InputError(f"{spec}: no such file or folder (expected an image, a folder, a glob, a video, a camera index or a URL)")
+    raise InputError(
+        f"{spec}: no such file or folder (expected an image, a folder, a glob, a video, a camera index or a URL)"
+    )
 
 
 @contextlib.contextmanager

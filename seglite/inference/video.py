@@ -92,9 +92,14 @@ class _Decoder(threading.Thread):
             self.frames.put(_END)
 
 
-def iter_batches(segmenter: Segmenter, video: str | int, batch: int = 1, realtime: bool = False,
-                 result: VideoResult | None = None,
-                 opened: tuple | None = None) -> Iterator[tuple[list[int], list[np.ndarray], torch.Tensor]]:
+def iter_batches(
+    segmenter: Segmenter,
+    video: str | int,
+    batch: int = 1,
+    realtime: bool = False,
+    result: VideoResult | None = None,
+    opened: tuple | None = None,
+) -> Iterator[tuple[list[int], list[np.ndarray], torch.Tensor]]:
     """Decode in a thread and yield (frame indices, frames, logits) batch by batch."""
     capture, fps, size, count = opened or open_video(video)
     result = result if result is not None else VideoResult()
@@ -130,8 +135,9 @@ def iter_batches(segmenter: Segmenter, video: str | int, batch: int = 1, realtim
         decoder.join(timeout=5)
 
 
-def iter_frames(segmenter: Segmenter, video: str | int, batch: int = 1,
-                realtime: bool = False) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def iter_frames(
+    segmenter: Segmenter, video: str | int, batch: int = 1, realtime: bool = False
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(frame index, BGR frame, trainId map at the frame's size) for every frame, or the newest ones when realtime."""
     for indices, frames, logits in iter_batches(segmenter, video, batch, realtime):
         labels = segmenter.labels_from_logits(logits, frames[0].shape[:2])
@@ -141,8 +147,15 @@ def iter_frames(segmenter: Segmenter, video: str | int, batch: int = 1,
 class _Encoder(threading.Thread):
     """Post-processes batches (upsample, argmax, render) and writes them, so inference never waits on I/O."""
 
-    def __init__(self, segmenter: Segmenter, writers: dict[str, cv2.VideoWriter], mask_dirs: dict[str, Path],
-                 alpha: float, result: VideoResult, on_frames: Callable[[int], None] | None):
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        writers: dict[str, cv2.VideoWriter],
+        mask_dirs: dict[str, Path],
+        alpha: float,
+        result: VideoResult,
+        on_frames: Callable[[int], None] | None,
+    ):
         super().__init__(daemon=True, name="seglite-encode")
         self.segmenter, self.writers, self.mask_dirs, self.alpha = segmenter, writers, mask_dirs, alpha
         self.result, self.on_frames = result, on_frames
@@ -175,10 +188,18 @@ class _Encoder(threading.Thread):
             self.on_frames(len(indices))
 
 
-def segment_video(segmenter: Segmenter, video: str | int, out_dir: Path, stem: str, formats: tuple[str, ...] = ("overlay",),
-                  batch: int = 1, alpha: float = 0.5, realtime: bool = False,
-                  on_start: Callable[[VideoResult], None] | None = None,
-                  on_frames: Callable[[int], None] | None = None) -> VideoResult:
+def segment_video(
+    segmenter: Segmenter,
+    video: str | int,
+    out_dir: Path,
+    stem: str,
+    formats: tuple[str, ...] = ("overlay",),
+    batch: int = 1,
+    alpha: float = 0.5,
+    realtime: bool = False,
+    on_start: Callable[[VideoResult], None] | None = None,
+    on_frames: Callable[[int], None] | None = None,
+) -> VideoResult:
     """Segment a video into `<stem>_<format>.mp4` (overlay/color) and `<stem>_<format>/` PNG folders (masks)."""
     result = VideoResult()
     opened = open_video(video)

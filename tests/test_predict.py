@@ -1,0 +1,240 @@
+"""seglite predict / export: outputs per input, the video pipeline, and every bad input of the issue."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from seglite.data.synth import render_scene, write_video
+from tests.conftest import require_realdata
+
+FAST = ["--model", "espnetv2_s0.5", "--size", "128x64", "--device", "cpu"]
+
+
+def _seglite(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "seglite", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+
+
+def _one_error_line(result: subprocess.CompletedProcess, needle: str) -> None:
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], result.stderr
+
+
+@pytest.fixture(scope="module")
+def street(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    cv2.imwrite(str(folder / "a.png"), render_scene(160, 96, seed=1)[0])
+    (folder / "sub").mkdir()
+    cv2.imwrite(str(folder / "sub" / "b.jpg"), render_scene(200, 100, seed=2)[0])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "drive.mp4", frames=12, size=(160, 96), fps=12.0)
+
+
+def test_folder_of_images_gives_every_format_at_the_input_size(street, tmp_path):
+    result = _seglite(
+        "predict", str(street), *FAST, "--format", "overlay,color,trainid,labelid", "--out", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(
+        f"{stem}_{fmt}.png" for stem in ("a", "b") for fmt in ("overlay", "color", "trainid", "labelid")
+    )
+    trainid = cv2.imread(str(tmp_path / "b_trainid.png"), cv2.IMREAD_UNCHANGED)
+    assert trainid.shape == (100, 200) and trainid.dtype == np.uint8 and trainid.max() < 19
+    assert cv2.imread(str(tmp_path / "a_overlay.png")).shape == (96, 160, 3)
+    from seglite.data.labels import TRAIN_ID_TO_LABEL_ID
+
+    labelid = cv2.imread(str(tmp_path / "b_labelid.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(labelid, TRAIN_ID_TO_LABEL_ID[trainid])
+
+
+def test_glob_source(street, tmp_path):
+    result = _seglite("predict", str(street / "**" / "*.jpg"), *FAST, "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["b_overlay.png"]
+
+
+def test_video_keeps_frame_count_fps_and_size(video, tmp_path):
+    result = _seglite("predict", str(video), *FAST, "--out", str(tmp_path), "--batch", "4")
+    assert result.returncode == 0, result.stderr
+    capture = cv2.VideoCapture(str(tmp_path / "drive_overlay.mp4"))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 12
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (160, 96)
+    for stage in ("decode", "preprocess", "model", "postprocess", "encode"):
+        assert stage in result.stdout
+
+
+def test_stream_iterator_yields_every_frame_in_order(video):
+    import seglite
+
+    seg = seglite.Segmenter(model="espnetv2_s0.5", size=(128, 64), device="cpu")
+    seen = [(index, frame.shape, labels.shape) for index, frame, labels in seg.stream(str(video), batch=3)]
+    assert [s[0] for s in seen] == list(range(12))
+    assert all(shape[:2] == labels for _, shape, labels in seen)
+
+
+def test_realtime_keeps_the_newest_frame(video):
+    import time
+
+    from seglite.inference.sources import open_video
+    from seglite.inference.video import _END, VideoResult, _Decoder
+
+    result = VideoResult()
+    decoder = _Decoder(open_video(str(video))[0], lambda f: f, result, capacity=4, realtime=True)
+    decoder.start()
+    items = [decoder.frames.get(timeout=10)]
+    time.sleep(1.0)  # a slow consumer: the decoder runs ahead and keeps replacing the waiting frame
+    while (item := decoder.frames.get(timeout=10)) is not _END:
+        items.append(item)
+    decoder.join(timeout=10)
+    indices = [i for i, _, _ in items]
+    assert result.frames_read == 12 and indices[-1] == 11 and len(indices) <= 2
+    assert result.frames_dropped == 12 - len(indices)
+
+
+def test_sixteen_bit_grey_and_rgba_images_work(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    colour = render_scene(128, 64, seed=4)[0]
+    cv2.imwrite(str(folder / "deep.png"), colour.astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / "grey.png"), cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "alpha.png"), cv2.cvtColor(colour, cv2.COLOR_BGR2BGRA))
+    result = _seglite("predict", str(folder), *FAST, "--format", "trainid", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    for stem in ("deep", "grey", "alpha"):
+        assert cv2.imread(str(tmp_path / "out" / f"{stem}_trainid.png"), cv2.IMREAD_UNCHANGED).shape == (64, 128)
+
+
+def test_bad_images_are_named_and_the_others_still_run(street, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = render_scene(128, 64, seed=5)[0]
+    cv2.imwrite(str(folder / "good.png"), good)
+    (folder / "notes.png").write_text("not an image")
+    data = cv2.imencode(".png", good)[1].tobytes()
+    (folder / "cut.png").write_bytes(data[: len(data) // 2])
+    result = _seglite("predict", str(folder), *FAST, "--out", str(tmp_path / "out"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and any("notes.png" in e for e in errors) and any("cut.png" in e for e in errors)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good_overlay.png"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty folder"])
+def test_missing_path_and_empty_folder(tmp_path, kind):
+    target = tmp_path / ("nothing.png" if kind == "missing" else "empty")
+    if kind == "empty folder":
+        target.mkdir()
+    _one_error_line(_seglite("predict", str(target), *FAST, "--out", str(tmp_path / "o")), str(target))
+
+
+def test_zero_byte_mp4(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    _one_error_line(_seglite("predict", str(empty), *FAST, "--out", str(tmp_path / "o")), str(empty))
+
+
+def test_truncated_mp4_writes_the_frames_before_the_damage(tmp_path):
+    # A real H.264 mp4 (index at the front, as cameras write them); OpenCV's own mp4 writer puts the index at
+    # the end, so a cut copy of a generated video cannot be opened at all (that case is the zero-byte test's).
+    source = require_realdata("video", "solidWhiteRight.mp4")
+    data = source.read_bytes()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(data[: len(data) // 3])
+    result = _seglite("predict", str(broken), *FAST, "--out", str(tmp_path / "o"))
+    _one_error_line(result, str(broken))
+    message = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    written = int(message.split("the ")[-1].split(" decoded")[0])
+    assert 0 < written < 221 and "of 221 frames" in message
+    out = cv2.VideoCapture(str(tmp_path / "o" / "broken_overlay.mp4"))
+    assert out.get(cv2.CAP_PROP_FRAME_COUNT) == written
+
+
+def test_unwritable_output_folder(street, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _one_error_line(_seglite("predict", str(street), *FAST, "--out", str(blocker / "sub")), str(blocker / "sub"))
+
+
+def test_cuda_without_a_gpu(street, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = _seglite("predict", str(street), "--model", "espnetv2_s0.5", "--device", "cuda", "--out", str(tmp_path))
+    _one_error_line(result, "--device cuda")
+
+
+def test_default_weights_offline_say_how_to_get_them(street, tmp_path):
+    result = _seglite("predict", str(street), "--out", str(tmp_path / "o"), env={"SEGLITE_HOME": str(tmp_path / "h")})
+    _one_error_line(result, "espnetv2_s2.0_cityscapes_1024x512")
+    assert "--weights" in result.stderr and str(tmp_path / "h" / "weights") in result.stderr
+
+
+def test_onnx_backend_runs_a_cached_export(street, tmp_path):
+    import seglite
+    from seglite.data.labels import CLASS_NAMES
+    from seglite.zoo.checkpoint import atomic_torch_save, checkpoint_dict
+    from seglite.zoo.preprocess import IMAGENET
+
+    weights = tmp_path / "w.pt"
+    net = seglite.create_model("espnetv2_s0.5")
+    atomic_torch_save(checkpoint_dict("espnetv2_s0.5", net, CLASS_NAMES, IMAGENET.with_size((128, 64))), weights)
+    home = tmp_path / "home"
+    outputs = {}
+    for backend in ("onnx", "torch"):
+        result = _seglite(
+            "predict",
+            str(street / "a.png"),
+            "--weights",
+            str(weights),
+            "--device",
+            "cpu",
+            "--backend",
+            backend,
+            "--format",
+            "trainid",
+            "--out",
+            str(tmp_path / backend),
+            env={"SEGLITE_HOME": str(home)},
+        )
+        assert result.returncode == 0, result.stderr
+        outputs[backend] = cv2.imread(str(tmp_path / backend / "a_trainid.png"), cv2.IMREAD_UNCHANGED)
+    assert len(list((home / "onnx").glob("espnetv2_s0.5-*-128x64-b1-fp32.onnx"))) == 1
+    assert (outputs["onnx"] == outputs["torch"]).mean() >= 0.999
+
+
+def test_usage_errors_show_usage_not_a_traceback(street):
+    result = _seglite("predict", str(street), "extra-argument")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "Usage" in result.stderr
+
+
+def test_export_stores_preprocessing_and_checks_ort(tmp_path):
+    import json
+
+    import onnx
+
+    out = tmp_path / "m.onnx"
+    result = _seglite("export", "--model", "espnetv2_s0.5", "--size", "256x128", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "agreement" in result.stdout
+    proto = onnx.load(str(out))
+    meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
+    assert meta["model"] == "espnetv2_s0.5" and meta["preprocess"]["size"] == [256, 128]
+    assert proto.opset_import[0].version >= 17
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 128, 256]
