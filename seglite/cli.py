@@ -134,6 +134,87 @@ def data_synth(
     console.print(f"wrote {train} train + {val} val images ({size}) to {out}" + (f", video {video}" if video else ""))
 
 
+@data_app.command("check")
+def data_check(root: Annotated[Path, typer.Argument(help="Cityscapes root (leftImg8bit/, gtFine/).")]) -> None:
+    """Counts per split, missing pairs, size mismatches and unknown label values; non-zero exit when broken."""
+    from rich.progress import Progress
+
+    from seglite.data.check import FULL_COUNTS, check_dataset
+
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("checking", total=None)
+        reports = check_dataset(root, progress=lambda: progress.advance(task))
+    table = Table(title=f"{root}")
+    for column in ("split", "images", "labelled", "full Cityscapes", "problems"):
+        table.add_column(column)
+    for r in reports:
+        table.add_row(r.split, str(r.images), str(r.labelled), str(FULL_COUNTS.get(r.split, "-")), str(len(r.problems)))
+    console.print(table)
+    problems = [p for r in reports for p in r.problems]
+    for problem in problems[:20]:
+        err_console.print(f"  {problem}", markup=False)
+    if problems:
+        raise SegliteError(f"{root}: {len(problems)} problem(s) found (first: {problems[0]})")
+    console.print("dataset OK")
+
+
+@data_app.command("stats")
+def data_stats(
+    root: Annotated[Path, typer.Argument(help="Cityscapes root.")],
+    split: Annotated[str, typer.Option()] = "train",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Class pixel frequencies of a split and ESPNet's class weights w = 1 / ln(1.10 + p)."""
+    from seglite.data.check import class_frequencies, espnet_class_weights
+    from seglite.data.labels import CLASS_NAMES
+
+    freq = class_frequencies(root, split)
+    weights = espnet_class_weights(freq)
+    rows = [
+        {"class": n, "frequency": float(f), "espnet_weight": float(w)}
+        for n, f, w in zip(CLASS_NAMES, freq, weights, strict=True)
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"{root} [{split}] class frequencies")
+    for column in ("class", "frequency %", "ESPNet weight"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for row in rows:
+        table.add_row(row["class"], f"{100 * row['frequency']:.3f}", f"{row['espnet_weight']:.3f}")
+    console.print(table)
+
+
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="A YAML recipe from configs/.")],
+    data_root: Annotated[
+        Path | None, typer.Option("--data-root", help="Cityscapes root (overrides data.root).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, metrics.jsonl, tensorboard/.")] = Path(
+        "runs/train"
+    ),
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="key=value, e.g. schedule.iters=2000.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from OUT/last.pt.")] = False,
+) -> None:
+    """Train on a Cityscapes-layout data set (torchrun for several GPUs or nodes); Ctrl-C saves and stops."""
+    from seglite.training.config import load_config
+    from seglite.training.trainer import Trainer
+
+    sets = list(overrides or [])
+    if data_root is not None:
+        sets.append(f"data.root={data_root}")
+    cfg = load_config(config, sets)
+    result = Trainer(cfg, out, resume=resume).run()
+    if not result.get("interrupted"):
+        best = result.get("best_miou")
+        console.print(
+            f"finished at iteration {result['iteration']}; best val mIoU "
+            f"{'-' if best is None else f'{best:.2f} %'}; checkpoints in {out}",
+            markup=False,
+        )
+
+
 @app.command("eval")
 def eval_cmd(
     model: Annotated[str | None, typer.Option("--model", help="Model name (see `seglite models`).")] = None,

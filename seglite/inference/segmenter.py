@@ -113,6 +113,23 @@ class Segmenter:
         feed = {"image": batch.contiguous().numpy()}
         return torch.from_numpy(self._sessions[n].run(None, feed)[0])
 
+    @classmethod
+    def from_loaded(
+        cls, loaded: LoadedWeights, device: str | torch.device = "cpu", size: tuple[int, int] | None = None
+    ) -> Segmenter:
+        """Wrap an in-memory model (e.g. during training) without reading any file."""
+        self = cls.__new__(cls)
+        self.loaded = loaded
+        self.device = torch.device(device)
+        self.preprocess = loaded.preprocess.with_size(size) if size else loaded.preprocess
+        self.dtype = torch.float32
+        self.memory_format = torch.channels_last
+        self.model = fold_batchnorm(loaded.model).to(self.device, memory_format=self.memory_format)
+        self.num_known = len(loaded.classes)
+        self.backend = "torch"
+        self._sessions = {}
+        return self
+
     @property
     def model_name(self) -> str:
         return self.loaded.model_name

@@ -1,0 +1,185 @@
+"""Training recipes are data: YAML validated against these dataclasses, with one-line errors naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from seglite.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    crop: list[int] = field(default_factory=lambda: [1024, 512])  # W, H
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    flip: bool = True
+    color_jitter: float = 0.4  # brightness/contrast/saturation strength; 0 turns it off
+    val_size: list[int] | None = None  # network input W, H for validation; None = full resolution
+    val_limit: int | None = None  # validate on the first N images only
+    workers: int = 2
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd or adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    lr_multipliers: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> LR factor
+
+
+@dataclass
+class ScheduleConfig:
+    iters: int = 80000
+    power: float = 0.9
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.1  # LR at iteration 0 as a fraction of the base LR
+
+
+@dataclass
+class LossConfig:
+    class_weights: str | None = None  # None or "espnet" (w = 1 / ln(1.10 + p), from the training labels)
+    ohem: bool = False
+    ohem_threshold: float = 0.7
+    ohem_min_kept: int = 100000
+
+
+@dataclass
+class TrainConfig:
+    model: str = "espnetv2_s0.5"
+    model_kwargs: dict = field(default_factory=dict)
+    num_classes: int = 19
+    preprocess: str = "imagenet"  # imagenet (RGB, ImageNet mean/std) or espnet (ESPNet v1's BGR convention)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    batch_size: int = 8  # global, split over processes
+    amp: str = "auto"  # auto (bf16 where supported on CUDA, else fp16), fp16, bf16 or none; CPU always fp32
+    device: str = "auto"
+    seed: int = 0
+    sync_bn: bool = False
+    log_every: int = 20
+    val_every: int = 1000
+    ckpt_every: int = 500
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check(value, annotation, key: str):
+    """Validate (and lightly coerce) one value against a type annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check(value, option, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r}: expected a mapping, got {type(value).__name__}")
+        return _build(annotation, value, key)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+        return [_check(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
+        args = typing.get_args(annotation)
+        return {k: _check(v, args[1], f"{key}.{k}") for k, v in value.items()} if args else dict(value)
+    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, str, bool) and type(value) is annotation:
+        return value
+    raise ConfigError(f"config key {key!r}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def _build(cls, values: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"unknown config key {where!r} (allowed here: {', '.join(sorted(names))})")
+    kwargs = {k: _check(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`--set a.b=value` (value parsed as YAML) onto the raw mapping."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. schedule.iters=2000")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(text)
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file (see configs/ for the recipes)")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys")
+    raw = apply_overrides(raw, overrides or [])
+    config = _build(TrainConfig, raw)
+    _validate_values(config)
+    return config
+
+
+def _validate_values(config: TrainConfig) -> None:
+    from seglite.models.registry import get_spec
+
+    try:
+        get_spec(config.model)
+    except Exception as exc:
+        raise ConfigError(f"config key 'model': {exc}") from None
+    checks = [
+        (config.optim.name in ("sgd", "adamw"), "optim.name", "sgd or adamw"),
+        (config.amp in ("auto", "fp16", "bf16", "none"), "amp", "auto, fp16, bf16 or none"),
+        (config.preprocess in ("imagenet", "espnet"), "preprocess", "imagenet or espnet"),
+        (config.loss.class_weights in (None, "espnet"), "loss.class_weights", "null or espnet"),
+        (len(config.data.crop) == 2 and min(config.data.crop) >= 32, "data.crop", "[width, height], each >= 32"),
+        (
+            len(config.data.scale_range) == 2 and 0 < config.data.scale_range[0] <= config.data.scale_range[1],
+            "data.scale_range",
+            "[min, max] with 0 < min <= max",
+        ),
+        (config.data.val_size is None or len(config.data.val_size) == 2, "data.val_size", "[width, height] or null"),
+        (config.schedule.iters > 0, "schedule.iters", "a positive number"),
+        (config.batch_size > 0, "batch_size", "a positive number"),
+        (config.optim.lr > 0, "optim.lr", "a positive number"),
+    ]
+    for ok, key, expected in checks:
+        if not ok:
+            raise ConfigError(f"config key {key!r}: expected {expected}")

@@ -1,0 +1,400 @@
+"""The training loop: poly LR, AMP, DDP, periodic validation, atomic checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from seglite.data.check import check_dataset, class_frequencies, espnet_class_weights
+from seglite.data.dataset import CityscapesDataset
+from seglite.data.labels import CLASS_NAMES
+from seglite.data.transforms import train_transform
+from seglite.devices import resolve_device
+from seglite.errors import SegliteError
+from seglite.models.registry import create_model
+from seglite.training.config import TrainConfig
+from seglite.training.distributed import DistInfo, broadcast_flag, cleanup, init_distributed
+from seglite.training.losses import SegmentationLoss
+from seglite.training.sampler import ResumableBatchSampler
+from seglite.training.schedule import poly_lr_factor
+from seglite.zoo.checkpoint import LoadedWeights, atomic_torch_save, checkpoint_dict, read_checkpoint_file
+from seglite.zoo.preprocess import ESPNET_V1, IMAGENET
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between iterations, so a step is never cut in half."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self) -> StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """LR multipliers by name prefix; no weight decay on 1-D tensors (BN, biases, PReLU slopes)."""
+    groups: dict[tuple[float, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        multiplier = next((m for prefix, m in config.optim.lr_multipliers.items() if name.startswith(prefix)), 1.0)
+        decay = param.ndim > 1
+        groups.setdefault((multiplier, decay), []).append(param)
+    return [
+        {"params": params, "lr_mult": mult, "weight_decay": config.optim.weight_decay if decay else 0.0}
+        for (mult, decay), params in groups.items()
+    ]
+
+
+def _optimizer(groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=config.optim.lr, momentum=config.optim.momentum)
+    return torch.optim.AdamW(groups, lr=config.optim.lr)
+
+
+def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or config.amp == "none":
+        return None
+    if config.amp == "bf16" or (config.amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "python": _python_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _numpy_state() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
+
+
+def _python_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _restore_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, out_dir: str | Path, resume: bool = False, show_progress: bool = True):
+        self.config, self.out_dir, self.resume, self.show_progress = config, Path(out_dir), resume, show_progress
+        if not config.data.root:
+            raise SegliteError("no data root: pass --data-root DIR or set data.root in the config")
+        device = resolve_device(config.device)
+        self.dist: DistInfo = init_distributed(device.type)
+        if self.dist.enabled and device.type == "cuda":
+            device = torch.device("cuda", self.dist.local_rank)
+        self.device = device
+        self.preprocess = ESPNET_V1.with_size(None) if config.preprocess == "espnet" else IMAGENET
+
+    # ---- set-up ---------------------------------------------------------------------------------------------
+    def _check_data(self) -> None:
+        """Training never starts on a broken dataset: pairs, sizes and label values are checked first."""
+        splits = (self.config.data.train_split, self.config.data.val_split)
+        reports = check_dataset(self.config.data.root, splits=splits, read_labels=True)
+        found = {r.split for r in reports}
+        for split in splits:
+            if split not in found:
+                raise SegliteError(f"{self.config.data.root}: split {split!r} is missing (leftImg8bit/{split})")
+        for report in reports:
+            if report.problems:
+                more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+                raise SegliteError(f"dataset not usable: {report.problems[0]}{more}; run `seglite data check`")
+
+    def _build(self) -> None:
+        config = self.config
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        random.seed(config.seed)
+        model = create_model(config.model, num_classes=config.num_classes, **config.model_kwargs)
+        if self.dist.enabled and config.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model.to(self.device)
+        self.net = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.optimizer = _optimizer(_param_groups(self.model, config), config)
+        self.amp_dtype = _amp_dtype(config, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        weights = None
+        if config.loss.class_weights == "espnet":
+            freq = class_frequencies(config.data.root, config.data.train_split)
+            weights = torch.tensor(espnet_class_weights(freq), dtype=torch.float32)
+        self.criterion = SegmentationLoss(
+            weights, config.loss.ohem, config.loss.ohem_threshold, config.loss.ohem_min_kept
+        ).to(self.device)
+        self.train_set = CityscapesDataset(
+            config.data.root,
+            config.data.train_split,
+            self.preprocess,
+            train_transform(
+                tuple(config.data.crop), tuple(config.data.scale_range), config.data.flip, config.data.color_jitter
+            ),
+        )
+
+    def _loader(self, start: int) -> DataLoader:
+        sampler = ResumableBatchSampler(
+            len(self.train_set), self.config.batch_size, self.config.seed, start, self.dist.rank, self.dist.world_size
+        )
+        return DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            num_workers=self.config.data.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    # ---- checkpoints --------------------------------------------------------------------------------------
+    def _save(self, name: str, iteration: int, best_miou: float | None) -> None:
+        if not self.dist.is_main:
+            return
+        ckpt = checkpoint_dict(
+            self.config.model,
+            self.model,
+            CLASS_NAMES,
+            self.preprocess.with_size(tuple(self.config.data.val_size) if self.config.data.val_size else None),
+            config=self.config.to_dict(),
+            model_kwargs=self.config.model_kwargs,
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(),
+            iteration=iteration,
+            rng=_rng_state(self.device),
+            best_miou=best_miou,
+        )
+        path = self.out_dir / name
+        try:
+            atomic_torch_save(ckpt, path)
+        except OSError as exc:
+            raise SegliteError(
+                f"cannot write checkpoint {path} ({exc.strerror or exc}); the previous {name} is intact"
+            ) from None
+
+    def _load_resume(self) -> tuple[int, float | None]:
+        path = self.out_dir / LAST
+        if not path.is_file():
+            raise SegliteError(f"--resume: no {path}; start without --resume, or pass the --out of the earlier run")
+        ckpt = read_checkpoint_file(path)
+        if ckpt.get("model") != self.config.model:
+            raise SegliteError(f"{path}: holds {ckpt.get('model')}, the config trains {self.config.model}")
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        _restore_rng(ckpt["rng"], self.device)
+        return int(ckpt["iteration"]), ckpt.get("best_miou")
+
+    # ---- validation ---------------------------------------------------------------------------------------
+    def validate(self) -> dict:
+        from seglite.evaluation.evaluator import EvalOptions, evaluate
+        from seglite.inference.segmenter import Segmenter
+
+        size = tuple(self.config.data.val_size) if self.config.data.val_size else None
+        loaded = LoadedWeights(self.model, self.config.model, CLASS_NAMES, self.preprocess, "training")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            segmenter = Segmenter.from_loaded(loaded, self.device, size)
+            result = evaluate(
+                segmenter,
+                self.config.data.root,
+                EvalOptions(split=self.config.data.val_split, limit=self.config.data.val_limit, progress=False),
+            )
+        finally:
+            self.model.train(was_training)
+        return result.summary
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        config = self.config
+        self._check_data()
+        self._build()
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        start, best = self._load_resume() if self.resume else (0, None)
+        if start >= config.schedule.iters:
+            return {"iteration": start, "best_miou": best, "message": "already finished"}
+        log = _Logger(self.out_dir, self.dist.is_main, config.schedule.iters, start, self.show_progress)
+        base_lrs = [config.optim.lr * group["lr_mult"] for group in self.optimizer.param_groups]
+        self.net.train()
+        iteration = start
+        images_seen, t0 = 0, time.perf_counter()
+        loader = iter(self._loader(start))
+        with StopRequest() as stop, log:
+            while iteration < config.schedule.iters:
+                factor = poly_lr_factor(
+                    iteration,
+                    config.schedule.iters,
+                    config.schedule.power,
+                    config.schedule.warmup_iters,
+                    config.schedule.warmup_ratio,
+                )
+                for group, base in zip(self.optimizer.param_groups, base_lrs, strict=True):
+                    group["lr"] = base * factor
+                images, labels = next(loader)
+                images = images.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
+                with torch.autocast(
+                    self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+                ):
+                    loss = self.criterion(self.net(images), labels)
+                if not torch.isfinite(loss):
+                    raise SegliteError(
+                        f"loss is {loss.item()} at iteration {iteration}: training stopped; "
+                        f"{self.out_dir / LAST} keeps the last good state (lower optim.lr?)"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                iteration += 1
+                images_seen += images.shape[0] * self.dist.world_size
+                log.step(
+                    iteration,
+                    loss.item(),
+                    self.optimizer.param_groups[0]["lr"],
+                    images_seen / (time.perf_counter() - t0),
+                )
+                last_iteration = iteration == config.schedule.iters
+                if self.dist.is_main and (iteration % config.val_every == 0 or last_iteration):
+                    summary = self.validate()
+                    log.validation(iteration, summary)
+                    if best is None or summary["miou"] > best:
+                        best = summary["miou"]
+                        self._save(BEST, iteration, best)
+                if iteration % config.ckpt_every == 0 or last_iteration:
+                    self._save(LAST, iteration, best)
+                if broadcast_flag(stop.requested, self.dist, self.device) and not last_iteration:
+                    self._save(LAST, iteration, best)
+                    log.message(
+                        f"stopped at iteration {iteration}; {self.out_dir / LAST} written. Resume with: "
+                        f"seglite train CONFIG --out {self.out_dir} --resume"
+                    )
+                    cleanup(self.dist)
+                    return {"iteration": iteration, "best_miou": best, "interrupted": True}
+        cleanup(self.dist)
+        return {
+            "iteration": iteration,
+            "best_miou": best,
+            "images_per_second": images_seen / (time.perf_counter() - t0),
+        }
+
+
+class _Logger:
+    """Rich progress bar, a JSONL metrics file and TensorBoard scalars, on rank 0 only."""
+
+    def __init__(self, out_dir: Path, active: bool, total: int, start: int, show_progress: bool):
+        self.active, self.out_dir, self.total, self.start = active, out_dir, total, start
+        self.show_progress = show_progress
+        self.progress = self.writer = self.metrics = None
+        self.loss_avg = None
+
+    def __enter__(self) -> _Logger:
+        if not self.active:
+            return self
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.metrics = open(self.out_dir / "metrics.jsonl", "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        except ImportError:  # tensorboard is optional at run time
+            self.writer = None
+        self.progress = Progress(
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            disable=not self.show_progress,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=self.total, completed=self.start, info="")
+        return self
+
+    def step(self, iteration: int, loss: float, lr: float, images_per_second: float) -> None:
+        if not self.active:
+            return
+        self.loss_avg = loss if self.loss_avg is None else 0.9 * self.loss_avg + 0.1 * loss
+        self.progress.update(
+            self.task, completed=iteration, info=f"loss {self.loss_avg:.3f} lr {lr:.2e} {images_per_second:.1f} img/s"
+        )
+        self.metrics.write(
+            json.dumps({"iteration": iteration, "loss": loss, "lr": lr, "images_per_second": images_per_second}) + "\n"
+        )
+        self.metrics.flush()
+        if self.writer:
+            self.writer.add_scalar("train/loss", loss, iteration)
+            self.writer.add_scalar("train/lr", lr, iteration)
+
+    def validation(self, iteration: int, summary: dict) -> None:
+        if not self.active:
+            return
+        self.metrics.write(
+            json.dumps(
+                {
+                    "iteration": iteration,
+                    "val_miou": summary["miou"],
+                    "val_pixel_acc": summary["pixel_acc"],
+                    "val_per_class_iou": summary["per_class_iou"],
+                }
+            )
+            + "\n"
+        )
+        self.metrics.flush()
+        if self.writer:
+            self.writer.add_scalar("val/miou", summary["miou"], iteration)
+            for name, value in summary["per_class_iou"].items():
+                if value is not None and not math.isnan(value):
+                    self.writer.add_scalar(f"val_iou/{name}", value, iteration)
+        self.message(f"iteration {iteration}: val mIoU {summary['miou']:.2f} %")
+
+    def message(self, text: str) -> None:
+        if self.active:
+            self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def __exit__(self, *exc) -> None:
+        if not self.active:
+            return
+        self.progress.stop()
+        self.metrics.close()
+        if self.writer:
+            self.writer.close()
