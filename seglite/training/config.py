@@ -29,7 +29,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd or adamw
+    name: str = "sgd"  # sgd, adam or adamw
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 4e-5
@@ -107,6 +107,11 @@ def _check(value, annotation, key: str):
         return {k: _check(v, args[1], f"{key}.{k}") for k, v in value.items()} if args else dict(value)
     if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):  # YAML 1.1 reads 4e-5 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if annotation in (int, str, bool) and type(value) is annotation:
         return value
     raise ConfigError(f"config key {key!r}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
@@ -139,6 +144,15 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
+    return merged
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     raw: dict = {}
     if path is not None:
@@ -151,6 +165,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys")
+        if "base" in raw:  # a recipe may extend another one in the same folder
+            base_path = path.parent / str(raw.pop("base"))
+            base = load_config(base_path).to_dict()
+            raw = _merge(base, raw)
     raw = apply_overrides(raw, overrides or [])
     config = _build(TrainConfig, raw)
     _validate_values(config)
@@ -165,7 +183,7 @@ def _validate_values(config: TrainConfig) -> None:
     except Exception as exc:
         raise ConfigError(f"config key 'model': {exc}") from None
     checks = [
-        (config.optim.name in ("sgd", "adamw"), "optim.name", "sgd or adamw"),
+        (config.optim.name in ("sgd", "adam", "adamw"), "optim.name", "sgd, adam or adamw"),
         (config.amp in ("auto", "fp16", "bf16", "none"), "amp", "auto, fp16, bf16 or none"),
         (config.preprocess in ("imagenet", "espnet"), "preprocess", "imagenet or espnet"),
         (config.loss.class_weights in (None, "espnet"), "loss.class_weights", "null or espnet"),

@@ -70,6 +70,8 @@ def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
 def _optimizer(groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
     if config.optim.name == "sgd":
         return torch.optim.SGD(groups, lr=config.optim.lr, momentum=config.optim.momentum)
+    if config.optim.name == "adam":  # L2-coupled weight decay, as ESPNet's recipe used
+        return torch.optim.Adam(groups, lr=config.optim.lr)
     return torch.optim.AdamW(groups, lr=config.optim.lr)
 
 
@@ -215,6 +217,9 @@ class Trainer:
         ckpt = read_checkpoint_file(path)
         if ckpt.get("model") != self.config.model:
             raise SegliteError(f"{path}: holds {ckpt.get('model')}, the config trains {self.config.model}")
+        saved_optim = (ckpt.get("config") or {}).get("optim", {}).get("name", self.config.optim.name)
+        if saved_optim != self.config.optim.name:
+            raise SegliteError(f"{path}: was trained with optim.name={saved_optim}; resume with the same optimizer")
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])

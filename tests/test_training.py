@@ -1,0 +1,210 @@
+"""Training: config validation, exact resume after a real SIGTERM, torchrun with 2 processes, bad data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from seglite.data.synth import write_dataset
+from seglite.training.config import load_config
+from seglite.training.schedule import poly_lr_factor
+
+TINY = [
+    "model=espnetv2_s0.5",
+    "data.crop=[128,64]",
+    "data.val_size=[128,64]",
+    "data.workers=0",
+    "batch_size=2",
+    "device=cpu",
+    "optim.lr=0.01",
+    "val_every=1000",
+    "ckpt_every=1000",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("synth"), train=6, val=2, size=(192, 96), seed=11)
+
+
+def _train(data: Path, out: Path, *sets: str, resume: bool = False, wait: bool = True):
+    args = [
+        sys.executable,
+        "-m",
+        "seglite",
+        "train",
+        "configs/synth_espnetv2_s0.5.yaml",
+        "--data-root",
+        str(data),
+        "--out",
+        str(out),
+    ]
+    for item in (*TINY, *sets):
+        args += ["--set", item]
+    if resume:
+        args.append("--resume")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if not wait:
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.run(args, capture_output=True, text=True, env=env)
+
+
+def _weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_poly_schedule_with_warmup():
+    assert poly_lr_factor(0, 100) == 1.0 and poly_lr_factor(100, 100) == 0.0
+    assert poly_lr_factor(50, 100, power=1.0) == pytest.approx(0.5)
+    assert poly_lr_factor(0, 100, warmup_iters=10, warmup_ratio=0.1) == pytest.approx(0.1)
+    assert poly_lr_factor(5, 100, power=1.0, warmup_iters=10, warmup_ratio=0.0) == pytest.approx(0.5 * 0.95)
+
+
+def test_recipes_in_configs_load():
+    for path in sorted(Path("configs").glob("*.yaml")):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("sets", "needle"),
+    [(["optim.lrr=1"], "optim.lrr"), (["batch_size=two"], "batch_size"), (["amp=fp8"], "amp")],
+)
+def test_config_mistakes_are_one_line(data, tmp_path, sets, needle):
+    result = _train(data, tmp_path / "run", *sets)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(data, tmp_path):
+    straight = _train(data, tmp_path / "a", "schedule.iters=8", "ckpt_every=2")
+    assert straight.returncode == 0, straight.stderr
+
+    run = _train(data, tmp_path / "b", "schedule.iters=8", "ckpt_every=2", wait=False)
+    metrics = tmp_path / "b" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and run.poll() is None:
+        if metrics.exists() and any(
+            json.loads(line).get("iteration", 0) >= 3 for line in metrics.read_text().splitlines()
+        ):
+            run.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.05)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    stopped = torch.load(tmp_path / "b" / "last.pt", map_location="cpu", weights_only=True)["iteration"]
+    assert 3 <= stopped < 8, out + err
+    assert "--resume" in out + err
+
+    resumed = _train(data, tmp_path / "b", "schedule.iters=8", "ckpt_every=2", resume=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    assert (tmp_path / "a" / "best.pt").is_file()
+
+
+def test_torchrun_two_processes_on_cpu(data, tmp_path):
+    out = tmp_path / "ddp"
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29571",
+        "-m",
+        "seglite",
+        "train",
+        "configs/synth_espnetv2_s0.5.yaml",
+        "--data-root",
+        str(data),
+        "--out",
+        str(out),
+    ]
+    for item in (*TINY, "schedule.iters=3", "batch_size=4"):
+        args += ["--set", item]
+    result = subprocess.run(
+        args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    assert ckpt["iteration"] == 3
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in lines if "loss" in r] == [1, 2, 3]  # rank 0 alone writes
+
+
+def test_broken_dataset_never_starts_training(data, tmp_path):
+    import shutil
+
+    root = tmp_path / "broken"
+    shutil.copytree(data, root)
+    label = sorted((root / "gtFine" / "train").glob("*/*_labelIds.png"))[0]
+    values = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+    values[0, 0] = 77  # not a Cityscapes id
+    cv2.imwrite(str(label), values)
+    result = _train(root, tmp_path / "run", "schedule.iters=2")
+    assert result.returncode != 0 and label.name in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("damage", ["no label", "wrong size", "unreadable image", "missing root"])
+def test_dataset_damage_is_named(data, tmp_path, damage):
+    import shutil
+
+    root = tmp_path / "d"
+    if damage != "missing root":
+        shutil.copytree(data, root)
+    image = sorted((root / "leftImg8bit" / "train").glob("*/*.png"))[0] if damage != "missing root" else None
+    if damage == "no label":
+        next((root / "gtFine" / "train").glob(f"*/{image.name.replace('_leftImg8bit', '_gtFine_labelIds')}")).unlink()
+    elif damage == "wrong size":
+        label = sorted((root / "gtFine" / "train").glob("*/*_labelIds.png"))[0]
+        cv2.imwrite(str(label), np.zeros((10, 10), np.uint8))
+        image = label
+    elif damage == "unreadable image":
+        image.write_bytes(b"broken")
+    result = _train(root, tmp_path / "run", "schedule.iters=2")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert (image.name if image else str(root)) in result.stderr, result.stderr
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    good = _train(data, tmp_path / "run", "schedule.iters=2", "ckpt_every=1")
+    assert good.returncode == 0, good.stderr
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    bad = _train(data, tmp_path / "run", "schedule.iters=4", "ckpt_every=1", "optim.lr=1e30", resume=True)
+    assert bad.returncode != 0 and "loss is" in bad.stderr and "Traceback" not in bad.stderr
+    ckpt = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert ckpt["iteration"] >= 2 and len(before) > 0
+
+
+def test_data_stats_espnet_weights(data):
+    result = subprocess.run(
+        [sys.executable, "-m", "seglite", "data", "stats", str(data), "--json"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) == 19 and sum(r["frequency"] for r in rows) == pytest.approx(1.0)
+    for r in rows:
+        assert r["espnet_weight"] == pytest.approx(1 / np.log(1.10 + r["frequency"]))
+
+
+def test_data_check_fails_on_a_broken_root(tmp_path):
+    (tmp_path / "leftImg8bit" / "train" / "x").mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "seglite", "data", "check", str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
