@@ -39,6 +39,16 @@ def print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
 
+def print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A rich table whose first column is left-aligned and the rest (numbers) right-aligned."""
+    table = Table(title=title)
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
 @app.command("models")
 def models_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
@@ -52,12 +62,11 @@ def models_cmd(
     if as_json:
         print_json(rows)
         return
-    table = Table(title=f"seglite models: 19 classes, GFLOPs at {size} (GFLOPs = 2 x GMACs)")
-    for column in ("name", "params", "gflops"):
-        table.add_column(column, justify="left" if column == "name" else "right")
-    for row in rows:
-        table.add_row(row["name"], f"{row['params']:,}", f"{row['gflops']:.2f}")
-    console.print(table)
+    print_table(
+        f"seglite models: 19 classes, GFLOPs at {size} (GFLOPs = 2 x GMACs)",
+        ("name", "params", "gflops"),
+        [(r["name"], f"{r['params']:,}", f"{r['gflops']:.2f}") for r in rows],
+    )
 
 
 @weights_app.command("list")
@@ -177,12 +186,11 @@ def data_stats(
     if as_json:
         print_json(rows)
         return
-    table = Table(title=f"{root} [{split}] class frequencies")
-    for column in ("class", "frequency %", "ESPNet weight"):
-        table.add_column(column, justify="left" if column == "class" else "right")
-    for row in rows:
-        table.add_row(row["class"], f"{100 * row['frequency']:.3f}", f"{row['espnet_weight']:.3f}")
-    console.print(table)
+    print_table(
+        f"{root} [{split}] class frequencies",
+        ("class", "frequency %", "ESPNet weight"),
+        [(r["class"], f"{100 * r['frequency']:.3f}", f"{r['espnet_weight']:.3f}") for r in rows],
+    )
 
 
 @app.command("train")

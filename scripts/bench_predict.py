@@ -1,0 +1,95 @@
+"""End-to-end `predict` throughput against model-only FPS, and peak memory against video length.
+
+Usage: python scripts/bench_predict.py [--video PATH] [--weights W] [--backend torch|onnx] [--device cpu|cuda] [--half]
+Defaults: ../shared/realdata/video/solidWhiteRight.mp4 with the published ESPNetv2 s2.0 (random init if absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+
+_CHILD = """
+import json, resource, sys, tempfile, torch
+from seglite.inference.segmenter import Segmenter
+from seglite.bench.latency import benchmark
+args = json.loads(sys.argv[1])
+torch.set_num_threads(args["threads"])
+seg = Segmenter(model=args["model"], weights=args["weights"], device=args["device"], backend=args["backend"],
+                half=args["half"])
+out = {}
+if args["model_only"]:
+    r = benchmark(seg.loaded.model, seg.model_name, seg.preprocess.size, device=seg.device, threads=args["threads"],
+                  backend=args["backend"], precision="fp16" if args["half"] else "fp32", warmup=5, iters=30)
+    out["model_only_fps"] = r.fps
+with tempfile.TemporaryDirectory() as tmp:
+    result = seg.predict_video(args["video"], tmp, batch=args["batch"])
+out.update(frames=result.frames_written, seconds=result.seconds, end_to_end_fps=result.throughput,
+           stages_ms_per_frame={k: 1000 * v / max(1, result.frames_written) for k, v in result.stage_seconds.items()},
+           peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(json.dumps(out))
+"""
+
+
+def run_child(**kwargs) -> dict:
+    result = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(kwargs)], capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(result.stderr)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--video", default=str(REALDATA / "video" / "solidWhiteRight.mp4"))
+    parser.add_argument(
+        "--weights", default=str(REALDATA / "weights" / "espnetv2" / "espnetv2_s_2.0_city_1024x512.pth")
+    )
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--backend", default="torch")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--half", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1)
+    args = parser.parse_args()
+    weights = args.weights if Path(args.weights).is_file() else None
+    model = args.model or (None if weights else "espnetv2_s2.0")
+    common = dict(
+        model=model,
+        weights=weights,
+        device=args.device,
+        backend=args.backend,
+        half=args.half,
+        threads=args.threads,
+        batch=args.batch,
+    )
+    main_run = run_child(video=args.video, model_only=True, **common)
+    ratio = main_run["end_to_end_fps"] / main_run["model_only_fps"]
+    print(json.dumps(main_run, indent=1))
+    print(
+        f"\nend to end {main_run['end_to_end_fps']:.2f} FPS vs model only {main_run['model_only_fps']:.2f} FPS "
+        f"({args.backend}, {args.device}, {args.threads} threads): ratio {ratio:.2f}"
+    )
+
+    # Memory against length: the same drive, short and four times longer (generated, so any length is possible).
+    from seglite.data.synth import write_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        peaks = {}
+        for frames in (50, 200):
+            video = write_video(Path(tmp) / f"drive{frames}.mp4", frames=frames, size=(960, 540))
+            peaks[frames] = run_child(video=str(video), model_only=False, **common)["peak_rss_mb"]
+    print(
+        f"peak RSS: {peaks[50]:.0f} MB for 50 frames, {peaks[200]:.0f} MB for 200 frames "
+        f"({peaks[200] - peaks[50]:+.0f} MB)"
+    )
+
+
+if __name__ == "__main__":
+    main()
