@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 weights_app = typer.Typer(no_args_is_help=True, help="Published checkpoints: list the zoo, convert files.")
 app.add_typer(weights_app, name="weights")
-data_app = typer.Typer(no_args_is_help=True, help="Data sets: generate the synthetic city.")
+data_app = typer.Typer(no_args_is_help=True, help="Data sets: check, statistics, generate the synthetic city.")
 app.add_typer(data_app, name="data")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -407,7 +407,9 @@ def predict_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     size: Annotated[str | None, typer.Option(help="Network input WxH (default: the weights' own).")] = None,
     half: Annotated[bool, typer.Option("--half", help="fp16 inference on CUDA.")] = False,
-    backend: Annotated[str, typer.Option(help="torch or onnx (CPU, cached static-shape export).")] = "torch",
+    backend: Annotated[
+        str, typer.Option(help="auto (CPU: the faster of torch/onnx, measured once), torch or onnx.")
+    ] = "auto",
     formats: Annotated[str, typer.Option("--format", help="overlay,color,trainid,labelid")] = "overlay",
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Overlay opacity.")] = 0.5,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("outputs/predict"),
@@ -433,7 +435,7 @@ def predict_cmd(
     )
     err_console.print(
         f"{segmenter.model_name} ({segmenter.loaded.source}) on {segmenter.device}, backend "
-        f"{segmenter.backend}, input {segmenter.preprocess.size or 'native size'}",
+        f"{segmenter.backend} ({segmenter.backend_reason}), input {segmenter.preprocess.size or 'native size'}",
         markup=False,
     )
     columns = (

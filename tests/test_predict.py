@@ -238,3 +238,18 @@ def test_export_stores_preprocessing_and_checks_ort(tmp_path):
     assert meta["model"] == "espnetv2_s0.5" and meta["preprocess"]["size"] == [256, 128]
     assert proto.opset_import[0].version >= 17
     assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 128, 256]
+
+
+def test_auto_backend_measures_once_and_caches_the_choice(tmp_path, monkeypatch):
+    import seglite
+
+    monkeypatch.setenv("SEGLITE_HOME", str(tmp_path))
+    first = seglite.Segmenter(model="espnetv2_s0.5", size=(128, 64), device="cpu", backend="auto")
+    assert first.backend in ("torch", "onnx") and "measured" in first.backend_reason
+    # A random-init model's outputs still have to agree for onnx to be picked; the cached choice is reused.
+    import torch
+
+    torch.manual_seed(0)
+    second = seglite.Segmenter.__new__(seglite.Segmenter)
+    second.__dict__.update(first.__dict__)
+    assert second._choose_backend()[1].endswith("(cached)")

@@ -208,3 +208,30 @@ def test_data_check_fails_on_a_broken_root(tmp_path):
         [sys.executable, "-m", "seglite", "data", "check", str(tmp_path)], capture_output=True, text=True
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
+
+
+def test_full_disk_names_the_checkpoint_and_keeps_the_old_one(data, tmp_path, monkeypatch):
+    import errno
+
+    from seglite.errors import SegliteError
+    from seglite.training import trainer as trainer_module
+    from seglite.training.trainer import Trainer
+
+    out = tmp_path / "run"
+    config = load_config(
+        "configs/synth_espnetv2_s0.5.yaml", [f"data.root={data}", *TINY, "schedule.iters=2", "ckpt_every=1"]
+    )
+    Trainer(config, out, show_progress=False).run()
+    before = (out / "last.pt").read_bytes()
+
+    def full_disk(obj, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trainer_module, "atomic_torch_save", full_disk)
+    config = load_config(
+        "configs/synth_espnetv2_s0.5.yaml", [f"data.root={data}", *TINY, "schedule.iters=3", "ckpt_every=1"]
+    )
+    with pytest.raises(SegliteError, match="No space left on device") as info:
+        Trainer(config, out, resume=True, show_progress=False).run()
+    assert ("last.pt" in str(info.value) or "best.pt" in str(info.value)) and "intact" in str(info.value)
+    assert (out / "last.pt").read_bytes() == before

@@ -90,15 +90,18 @@ class Segmenter:
         self.memory_format = torch.channels_last
         self.model = fold_batchnorm(self.loaded.model).to(self.device, self.dtype, memory_format=self.memory_format)
         self.num_known = len(self.loaded.classes)  # output channels past these (the authors' background) -> ignore
-        if backend not in ("torch", "onnx"):
-            raise SegliteError(f"--backend {backend!r}: expected torch or onnx")
+        if backend not in ("auto", "torch", "onnx"):
+            raise SegliteError(f"--backend {backend!r}: expected auto, torch or onnx")
         if backend == "onnx" and (self.device.type != "cpu" or self.preprocess.size is None):
             raise SegliteError(
                 "--backend onnx runs on CPU at a fixed size: pass --device cpu and --size WxH "
                 "(weights with a training size set it themselves)"
             )
-        self.backend = backend
         self._sessions: dict[int, object] = {}
+        self.backend = backend
+        self.backend_reason = "requested"
+        if backend == "auto":
+            self.backend, self.backend_reason = self._choose_backend()
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Network logits for a preprocessed batch, on the chosen backend."""
@@ -112,6 +115,51 @@ class Segmenter:
             self._sessions[n] = cached_session(self.loaded, self.preprocess.size, n)
         feed = {"image": batch.contiguous().numpy()}
         return torch.from_numpy(self._sessions[n].run(None, feed)[0])
+
+    def _choose_backend(self) -> tuple[str, str]:
+        """CPU at a fixed size: time eager PyTorch against ONNX Runtime once, keep the faster one that agrees.
+
+        The choice is cached next to the ONNX export (same key: model, weights, size), so later runs skip the trial.
+        """
+        if self.device.type != "cpu" or self.preprocess.size is None:
+            return "torch", "GPU or variable input size"
+        import json
+        import time
+
+        from seglite.inference.onnx_export import weights_fingerprint
+        from seglite.zoo.registry import seglite_home
+
+        width, height = self.preprocess.size
+        key = f"{self.loaded.model_name}-{weights_fingerprint(self.loaded.model)}-{width}x{height}"
+        cache = seglite_home() / "onnx" / "backend_choices.json"
+        try:
+            choices = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            choices = {}
+        if key in choices:
+            return choices[key]["backend"], choices[key]["reason"] + " (cached)"
+        x = torch.randn(1, 3, height, width).contiguous(memory_format=self.memory_format)
+        timings, outputs = {}, {}
+        for name in ("torch", "onnx"):
+            self.backend = name
+            outputs[name] = self.forward(x)  # warm-up (and, for onnx, the export)
+            start = time.perf_counter()
+            for _ in range(3):
+                self.forward(x)
+            timings[name] = (time.perf_counter() - start) / 3 * 1000
+        agreement = float((outputs["torch"].argmax(1) == outputs["onnx"].argmax(1)).float().mean())
+        fastest = min(timings, key=timings.get) if agreement >= 0.999 else "torch"
+        reason = (
+            f"measured torch {timings['torch']:.0f} ms, onnx {timings['onnx']:.0f} ms, "
+            f"argmax agreement {100 * agreement:.2f} %"
+        )
+        choices[key] = {"backend": fastest, "reason": reason}
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(choices, indent=1))
+        except OSError:
+            pass
+        return fastest, reason
 
     @classmethod
     def from_loaded(
