@@ -235,3 +235,18 @@ def test_full_disk_names_the_checkpoint_and_keeps_the_old_one(data, tmp_path, mo
         Trainer(config, out, resume=True, show_progress=False).run()
     assert ("last.pt" in str(info.value) or "best.pt" in str(info.value)) and "intact" in str(info.value)
     assert (out / "last.pt").read_bytes() == before
+
+
+def test_ohem_averages_only_the_hard_pixels():
+    from seglite.training.losses import SegmentationLoss
+
+    target = torch.tensor([[[0, 0, 1, 1]]])
+    logits = torch.zeros(1, 2, 1, 4)
+    logits[0, 0, 0, :2] = 10.0  # pixels 0-1: confidently right (easy)
+    logits[0, 0, 0, 2:] = 10.0  # pixels 2-3: confidently wrong (hard)
+    plain = SegmentationLoss()(logits, target)
+    ohem = SegmentationLoss(ohem=True, ohem_threshold=0.7, ohem_min_kept=1)(logits, target)
+    hard_only = torch.nn.functional.cross_entropy(logits[..., 2:], target[..., 2:])
+    assert ohem == pytest.approx(float(hard_only)) and ohem > plain
+    ignore = torch.full_like(target, 255)
+    assert float(SegmentationLoss(ohem=True)(logits, ignore)) == 0.0
