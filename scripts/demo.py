@@ -42,7 +42,7 @@ def published_weights(zoo_name: str, shared_file: Path) -> Path | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "demo")
-    parser.add_argument("--train-iters", type=int, default=300, help="iterations of the CPU recipe (~5 min)")
+    parser.add_argument("--train-iters", type=int, default=450, help="iterations of the CPU recipe (~6 min)")
     args = parser.parse_args()
     out: Path = args.out
     if out.exists():
