@@ -37,20 +37,16 @@ def data(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("synth"), train=6, val=2, size=(192, 96), seed=11)
 
 
-def _train(data: Path, out: Path, *sets: str, resume: bool = False, wait: bool = True):
-    args = [
-        sys.executable,
-        "-m",
-        "seglite",
-        "train",
-        "configs/synth_espnetv2_s0.5.yaml",
-        "--data-root",
-        str(data),
-        "--out",
-        str(out),
-    ]
+def _train_args(data: Path, out: Path, *sets: str) -> list[str]:
+    """`seglite train` arguments for the tiny CPU recipe (after the launcher)."""
+    args = ["-m", "seglite", "train", "configs/synth_espnetv2_s0.5.yaml", "--data-root", str(data), "--out", str(out)]
     for item in (*TINY, *sets):
         args += ["--set", item]
+    return args
+
+
+def _train(data: Path, out: Path, *sets: str, resume: bool = False, wait: bool = True):
+    args = [sys.executable, *_train_args(data, out, *sets)]
     if resume:
         args.append("--resume")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -116,25 +112,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(data, tmp_path):
 
 def test_torchrun_two_processes_on_cpu(data, tmp_path):
     out = tmp_path / "ddp"
-    args = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29571",
-        "-m",
-        "seglite",
-        "train",
-        "configs/synth_espnetv2_s0.5.yaml",
-        "--data-root",
-        str(data),
-        "--out",
-        str(out),
-    ]
-    for item in (*TINY, "schedule.iters=3", "batch_size=4"):
-        args += ["--set", item]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29571"]
+    args = launcher + _train_args(data, out, "schedule.iters=3", "batch_size=4")
     result = subprocess.run(
         args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300
     )
