@@ -264,3 +264,19 @@ def test_save_is_atomic_when_interrupted(tmp_path, monkeypatch):
         save_checkpoint(target, weights)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_fast_preprocessing_equals_the_reference_formula():
+    from seglite.data.synth import render_scene
+    from seglite.zoo.preprocess import ESPNET_V1, IMAGENET
+
+    image = render_scene(300, 170, seed=9)[0]
+    for pre in (IMAGENET, IMAGENET.with_size((256, 128)), ESPNET_V1.with_size((128, 64))):
+        resized = cv2.resize(image, pre.size, interpolation=cv2.INTER_LINEAR) if pre.size else image
+        rgb = resized[:, :, ::-1] if pre.color_order == "rgb" else resized
+        if pre.resize_float:  # ESPNet v1: standardise first, then resize the float image
+            std = (image.astype(np.float32) - np.float32(pre.mean)) / np.float32(pre.std)
+            expected = cv2.resize(std, pre.size, interpolation=cv2.INTER_LINEAR) * pre.post_scale
+        else:
+            expected = (rgb.astype(np.float32) - np.float32(pre.mean)) / np.float32(pre.std) * pre.post_scale
+        assert np.allclose(pre.to_array(image), expected.transpose(2, 0, 1), atol=1e-5)

@@ -10,6 +10,7 @@ import torch
 
 from seglite.errors import CheckpointError
 
+_HAS_BLOB = hasattr(cv2, "dnn") and hasattr(cv2.dnn, "blobFromImageWithParams")
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 
@@ -67,6 +68,16 @@ class Preprocess:
 
     def to_array(self, image_bgr: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 BGR -> 3xhxw float32 network input at the configured size."""
+        if not self.resize_float and image_bgr.dtype == np.uint8 and _HAS_BLOB:
+            # OpenCV's blob builder does resize, colour swap, mean/std and HWC->CHW in one pass (about 7x faster
+            # than the numpy path below, and equal to it: the uint8 image is resized first either way).
+            params = cv2.dnn.Image2BlobParams()
+            params.scalefactor = (*(float(self.post_scale / s) for s in self.std), 0.0)
+            params.size = tuple(self.size) if self.size else (image_bgr.shape[1], image_bgr.shape[0])
+            params.mean = (*(float(m) for m in self.mean), 0.0)
+            params.swapRB = self.color_order == "rgb"
+            params.ddepth = cv2.CV_32F
+            return cv2.dnn.blobFromImageWithParams(image_bgr, params)[0]
         if self.resize_float:
             out = self.resize(self.normalize(image_bgr))
         else:
