@@ -1,0 +1,90 @@
+"""seglite against the peer implementations that install from the registry, same run, same protocol.
+
+Peers measured here: segmentation-models-pytorch's DeepLabV3Plus (timm encoders, its lighter OS16 head) in ONNX
+Runtime, and PaddleSeg when `paddlepaddle`/`paddleseg` are importable (skipped with a message otherwise). The
+authors' ESPNet/EdgeNets code is not on the registry: its figures from ../shared/research/peer_baselines.md are
+printed as reference values, marked as such. Also prints each model's GFLOPs and the share of this CPU's fp32 peak
+it reaches. Usage: python scripts/bench_peers.py [--threads 2] [--iters 20] [--size 1024x512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from seglite.bench.latency import benchmark
+from seglite.bench.sizes import parse_size
+from seglite.models.registry import create_model
+
+# (architecture, seglite model, smp encoder or None, reference ms from peer_baselines.md, target ratio)
+ROWS = [
+    ("ESPNet p2q8", "espnetv1", None, 94.0, 0.6),
+    ("ESPNetV2 s1.0", "espnetv2_s1.0", None, 118.0, 0.6),
+    ("ESPNetV2 s2.0", "espnetv2_s2.0", None, 180.0, 0.6),
+    ("DeepLabV3+ MNv3-L 0.5x (PaddleSeg)", "deeplabv3p_mnv3l_050", None, 141.0, 0.6),
+    ("DeepLabV3+ MNv3-L 1.0x (PaddleSeg)", "deeplabv3p_mnv3l_100", None, 135.0, 0.6),
+    ("DeepLabV3+ LCNet 0.5x (smp head)", "deeplabv3p_lcnet_050", "tu-lcnet_050", 45.0, 1.0),
+    ("DeepLabV3+ LCNet 1.0x (smp head)", "deeplabv3p_lcnet_100", "tu-lcnet_100", 62.0, 1.0),
+    ("DeepLabV3+ MNv3-L 1.0x (smp head)", "deeplabv3p_mnv3l_100", "tu-mobilenetv3_large_100", 87.0, 0.6),
+]
+
+
+def cpu_peak_gflops(threads: int) -> float | None:
+    """fp32 peak estimate: threads x clock x 64 FLOP/cycle (two 512-bit FMA pipes); None if the clock is unknown."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            mhz = next(float(line.split(":")[1]) for line in handle if line.startswith("cpu MHz"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return threads * mhz * 1e6 * 64 / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--size", default="1024x512")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    size = parse_size(args.size)
+    peak = cpu_peak_gflops(args.threads)
+    try:
+        import paddleseg  # noqa: F401
+
+        print("paddleseg is importable, but its timing harness is not part of this script yet")
+    except ImportError:
+        print(
+            "PaddleSeg not installed (pip install paddlepaddle==3.2.2 paddleseg 'numpy<2' 'pandas<3'): "
+            "its figures below are the reference values from peer_baselines.md"
+        )
+    print("\n| architecture | peer ms | seglite ms (backend) | ratio | target | GFLOPs | % of fp32 peak |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for arch, name, smp_encoder, reference_ms, target in ROWS:
+        peer_ms, peer_note = reference_ms, "ref"
+        if smp_encoder:
+            import segmentation_models_pytorch as smp
+
+            peer = smp.DeepLabV3Plus(encoder_name=smp_encoder, encoder_weights=None, classes=19)
+            peer_ms = benchmark(
+                peer, arch, size, threads=args.threads, backend="onnx", warmup=5, iters=args.iters
+            ).median_ms
+            peer_note = "smp+ORT, measured"
+        best = None
+        for backend in ("torch", "onnx"):
+            result = benchmark(
+                create_model(name), name, size, threads=args.threads, backend=backend, warmup=5, iters=args.iters
+            )
+            if best is None or result.median_ms < best.median_ms:
+                best = result
+        share = f"{100 * best.gflops / (best.median_ms / 1000) / peak:.1f}" if peak else "-"
+        print(
+            f"| {arch} | {peer_ms:.1f} ({peer_note}) | {best.median_ms:.1f} ({best.backend}) | "
+            f"{best.median_ms / peer_ms:.2f} | {target} | {best.gflops:.2f} | {share} |",
+            flush=True,
+        )
+    if peak:
+        print(f"\nfp32 peak assumed: {peak:.0f} GFLOP/s ({args.threads} threads x clock x 64 FLOP/cycle)")
+
+
+if __name__ == "__main__":
+    main()
