@@ -253,3 +253,35 @@ def test_auto_backend_measures_once_and_caches_the_choice(tmp_path, monkeypatch)
     second = seglite.Segmenter.__new__(seglite.Segmenter)
     second.__dict__.update(first.__dict__)
     assert second._choose_backend()[1].endswith("(cached)")
+
+
+@pytest.mark.parametrize("out_size", [(540, 960), (64, 128), (37, 53)])
+def test_resize_argmax_equals_torch_upsample_then_argmax(out_size):
+    import torch
+    import torch.nn.functional as F
+
+    from seglite.inference.segmenter import resize_argmax
+
+    # Smooth class scores like a network's (noise would make near-ties, where float rounding legitimately differs).
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.randn(1, 19, 16, 32, generator=generator)
+    logits = F.interpolate(coarse, size=(64, 128), mode="bilinear", align_corners=False)
+    expected = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False).argmax(1)[0].numpy()
+    labels = resize_argmax(logits[0], out_size)
+    assert labels.shape == out_size and labels.dtype == np.uint8
+    assert len(np.unique(expected)) > 5
+    assert (labels == expected).mean() >= 0.999
+
+
+def test_resize_argmax_ties_keep_the_first_class_and_channels_last_input_works():
+    import torch
+
+    from seglite.inference.segmenter import resize_argmax
+
+    logits = torch.zeros(4, 3, 5)
+    logits[2, 0, :] = 1.0  # class 2 wins the first row
+    logits[1, 1, :] = 1.0
+    logits[3, 1, :] = 1.0  # classes 1 and 3 tie on the second row
+    channels_last = logits[None].contiguous(memory_format=torch.channels_last)[0]
+    labels = resize_argmax(channels_last, (3, 5))
+    assert labels[0].tolist() == [2] * 5 and labels[1].tolist() == [1] * 5 and labels[2].tolist() == [0] * 5

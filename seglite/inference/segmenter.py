@@ -55,18 +55,35 @@ def as_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
     return image
 
 
-def _cpu_labels(logits: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray:
-    """C x h x w logits -> H x W uint8 argmax, with OpenCV's resize (half-pixel centres, as align_corners=False).
+def resize_argmax(logits: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray:
+    """C x h x w logits -> H x W uint8 argmax of the logits resized bilinearly (half-pixel centres, as
+    align_corners=False) to out_size.
 
-    On CPU this runs in whatever thread calls it without starting a second OpenMP team next to the model's,
-    which on a 2-core machine otherwise stalls inference in the video pipeline.
+    Written by hand because neither NumPy nor OpenCV has a fast argmax over channels: one class plane at a time
+    (resize, compare, running max) stays in cache and is ~4x faster than resizing all channels and calling argmax.
+    A strictly greater score takes over, so ties keep the first class, as argmax does. It runs in whatever thread
+    calls it without starting a second OpenMP team next to the model's, which on 2 cores stalls the video pipeline.
     """
-    hwc = logits.float().permute(1, 2, 0).contiguous().numpy()  # free when the logits are channels_last
-    if hwc.shape[:2] != tuple(out_size):
-        hwc = cv2.resize(hwc, (out_size[1], out_size[0]), interpolation=cv2.INTER_LINEAR)
-        if hwc.ndim == 2:  # OpenCV drops a single channel axis
-            hwc = hwc[:, :, None]
-    return hwc.argmax(2).astype(np.uint8)
+    planes = logits.float().contiguous().numpy()  # free for NCHW logits (see seglite.models.base.upsample_logits)
+    height, width = out_size
+    resize = planes.shape[1:] != (height, width)
+    scratch = np.empty((height, width), np.float32)
+
+    def plane(index: int) -> np.ndarray:
+        if not resize:
+            return planes[index]
+        return cv2.resize(planes[index], (width, height), dst=scratch, interpolation=cv2.INTER_LINEAR)
+
+    best = plane(0).copy()
+    labels = np.zeros((height, width), np.uint8)
+    wins = np.empty((height, width), np.uint8)
+    for index in range(1, len(planes)):
+        scores = plane(index)
+        cv2.compare(scores, best, cv2.CMP_GT, dst=wins)
+        cv2.max(best, scores, dst=best)
+        # Every class so far is below `index`, so taking the maximum with `index` where it wins sets it there.
+        cv2.max(labels, cv2.min(wins, index, dst=wins), dst=labels)
+    return labels
 
 
 class Segmenter:
@@ -85,8 +102,7 @@ class Segmenter:
         self.device = resolve_device(device)
         self.preprocess: Preprocess = self.loaded.preprocess.with_size(size) if size else self.loaded.preprocess
         self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
-        # channels_last pays off on CPU (oneDNN) and with fp16 tensor cores; logits come out channels_last too,
-        # which makes their upsampling in labels_from_logits faster.
+        # channels_last pays off on CPU (oneDNN) and with fp16 tensor cores; the logits still come out NCHW.
         self.memory_format = torch.channels_last
         self.model = fold_batchnorm(self.loaded.model).to(self.device, self.dtype, memory_format=self.memory_format)
         self.num_known = len(self.loaded.classes)  # output channels past these (the authors' background) -> ignore
@@ -197,7 +213,7 @@ class Segmenter:
     def labels_from_logits(self, logits: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray:
         """Upsample logits (N x C x h x w) bilinearly to out_size (H, W), argmax, background channels -> 255."""
         if logits.device.type == "cpu":
-            labels = np.stack([_cpu_labels(frame, out_size) for frame in logits])
+            labels = np.stack([resize_argmax(frame, out_size) for frame in logits])
         else:
             if tuple(logits.shape[-2:]) != tuple(out_size):
                 logits = F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False)

@@ -16,7 +16,7 @@ from timm.models import mobilenetv3
 from torch import nn
 
 from seglite.errors import SegliteError
-from seglite.models.base import SegmentationNet
+from seglite.models.base import SegmentationNet, upsample_logits
 from seglite.models.registry import register_model
 
 ASPP_RATES = {32: (6, 12, 18), 16: (6, 12, 18), 8: (12, 24, 36)}  # PaddleSeg defaults; OS32 keeps OS16's
@@ -147,7 +147,7 @@ class DeepLabV3Plus(SegmentationNet):
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         low, high = self.backbone(x)
         logits = self.head(low, high)
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return upsample_logits(logits, x.shape[-2:], align_corners=False)
 
 
 for _backbone, _label in (

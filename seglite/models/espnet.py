@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seglite.models.base import SegmentationNet
+from seglite.models.base import SegmentationNet, upsample_logits
 from seglite.models.layers import BNPReLU, ConvBNPReLU, dilated_conv
 from seglite.models.registry import register_model
 
@@ -104,7 +104,7 @@ class ESPNetC(SegmentationNet):
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.encode(x)[2]
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return upsample_logits(logits, x.shape[-2:], align_corners=False)
 
 
 class ESPNet(SegmentationNet):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seglite.models.base import SegmentationNet
+from seglite.models.base import SegmentationNet, upsample_logits
 from seglite.models.layers import BNPReLU, ConvBN, ConvBNPReLU, adaptive_avg_pool, dilated_conv
 from seglite.models.registry import register_model
 
@@ -212,7 +212,7 @@ class ESPNetv2(SegmentationNet):
         ):
             up = F.interpolate(decoded, scale_factor=2, mode="bilinear", align_corners=True)
             decoded = dec(br(merge(skip) + up))
-        return F.interpolate(decoded, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        return upsample_logits(decoded, x.shape[-2:], align_corners=True)
 
 
 for _scale in (0.5, 1.0, 1.5, 2.0):
