@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--half", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory-vs-length runs")
     args = parser.parse_args()
     weights = args.weights if Path(args.weights).is_file() else None
     model = args.model or (None if weights else "espnetv2_s2.0")
@@ -77,6 +78,8 @@ def main() -> None:
         f"({args.backend}, {args.device}, {args.threads} threads): ratio {ratio:.2f}"
     )
 
+    if args.no_memory:
+        return
     # Memory against length: the same drive, short and four times longer (generated, so any length is possible).
     from seglite.data.synth import write_video
 

@@ -8,6 +8,7 @@ every frame is segmented and written, in order.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -25,6 +26,20 @@ from seglite.inference.segmenter import Segmenter
 from seglite.inference.sources import open_video
 
 STAGES = ("decode", "preprocess", "model", "postprocess", "encode")
+
+
+@contextlib.contextmanager
+def _single_threaded_opencv(enabled: bool) -> Iterator[None]:
+    """OpenCV's own thread pool would compete with the model's threads; the pipeline's parallelism is the threads."""
+    previous = cv2.getNumThreads()
+    if enabled:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
 VIDEO_FORMATS = ("overlay", "color")
 _END = object()
 
@@ -107,32 +122,33 @@ def iter_batches(
     decoder = _Decoder(capture, segmenter.preprocess, result, capacity=2 * batch + 2, realtime=realtime)
     decoder.start()
     finished = False
-    try:
-        while not finished:
-            item = decoder.frames.get()
-            if item is _END:
-                break
-            items = [item]
-            while len(items) < batch:
-                try:
-                    nxt = decoder.frames.get(timeout=0.5 if not realtime else 0.0)
-                except queue.Empty:
+    with _single_threaded_opencv(segmenter.device.type == "cpu"):
+        try:
+            while not finished:
+                item = decoder.frames.get()
+                if item is _END:
                     break
-                if nxt is _END:
-                    finished = True
-                    break
-                items.append(nxt)
-            indices = [i for i, _, _ in items]
-            frames = [f for _, f, _ in items]
-            start = time.perf_counter()
-            logits = segmenter.forward(segmenter.stack([t for _, _, t in items]))
-            if segmenter.device.type == "cuda":
-                torch.cuda.synchronize()
-            result.stage_seconds["model"] += time.perf_counter() - start
-            yield indices, frames, logits
-    finally:
-        decoder.stop.set()
-        decoder.join(timeout=5)
+                items = [item]
+                while len(items) < batch:
+                    try:
+                        nxt = decoder.frames.get(timeout=0.5 if not realtime else 0.0)
+                    except queue.Empty:
+                        break
+                    if nxt is _END:
+                        finished = True
+                        break
+                    items.append(nxt)
+                indices = [i for i, _, _ in items]
+                frames = [f for _, f, _ in items]
+                start = time.perf_counter()
+                logits = segmenter.forward(segmenter.stack([t for _, _, t in items]))
+                if segmenter.device.type == "cuda":
+                    torch.cuda.synchronize()
+                result.stage_seconds["model"] += time.perf_counter() - start
+                yield indices, frames, logits
+        finally:
+            decoder.stop.set()
+            decoder.join(timeout=5)
 
 
 def iter_frames(
@@ -223,21 +239,22 @@ def segment_video(
     encoder = _Encoder(segmenter, writers, mask_dirs, alpha, result, on_frames)
     encoder.start()
     start = time.perf_counter()
-    try:
-        batches = iter_batches(segmenter, video, batch, realtime, result, opened)
-        if on_start:
-            result.expected_frames = count
-            on_start(result)
-        for item in batches:
-            encoder.batches.put(item)
-            if encoder.error is not None:
-                break
-    finally:
-        encoder.batches.put(_END)
-        encoder.join()
-        for writer in writers.values():
-            writer.release()
-        result.seconds = time.perf_counter() - start
+    with _single_threaded_opencv(segmenter.device.type == "cpu"):
+        try:
+            batches = iter_batches(segmenter, video, batch, realtime, result, opened)
+            if on_start:
+                result.expected_frames = count
+                on_start(result)
+            for item in batches:
+                encoder.batches.put(item)
+                if encoder.error is not None:
+                    break
+        finally:
+            encoder.batches.put(_END)
+            encoder.join()
+            for writer in writers.values():
+                writer.release()
+            result.seconds = time.perf_counter() - start
     if encoder.error is not None:
         raise encoder.error
     return result
