@@ -407,6 +407,9 @@ def predict_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     size: Annotated[str | None, typer.Option(help="Network input WxH (default: the weights' own).")] = None,
     half: Annotated[bool, typer.Option("--half", help="fp16 inference on CUDA.")] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="CPU: the INT8 model accepted by `seglite quantize` for these weights.")
+    ] = False,
     backend: Annotated[
         str, typer.Option(help="auto (CPU: the faster of torch/onnx, measured once), torch or onnx.")
     ] = "auto",
@@ -431,7 +434,7 @@ def predict_cmd(
     elif weights is None:
         err_console.print(f"warning: no --weights: {model} is randomly initialised, its predictions mean nothing")
     segmenter = Segmenter(
-        model=model, weights=weights, device=device, size=parse_size(size), half=half, backend=backend
+        model=model, weights=weights, device=device, size=parse_size(size), half=half, backend=backend, int8=int8
     )
     err_console.print(
         f"{segmenter.model_name} ({segmenter.loaded.source}) on {segmenter.device}, backend "
@@ -532,6 +535,52 @@ def export_cmd(
         f"max |diff| {report['max_abs_diff']:.2e}",
         markup=False,
     )
+
+
+@app.command("quantize")
+def quantize_cmd(
+    data_root: Annotated[
+        Path, typer.Option("--data-root", help="Cityscapes root: calibration frames and labelled frames.")
+    ],
+    model: Annotated[str | None, typer.Option("--model")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
+    size: Annotated[str | None, typer.Option(help="Input WxH (default: the weights' own, else 1024x512).")] = None,
+    calibration_split: Annotated[str, typer.Option(help="Split whose images calibrate the ranges.")] = "train",
+    eval_split: Annotated[str, typer.Option(help="Labelled split for the mIoU change.")] = "val",
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads for the timing.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """INT8 for CPU: calibrate on real frames, measure latency and mIoU against fp32, keep it only if it pays.
+
+    An accepted model (mIoU drop under 1 point, and faster) is cached; `predict --int8` then runs it.
+    """
+    from seglite.bench.sizes import parse_size
+    from seglite.inference.quantize import MAX_MIOU_DROP, quantize_and_validate
+
+    if model is None and weights is None:
+        raise SegliteError("pass --weights (trained weights: the mIoU change of random weights means nothing)")
+    report = quantize_and_validate(
+        model, weights, data_root, parse_size(size), calibration_split, eval_split, threads=threads
+    )
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        console.print(
+            f"{report.model} {report.size}: fp32 {report.fp32_ms:.1f} ms, mIoU {report.fp32_miou:.2f} | "
+            f"int8 {report.int8_ms:.1f} ms, mIoU {report.int8_miou:.2f} ({report.miou_change:+.2f} points, "
+            f"argmax agreement {100 * report.argmax_agreement:.2f} %) on {report.eval_frames} {eval_split} frames, "
+            f"calibrated on {report.calibration_frames} {calibration_split} frames",
+            markup=False,
+            highlight=False,
+        )
+    if not report.accepted:
+        why = "it is slower than fp32" if report.int8_ms >= report.fp32_ms else ""
+        if report.fp32_miou - report.int8_miou >= MAX_MIOU_DROP:
+            why = f"mIoU drops by {-report.miou_change:.2f} points (>= {MAX_MIOU_DROP})" + (
+                f" and {why}" if why else ""
+            )
+        raise SegliteError(f"INT8 not offered for {report.model}: {why}; keep fp32 (nothing cached)")
+    console.print(f"accepted; cached at {report.path} (use `seglite predict --int8`)", markup=False)
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -285,3 +287,59 @@ def test_resize_argmax_ties_keep_the_first_class_and_channels_last_input_works()
     channels_last = logits[None].contiguous(memory_format=torch.channels_last)[0]
     labels = resize_argmax(channels_last, (3, 5))
     assert labels[0].tolist() == [2] * 5 and labels[1].tolist() == [1] * 5 and labels[2].tolist() == [0] * 5
+
+
+def _random_checkpoint(path: Path, model: str, size: tuple[int, int]) -> Path:
+    import torch
+
+    import seglite
+    from seglite.data.labels import CLASS_NAMES
+    from seglite.zoo.checkpoint import atomic_torch_save, checkpoint_dict
+    from seglite.zoo.preprocess import IMAGENET
+
+    torch.manual_seed(0)
+    atomic_torch_save(checkpoint_dict(model, seglite.create_model(model), CLASS_NAMES, IMAGENET.with_size(size)), path)
+    return path
+
+
+def test_int8_is_cached_only_when_accepted_and_predict_int8_runs_it(tmp_path, monkeypatch):
+    import seglite
+    from seglite.data.synth import write_dataset
+    from seglite.errors import SegliteError
+    from seglite.inference.quantize import int8_path, quantize_and_validate
+
+    monkeypatch.setenv("SEGLITE_HOME", str(tmp_path / "home"))
+    data = write_dataset(tmp_path / "data", train=3, val=2, size=(256, 128), progress=False)
+    weights = str(_random_checkpoint(tmp_path / "w.pt", "deeplabv3p_lcnet_050", (256, 128)))
+    frame = cv2.imread(str(next((data / "leftImg8bit" / "val").glob("*/*.png"))))
+
+    refused = quantize_and_validate(None, weights, data, max_miou_drop=-1.0, require_faster=False, progress=False)
+    assert not refused.accepted and refused.path is None and refused.calibration_frames == 3
+    with pytest.raises(SegliteError, match="seglite quantize"):
+        seglite.Segmenter(weights=weights, device="cpu", int8=True)
+
+    accepted = quantize_and_validate(None, weights, data, max_miou_drop=100.0, require_faster=False, progress=False)
+    assert accepted.accepted and Path(accepted.path).is_file()
+    assert accepted.path == str(int8_path(seglite.load_weights(weights), (256, 128)))
+    assert accepted.eval_frames == 2 and 0.0 <= accepted.int8_miou <= 100.0
+    segmenter = seglite.Segmenter(weights=weights, device="cpu", int8=True)
+    assert segmenter.backend == "onnx" and "quantize" in segmenter.backend_reason
+    labels = segmenter.predict_batch([frame, frame])
+    assert labels[0].shape == frame.shape[:2] and np.array_equal(labels[0], labels[1])
+
+
+def test_quantize_refuses_int8_for_the_published_espnetv2_and_says_why(tmp_path):
+    weights = require_realdata("weights", "espnetv2/espnetv2_s_0.5_city_1024x512.pth")
+    data = require_realdata("cityscapes_val_sample")
+    env = {**os.environ, "SEGLITE_HOME": str(tmp_path / "home")}
+    result = subprocess.run(
+        [sys.executable, "-m", "seglite", "quantize", "--weights", str(weights), "--data-root", str(data), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    report = json.loads(result.stdout)
+    assert report["model"] == "espnetv2_s0.5" and report["eval_frames"] == 2 and not report["accepted"]
+    assert "INT8 not offered for espnetv2_s0.5" in result.stderr and "Traceback" not in result.stderr
+    assert not list((tmp_path / "home").rglob("*int8*.onnx"))

@@ -97,6 +97,7 @@ class Segmenter:
         size: tuple[int, int] | None = None,
         half: bool = False,
         backend: str = "torch",
+        int8: bool = False,
     ):
         self.loaded = load_model(model, weights)
         self.device = resolve_device(device)
@@ -116,8 +117,28 @@ class Segmenter:
         self._sessions: dict[int, object] = {}
         self.backend = backend
         self.backend_reason = "requested"
-        if backend == "auto":
+        self.int8 = int8
+        if int8:
+            self._sessions[1] = self._int8_session()
+            self.backend, self.backend_reason = "onnx", "INT8 model accepted by `seglite quantize`"
+        elif backend == "auto":
             self.backend, self.backend_reason = self._choose_backend()
+
+    def _int8_session(self):
+        from seglite.inference.onnx_export import ort_session
+        from seglite.inference.quantize import int8_path
+
+        if self.device.type != "cpu" or self.preprocess.size is None:
+            raise SegliteError("--int8 runs on CPU at a fixed size: pass --device cpu (and --size WxH if needed)")
+        path = int8_path(self.loaded, self.preprocess.size)
+        if not path.is_file():
+            width, height = self.preprocess.size
+            raise SegliteError(
+                f"no accepted INT8 model for {self.loaded.source} at {width}x{height}: run `seglite quantize "
+                f"--weights {self.loaded.source} --size {width}x{height} --data-root CITYSCAPES_ROOT` first (it keeps "
+                "INT8 only where the mIoU drops by less than 1 point), or leave out --int8"
+            )
+        return ort_session(path)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Network logits for a preprocessed batch, on the chosen backend."""
@@ -127,6 +148,8 @@ class Segmenter:
         from seglite.inference.onnx_export import cached_session
 
         n = batch.shape[0]
+        if self.int8 and n > 1:  # the INT8 model has a static batch of one
+            return torch.cat([self.forward(batch[i : i + 1]) for i in range(n)])
         if n not in self._sessions:
             self._sessions[n] = cached_session(self.loaded, self.preprocess.size, n)
         feed = {"image": batch.contiguous().numpy()}
@@ -191,6 +214,7 @@ class Segmenter:
         self.model = fold_batchnorm(loaded.model).to(self.device, memory_format=self.memory_format)
         self.num_known = len(loaded.classes)
         self.backend = "torch"
+        self.int8 = False
         self._sessions = {}
         return self
 
