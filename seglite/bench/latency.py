@@ -98,6 +98,10 @@ def benchmark(
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
+    if device.type == "cpu":
+        from seglite.devices import reuse_freed_memory
+
+        reuse_freed_memory()
     model = model.eval()
     params = count_parameters(model)
     gflops = count_flops(model, size) / 1e9

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX
-from seglite.devices import resolve_device
+from seglite.devices import resolve_device, reuse_freed_memory
 from seglite.errors import InputError, SegliteError
 from seglite.inference.optimize import fold_batchnorm
 from seglite.models.registry import create_model
@@ -101,6 +101,8 @@ class Segmenter:
     ):
         self.loaded = load_model(model, weights)
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            reuse_freed_memory()
         self.preprocess: Preprocess = self.loaded.preprocess.with_size(size) if size else self.loaded.preprocess
         self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
         # channels_last pays off on CPU (oneDNN) and with fp16 tensor cores; the logits still come out NCHW.
