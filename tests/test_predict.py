@@ -271,6 +271,8 @@ def test_resize_argmax_equals_torch_upsample_then_argmax(out_size):
     expected = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False).argmax(1)[0].numpy()
     labels = resize_argmax(logits[0], out_size)
     assert labels.shape == out_size and labels.dtype == np.uint8
+    channels_last = logits.contiguous(memory_format=torch.channels_last)[0]
+    assert np.array_equal(resize_argmax(channels_last, out_size), labels)
     assert len(np.unique(expected)) > 5
     assert (labels == expected).mean() >= 0.999
 
