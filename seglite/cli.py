@@ -238,6 +238,9 @@ def eval_cmd(
         str | None, typer.Option("--sliding-window", help="Crop WxH slid over the full-resolution image (overlap 1/3).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    half: Annotated[
+        bool, typer.Option("--half", help="fp16 on CUDA, bf16 on CPU: measures what reduced precision costs.")
+    ] = False,
     save_predictions: Annotated[
         Path | None, typer.Option("--save-predictions", help="Write labelId PNGs here.")
     ] = None,
@@ -249,7 +252,7 @@ def eval_cmd(
     from seglite.evaluation.evaluator import EvalOptions, evaluate
 
     scale_list = _parse_scales(scales)
-    segmenter = Segmenter(model=model, weights=weights, device=device, size=parse_size(size))
+    segmenter = Segmenter(model=model, weights=weights, device=device, size=parse_size(size), half=half)
     result = evaluate(
         segmenter,
         data_root,
@@ -269,6 +272,7 @@ def eval_cmd(
         "size": "x".join(map(str, result.size)) if result.size else "full",
         "model": segmenter.model_name,
         "weights": segmenter.loaded.source,
+        "precision": str(segmenter.dtype).removeprefix("torch."),
         "flip": flip,
         "scales": list(scale_list),
         "sliding_window": sliding_window,
@@ -312,6 +316,9 @@ def bench_cmd(
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: torch's).")] = None,
     backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile (Inductor) the network first; same predictions.")
+    ] = False,
     warmup: Annotated[int, typer.Option(min=0)] = 10,
     iters: Annotated[int, typer.Option(min=1)] = 50,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -334,6 +341,7 @@ def bench_cmd(
         precision=precision,
         warmup=warmup,
         iters=iters,
+        compile=compile,
     )
     if as_json:
         print_json(result.to_dict())
@@ -406,7 +414,10 @@ def predict_cmd(
     weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     size: Annotated[str | None, typer.Option(help="Network input WxH (default: the weights' own).")] = None,
-    half: Annotated[bool, typer.Option("--half", help="fp16 inference on CUDA.")] = False,
+    half: Annotated[bool, typer.Option("--half", help="fp16 on CUDA, bf16 on a CPU with bf16 instructions.")] = False,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the network (slow first frame, faster after).")
+    ] = False,
     int8: Annotated[
         bool, typer.Option("--int8", help="CPU: the INT8 model accepted by `seglite quantize` for these weights.")
     ] = False,
@@ -434,7 +445,14 @@ def predict_cmd(
     elif weights is None:
         err_console.print(f"warning: no --weights: {model} is randomly initialised, its predictions mean nothing")
     segmenter = Segmenter(
-        model=model, weights=weights, device=device, size=parse_size(size), half=half, backend=backend, int8=int8
+        model=model,
+        weights=weights,
+        device=device,
+        size=parse_size(size),
+        half=half,
+        backend=backend,
+        int8=int8,
+        compile=compile,
     )
     err_console.print(
         f"{segmenter.model_name} ({segmenter.loaded.source}) on {segmenter.device}, backend "

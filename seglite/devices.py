@@ -47,3 +47,13 @@ def reuse_freed_memory() -> bool:
             except (OSError, AttributeError):  # not glibc (e.g. musl): leave the allocator alone
                 pass
     return _allocator_tuned
+
+
+def cpu_supports_bf16() -> bool:
+    """Native bf16 math (AVX512-BF16 or AMX): elsewhere oneDNN emulates it and bf16 is slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return "avx512_bf16" in flags or "amx_bf16" in flags

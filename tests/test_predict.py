@@ -345,3 +345,44 @@ def test_quantize_refuses_int8_for_the_published_espnetv2_and_says_why(tmp_path)
     assert report["model"] == "espnetv2_s0.5" and report["eval_frames"] == 2 and not report["accepted"]
     assert "INT8 not offered for espnetv2_s0.5" in result.stderr and "Traceback" not in result.stderr
     assert not list((tmp_path / "home").rglob("*int8*.onnx"))
+
+
+def test_compile_gives_the_eager_predictions(tmp_path):
+    import torch
+
+    import seglite
+
+    weights = str(_random_checkpoint(tmp_path / "w.pt", "espnetv2_s0.5", (256, 128)))
+    frame = render_scene(300, 150, seed=4)[0]
+    eager = seglite.Segmenter(weights=weights, device="cpu", backend="torch")
+    compiled = seglite.Segmenter(weights=weights, device="cpu", compile=True)
+    assert compiled.backend == "torch" and "torch.compile" in compiled.backend_reason
+    expected, got = eager.logits(frame), compiled.logits(frame)
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-4)
+    assert (eager(frame) == compiled(frame)).mean() >= 0.999
+
+
+def test_half_on_cpu_is_bf16_and_keeps_the_published_predictions():
+    import torch
+
+    import seglite
+    from seglite.devices import cpu_supports_bf16
+
+    if not cpu_supports_bf16():
+        pytest.skip("this CPU has no bf16 instructions (AVX512-BF16 or AMX)")
+    weights = str(require_realdata("weights", "espnetv2", "espnetv2_s_0.5_city_1024x512.pth"))
+    frame = cv2.imread(str(require_realdata("images", "frankfurt_000000_000294_leftImg8bit.png")))
+    fp32 = seglite.Segmenter(weights=weights, device="cpu", backend="torch")
+    bf16 = seglite.Segmenter(weights=weights, device="cpu", half=True)
+    assert bf16.dtype == torch.bfloat16 and bf16.backend_reason == "bfloat16"
+    assert (fp32(frame) == bf16(frame)).mean() >= 0.99
+
+
+def test_half_on_a_cpu_without_bf16_says_to_drop_it(monkeypatch):
+    import seglite
+    import seglite.inference.segmenter as segmenter_module
+    from seglite.errors import SegliteError
+
+    monkeypatch.setattr(segmenter_module, "cpu_supports_bf16", lambda: False)
+    with pytest.raises(SegliteError, match="drop --half"):
+        seglite.Segmenter(model="espnetv2_s0.5", device="cpu", half=True)

@@ -91,8 +91,11 @@ def benchmark(
     warmup: int = 10,
     iters: int = 50,
     channels_last: bool = True,
+    compile: bool = False,
 ) -> LatencyResult:
     """Time `iters` forward passes at size (W, H) after `warmup`; report the distribution."""
+    if compile and backend != "torch":
+        raise SegliteError("--compile is for --backend torch")
     if precision not in PRECISIONS:
         raise SegliteError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if threads:
@@ -126,6 +129,11 @@ def benchmark(
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(device=device, dtype=dtype, memory_format=memory_format)
         x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=memory_format)
+        if compile:
+            from seglite.inference.segmenter import compile_model
+
+            model = compile_model(model, size)
+            warmup = max(warmup, 2)  # the first call compiles
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -144,7 +152,7 @@ def benchmark(
     median = statistics.median(times)
     return LatencyResult(
         model=model_name,
-        backend=backend,
+        backend="torch.compile" if compile else backend,
         device=str(device),
         precision=precision,
         size=list(size),

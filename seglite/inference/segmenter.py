@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX
-from seglite.devices import resolve_device, reuse_freed_memory
+from seglite.devices import cpu_supports_bf16, resolve_device, reuse_freed_memory
 from seglite.errors import InputError, SegliteError
 from seglite.inference.optimize import fold_batchnorm
 from seglite.models.registry import create_model
@@ -96,6 +96,39 @@ def resize_argmax(logits: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray
     return labels
 
 
+def half_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on CUDA; bf16 on a CPU with native bf16 math (elsewhere it would be slower than fp32)."""
+    if device.type == "cuda":
+        return torch.float16
+    if not cpu_supports_bf16():
+        raise SegliteError(
+            "--half on CPU runs bf16, which this CPU has no instructions for (AVX512-BF16 or AMX): drop --half"
+        )
+    return torch.bfloat16
+
+
+def compile_model(model: torch.nn.Module, size: tuple[int, int] | None) -> torch.nn.Module:
+    """torch.compile (Inductor, weights frozen as constants): fuses the concat/BN/PReLU/add chains of the ESPNet
+    family, same predictions. Compiles on the first call (tens of seconds on 2 cores), once per input shape."""
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" noise on CPU hosts
+    if size is None:
+        raise SegliteError("--compile needs a fixed input size: pass --size WxH (weights with a training size set it)")
+    compiled = torch.compile(model, dynamic=False, options={"freezing": True})
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        try:
+            return compiled(batch)
+        except Exception as exc:  # Inductor raises many types (a missing C++ compiler is the common one)
+            raise SegliteError(
+                f"--compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                "it needs a C++ compiler (g++ or clang) on PATH: install one or drop --compile"
+            ) from exc
+
+    return forward
+
+
 class Segmenter:
     """`Segmenter(model=..., weights=...)(image_bgr)` -> uint8 trainId map (255 = ignore/unlabeled)."""
 
@@ -108,19 +141,26 @@ class Segmenter:
         half: bool = False,
         backend: str = "torch",
         int8: bool = False,
+        compile: bool = False,
     ):
         self.loaded = load_model(model, weights)
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             reuse_freed_memory()
         self.preprocess: Preprocess = self.loaded.preprocess.with_size(size) if size else self.loaded.preprocess
-        self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
+        self.dtype = half_dtype(self.device) if half else torch.float32
         # channels_last pays off on CPU (oneDNN) and with fp16 tensor cores; the logits still come out NCHW.
         self.memory_format = torch.channels_last
         self.model = fold_batchnorm(self.loaded.model).to(self.device, self.dtype, memory_format=self.memory_format)
         self.num_known = len(self.loaded.classes)  # output channels past these (the authors' background) -> ignore
         if backend not in ("auto", "torch", "onnx"):
             raise SegliteError(f"--backend {backend!r}: expected auto, torch or onnx")
+        if (half or compile) and (backend == "onnx" or int8):
+            raise SegliteError("--half and --compile run in PyTorch: leave out --backend onnx / --int8")
+        if half or compile:
+            backend = "torch"
+        if compile:
+            self.model = compile_model(self.model, self.preprocess.size)
         if backend == "onnx" and (self.device.type != "cpu" or self.preprocess.size is None):
             raise SegliteError(
                 "--backend onnx runs on CPU at a fixed size: pass --device cpu and --size WxH "
@@ -133,6 +173,10 @@ class Segmenter:
         if int8:
             self._sessions[1] = self._int8_session()
             self.backend, self.backend_reason = "onnx", "INT8 model accepted by `seglite quantize`"
+        elif half or compile:
+            self.backend_reason = " + ".join(
+                ([str(self.dtype).removeprefix("torch.")] if half else []) + (["torch.compile"] if compile else [])
+            )
         elif backend == "auto":
             self.backend, self.backend_reason = self._choose_backend()
 
