@@ -4,16 +4,28 @@ Peers measured here: segmentation-models-pytorch's DeepLabV3Plus (timm encoders,
 Runtime, and PaddleSeg when `paddlepaddle`/`paddleseg` are importable (skipped with a message otherwise). The
 authors' ESPNet/EdgeNets code is not on the registry: its figures from ../shared/research/peer_baselines.md are
 printed as reference values, marked as such. Also prints each model's GFLOPs and the share of this CPU's fp32 peak
-it reaches. Usage: python scripts/bench_peers.py [--threads 2] [--iters 20] [--size 1024x512]
+it reaches.
+
+Columns for seglite: "fp32" is the fastest of eager PyTorch, ONNX Runtime and torch.compile (all exact: argmax
+agreement >= 99.9 % with eager); "bf16" (CPUs with bf16 instructions; not bit-identical, `seglite eval --half`
+measures the mIoU change) and "int8" (ONNX Runtime static INT8 calibrated on generated frames: SPEED ONLY, the
+mIoU change needs trained weights, see `seglite quantize`) show what reduced precision would give.
+Usage: python scripts/bench_peers.py [--threads 2] [--iters 20] [--size 1024x512] [--no-compile] [--only TEXT]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
 
 from seglite.bench.latency import benchmark
 from seglite.bench.sizes import parse_size
+from seglite.devices import cpu_supports_bf16
 from seglite.models.registry import create_model
 
 # (architecture, seglite model, smp encoder or None, reference ms from peer_baselines.md, target ratio)
@@ -39,11 +51,38 @@ def cpu_peak_gflops(threads: int) -> float | None:
     return threads * mhz * 1e6 * 64 / 1e9
 
 
+def int8_speed_ms(name: str, size: tuple[int, int], threads: int, iters: int) -> float:
+    """Median ms of an INT8 ORT model calibrated on generated street frames (speed only: weights are random)."""
+    from seglite.data.synth import render_scene
+    from seglite.inference.onnx_export import export_onnx, ort_session
+    from seglite.inference.quantize import quantize_onnx
+    from seglite.zoo.preprocess import IMAGENET
+
+    preprocess = IMAGENET.with_size(size)
+    frames = [preprocess(render_scene(size[0], size[1], seed=seed)[0])[None].numpy() for seed in range(4)]
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        export_onnx(create_model(name), size, fp32)
+        quantize_onnx(fp32, int8, frames)
+        session = ort_session(int8, threads)
+    feed = {"image": frames[0]}
+    for _ in range(3):
+        session.run(None, feed)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(1000 * (time.perf_counter() - start))
+    return float(np.median(times))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--size", default="1024x512")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (saves ~1 min per model)")
+    parser.add_argument("--only", default="", help="only rows whose architecture contains this text")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     size = parse_size(args.size)
@@ -57,9 +96,15 @@ def main() -> None:
             "PaddleSeg not installed (pip install paddlepaddle==3.2.2 paddleseg 'numpy<2' 'pandas<3'): "
             "its figures below are the reference values from peer_baselines.md"
         )
-    print("\n| architecture | peer ms | seglite ms (backend) | ratio | target | GFLOPs | % of fp32 peak |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    bf16 = cpu_supports_bf16()
+    print(
+        "\n| architecture | peer ms | seglite fp32 ms (backend) | ratio | target | bf16 ms | ratio | "
+        "int8 ms (speed only) | ratio | GFLOPs | % of fp32 peak |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for arch, name, smp_encoder, reference_ms, target in ROWS:
+        if args.only.lower() not in arch.lower():
+            continue
         peer_ms, peer_note = reference_ms, "ref"
         if smp_encoder:
             import segmentation_models_pytorch as smp
@@ -69,17 +114,33 @@ def main() -> None:
                 peer, arch, size, threads=args.threads, backend="onnx", warmup=5, iters=args.iters
             ).median_ms
             peer_note = "smp+ORT, measured"
-        best = None
-        for backend in ("torch", "onnx"):
-            result = benchmark(
-                create_model(name), name, size, threads=args.threads, backend=backend, warmup=5, iters=args.iters
+
+        def timed(backend: str = "torch", precision: str = "fp32", compile: bool = False, name: str = name):
+            return benchmark(
+                create_model(name),
+                name,
+                size,
+                threads=args.threads,
+                backend=backend,
+                precision=precision,
+                compile=compile,
+                warmup=5,
+                iters=args.iters,
             )
-            if best is None or result.median_ms < best.median_ms:
-                best = result
+
+        runs = [timed("torch"), timed("onnx")] + ([] if args.no_compile else [timed(compile=True)])
+        best = min(runs, key=lambda r: r.median_ms)
+        half_ms = "-"
+        if bf16:
+            half_runs = [timed(precision="bf16")] + ([] if args.no_compile else [timed(precision="bf16", compile=True)])
+            half_ms = min(r.median_ms for r in half_runs)
+        int8_ms = int8_speed_ms(name, size, args.threads, args.iters)
         share = f"{100 * best.gflops / (best.median_ms / 1000) / peak:.1f}" if peak else "-"
+        half_cells = "- | -" if half_ms == "-" else f"{half_ms:.1f} | {half_ms / peer_ms:.2f}"
         print(
             f"| {arch} | {peer_ms:.1f} ({peer_note}) | {best.median_ms:.1f} ({best.backend}) | "
-            f"{best.median_ms / peer_ms:.2f} | {target} | {best.gflops:.2f} | {share} |",
+            f"{best.median_ms / peer_ms:.2f} | {target} | {half_cells} | {int8_ms:.1f} | {int8_ms / peer_ms:.2f} | "
+            f"{best.gflops:.2f} | {share} |",
             flush=True,
         )
     if peak:
