@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
-
-import numpy as np
 
 from seglite.bench.latency import benchmark
 from seglite.bench.sizes import parse_size
@@ -55,7 +52,7 @@ def int8_speed_ms(name: str, size: tuple[int, int], threads: int, iters: int) ->
     """Median ms of an INT8 ORT model calibrated on generated street frames (speed only: weights are random)."""
     from seglite.data.synth import render_scene
     from seglite.inference.onnx_export import export_onnx, ort_session
-    from seglite.inference.quantize import quantize_onnx
+    from seglite.inference.quantize import quantize_onnx, session_median_ms
     from seglite.zoo.preprocess import IMAGENET
 
     preprocess = IMAGENET.with_size(size)
@@ -65,15 +62,7 @@ def int8_speed_ms(name: str, size: tuple[int, int], threads: int, iters: int) ->
         export_onnx(create_model(name), size, fp32)
         quantize_onnx(fp32, int8, frames)
         session = ort_session(int8, threads)
-    feed = {"image": frames[0]}
-    for _ in range(3):
-        session.run(None, feed)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append(1000 * (time.perf_counter() - start))
-    return float(np.median(times))
+    return session_median_ms(session, frames[0], iters)
 
 
 def main() -> None:

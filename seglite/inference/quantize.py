@@ -111,7 +111,8 @@ class QuantizationReport:
         return {**asdict(self), "miou_change": self.miou_change}
 
 
-def _median_ms(session, batch: np.ndarray, iters: int) -> float:
+def session_median_ms(session, batch: np.ndarray, iters: int) -> float:
+    """Median ms of an ONNX Runtime session on one batch, after three warm-up runs."""
     feed = {"image": batch}
     for _ in range(3):
         session.run(None, feed)
@@ -159,7 +160,7 @@ def quantize_and_validate(
         export_onnx(loaded.model, size, fp32_path)
         quantize_onnx(fp32_path, int8_tmp, calibration)
         sessions = {"fp32": ort_session(fp32_path, threads), "int8": ort_session(int8_tmp, threads)}
-        latency = {name: _median_ms(session, calibration[0], iters) for name, session in sessions.items()}
+        latency = {name: session_median_ms(session, calibration[0], iters) for name, session in sessions.items()}
         miou = {}
         for name, session in sessions.items():
             segmenter = Segmenter.from_loaded(loaded, size=size)
