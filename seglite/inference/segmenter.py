@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from seglite import __version__
 from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX
 from seglite.devices import cpu_supports_bf16, resolve_device, reuse_freed_memory
 from seglite.errors import InputError, SegliteError
@@ -115,6 +116,11 @@ def compile_model(model: torch.nn.Module, size: tuple[int, int] | None) -> torch
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" noise on CPU hosts
     if size is None:
         raise SegliteError("--compile needs a fixed input size: pass --size WxH (weights with a training size set it)")
+    import torch._dynamo
+
+    # Every seglite network shares SegmentationNet.forward, so each compiled model (or input shape) counts against
+    # dynamo's per-function recompile limit (8), past which it silently runs eager: leave room for many.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     compiled = torch.compile(model, dynamic=False, options={"freezing": True})
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
@@ -225,7 +231,9 @@ class Segmenter:
         from seglite.zoo.registry import seglite_home
 
         width, height = self.preprocess.size
-        key = f"{self.loaded.model_name}-{weights_fingerprint(self.loaded.model)}-{width}x{height}"
+        # The runtime speed changes with seglite's own optimisations: a new version measures again.
+        fingerprint = weights_fingerprint(self.loaded.model)
+        key = f"{self.loaded.model_name}-{fingerprint}-{width}x{height}-seglite{__version__}"
         cache = seglite_home() / "onnx" / "backend_choices.json"
         try:
             choices = json.loads(cache.read_text())
