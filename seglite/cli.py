@@ -241,6 +241,9 @@ def eval_cmd(
     half: Annotated[
         bool, typer.Option("--half", help="fp16 on CUDA, bf16 on CPU: measures what reduced precision costs.")
     ] = False,
+    backend: Annotated[
+        str, typer.Option(help="auto (CPU: the faster of torch/onnx at --size, measured once), torch or onnx.")
+    ] = "auto",
     save_predictions: Annotated[
         Path | None, typer.Option("--save-predictions", help="Write labelId PNGs here.")
     ] = None,
@@ -252,7 +255,9 @@ def eval_cmd(
     from seglite.evaluation.evaluator import EvalOptions, evaluate
 
     scale_list = _parse_scales(scales)
-    segmenter = Segmenter(model=model, weights=weights, device=device, size=parse_size(size), half=half)
+    segmenter = Segmenter(
+        model=model, weights=weights, device=device, size=parse_size(size), half=half, backend=backend
+    )
     result = evaluate(
         segmenter,
         data_root,
@@ -273,6 +278,7 @@ def eval_cmd(
         "model": segmenter.model_name,
         "weights": segmenter.loaded.source,
         "precision": str(segmenter.dtype).removeprefix("torch."),
+        "backend": f"{segmenter.backend} ({segmenter.backend_reason})",
         "flip": flip,
         "scales": list(scale_list),
         "sliding_window": sliding_window,
@@ -292,7 +298,9 @@ def eval_cmd(
     console.print(table)
     console.print(
         f"mIoU {record['miou']:.2f} %   pixel accuracy {record['pixel_acc']:.2f} %   "
-        f"model {record['model_ms_per_image']} ms/image, metric {record['metric_ms_per_image']} ms/image"
+        f"model {record['model_ms_per_image']} ms/image, metric {record['metric_ms_per_image']} ms/image\n"
+        f"backend {record['backend']}, {record['precision']}",
+        markup=False,
     )
 
 
@@ -314,7 +322,9 @@ def bench_cmd(
     batch: Annotated[int, typer.Option(min=1)] = 1,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: torch's).")] = None,
-    backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
+    backend: Annotated[
+        str, typer.Option(help="auto (CPU fp32: times torch and onnx, reports the faster), torch or onnx.")
+    ] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
     compile: Annotated[
         bool, typer.Option("--compile", help="torch.compile (Inductor) the network first; same predictions.")
@@ -330,22 +340,35 @@ def bench_cmd(
     from seglite.inference.segmenter import load_model
 
     loaded = load_model(model, weights)
-    result = benchmark(
-        loaded.model,
-        loaded.model_name,
-        parse_size(size),
-        batch=batch,
-        device=resolve_device(device),
-        threads=threads,
-        backend=backend,
-        precision=precision,
-        warmup=warmup,
-        iters=iters,
-        compile=compile,
-    )
+    resolved = resolve_device(device)
+    if backend == "auto":
+        on_cpu_fp32 = resolved.type == "cpu" and precision == "fp32" and not compile
+        candidates = ["torch", "onnx"] if on_cpu_fp32 else ["torch"]
+    else:
+        candidates = [backend]
+    results = [
+        benchmark(
+            loaded.model,
+            loaded.model_name,
+            parse_size(size),
+            batch=batch,
+            device=resolved,
+            threads=threads,
+            backend=candidate,
+            precision=precision,
+            warmup=warmup,
+            iters=iters,
+            compile=compile,
+        )
+        for candidate in candidates
+    ]
+    result = min(results, key=lambda r: r.median_ms)
+    compared = ", ".join(f"{r.backend} {r.median_ms:.1f} ms" for r in results)
     if as_json:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), "backends_compared": {r.backend: r.median_ms for r in results}})
         return
+    if len(results) > 1:
+        console.print(f"backend auto: {compared} -> {result.backend}", markup=False, highlight=False)
     console.print(
         f"{result.model} [{result.backend}, {result.device}, {result.precision}, {size}, batch {batch}, "
         f"{result.threads} threads]\n  median {result.median_ms:.1f} ms  p90 {result.p90_ms:.1f}  "

@@ -18,7 +18,7 @@ def _seglite(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "seglite", *args], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnx"])
+@pytest.mark.parametrize("backend", ["torch", "onnx", "auto"])
 def test_bench_json_has_the_promised_fields(backend):
     result = _seglite(
         "bench",
@@ -40,7 +40,12 @@ def test_bench_json_has_the_promised_fields(backend):
     record = json.loads(result.stdout)
     for key in ("model", "median_ms", "p90_ms", "fps", "params", "gflops", "device", "threads", "backend", "size"):
         assert key in record
-    assert record["backend"] == backend and record["params"] == 79_452 and record["threads"] == 2
+    compared = record["backends_compared"]
+    if backend == "auto":  # both timed, the faster reported
+        assert set(compared) == {"torch", "onnx"} and record["median_ms"] == min(compared.values())
+    else:
+        assert set(compared) == {backend}
+    assert record["backend"] in compared and record["params"] == 79_452 and record["threads"] == 2
     assert record["min_ms"] <= record["median_ms"] <= record["p90_ms"]
     assert record["fps"] == pytest.approx(1000 / record["median_ms"], rel=1e-3)
     assert record["machine"]["cores"] >= 1 and "torch" in record["machine"]

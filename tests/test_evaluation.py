@@ -180,3 +180,25 @@ def test_sliding_window_from_the_cli(synth_root):
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["sliding_window"] == "128x64" and record["num_images"] == 1
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_eval_on_onnx_runtime_gives_the_eager_result(synth_root, tmp_path, monkeypatch, flip):
+    import seglite
+    from seglite.data.labels import CLASS_NAMES
+    from seglite.evaluation.evaluator import EvalOptions, evaluate
+    from seglite.zoo.checkpoint import atomic_torch_save, checkpoint_dict
+    from seglite.zoo.preprocess import IMAGENET
+
+    monkeypatch.setenv("SEGLITE_HOME", str(tmp_path / "home"))
+    torch.manual_seed(1)
+    weights = tmp_path / "w.pt"
+    net = seglite.create_model("espnetv2_s0.5")
+    atomic_torch_save(checkpoint_dict("espnetv2_s0.5", net, CLASS_NAMES, IMAGENET.with_size((256, 128))), weights)
+    summaries = {}
+    for backend in ("torch", "onnx"):
+        segmenter = seglite.Segmenter(weights=str(weights), device="cpu", backend=backend)
+        summaries[backend] = evaluate(segmenter, synth_root, EvalOptions(flip=flip, progress=False)).summary
+    assert list((tmp_path / "home" / "onnx").glob("*.onnx"))  # ONNX Runtime really ran
+    assert summaries["onnx"]["pixel_acc"] == pytest.approx(summaries["torch"]["pixel_acc"], abs=0.05)
+    assert summaries["onnx"]["miou"] == pytest.approx(summaries["torch"]["miou"], abs=0.05)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,9 @@ class EvalResult:
     extra: dict = field(default_factory=dict)
 
 
-def sliding_window_logits(model: torch.nn.Module, batch: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+def sliding_window_logits(
+    model: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, window: tuple[int, int]
+) -> torch.Tensor:
     """Logits of overlapping crops (stride 2/3 of the window), averaged where they overlap."""
     height, width = batch.shape[-2:]
     crop_w, crop_h = min(window[0], width), min(window[1], height)
@@ -75,9 +78,9 @@ def predict_logits(
         if options.flip:
             batch = torch.cat([batch, batch.flip(-1)])
         if options.window:
-            logits = sliding_window_logits(segmenter.model, batch, options.window)
+            logits = sliding_window_logits(segmenter.network, batch, options.window)
         else:
-            logits = segmenter.model(batch).float()
+            logits = segmenter.network(batch).float()
         if options.flip:
             logits = logits[:1] + logits[1:].flip(-1)
         logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)

@@ -217,6 +217,13 @@ class Segmenter:
         feed = {"image": batch.contiguous().numpy()}
         return torch.from_numpy(self._sessions[n].run(None, feed)[0])
 
+    def network(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch at any size: the chosen backend where its static export fits, eager PyTorch elsewhere
+        (other test scales, sliding-window crops)."""
+        if self.backend == "onnx" and self.preprocess.size == (batch.shape[-1], batch.shape[-2]):
+            return self.forward(batch.float())
+        return self.model(batch.to(self.dtype).contiguous(memory_format=self.memory_format))
+
     def _choose_backend(self) -> tuple[str, str]:
         """CPU at a fixed size: time eager PyTorch against ONNX Runtime once, keep the faster one that agrees.
 
