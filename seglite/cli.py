@@ -598,7 +598,7 @@ def quantize_cmd(
     from seglite.bench.sizes import parse_size
     from seglite.inference.quantize import MAX_MIOU_DROP, quantize_and_validate
 
-    if model is None and weights is None:
+    if weights is None:
         raise SegliteError("pass --weights (trained weights: the mIoU change of random weights means nothing)")
     report = quantize_and_validate(
         model, weights, data_root, parse_size(size), calibration_split, eval_split, threads=threads

@@ -345,6 +345,13 @@ def test_quantize_refuses_int8_for_the_published_espnetv2_and_says_why(tmp_path)
     assert report["model"] == "espnetv2_s0.5" and report["eval_frames"] == 2 and not report["accepted"]
     assert "INT8 not offered for espnetv2_s0.5" in result.stderr and "Traceback" not in result.stderr
     assert not list((tmp_path / "home").rglob("*int8*.onnx"))
+    random_weights = subprocess.run(
+        [sys.executable, "-m", "seglite", "quantize", "--model", "espnetv1", "--data-root", str(data)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert random_weights.returncode == 2 and "pass --weights" in random_weights.stderr
 
 
 def test_compile_gives_the_eager_predictions(tmp_path):
