@@ -6,6 +6,8 @@ pass plain OpenCV BGR uint8 images and get a map at the image's own resolution b
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 import torch
@@ -108,7 +110,7 @@ def half_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
-def compile_model(model: torch.nn.Module, size: tuple[int, int] | None) -> torch.nn.Module:
+def compile_model(model: torch.nn.Module, size: tuple[int, int] | None) -> Callable[[torch.Tensor], torch.Tensor]:
     """torch.compile (Inductor, weights frozen as constants): fuses the concat/BN/PReLU/add chains of the ESPNet
     family, same predictions. Compiles on the first call (tens of seconds on 2 cores), once per input shape."""
     import logging
