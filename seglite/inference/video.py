@@ -239,22 +239,21 @@ def segment_video(
     encoder = _Encoder(segmenter, writers, mask_dirs, alpha, result, on_frames)
     encoder.start()
     start = time.perf_counter()
-    with _single_threaded_opencv(segmenter.device.type == "cpu"):
-        try:
-            batches = iter_batches(segmenter, video, batch, realtime, result, opened)
-            if on_start:
-                result.expected_frames = count
-                on_start(result)
-            for item in batches:
-                encoder.batches.put(item)
-                if encoder.error is not None:
-                    break
-        finally:
-            encoder.batches.put(_END)
-            encoder.join()
-            for writer in writers.values():
-                writer.release()
-            result.seconds = time.perf_counter() - start
+    try:
+        batches = iter_batches(segmenter, video, batch, realtime, result, opened)
+        if on_start:
+            result.expected_frames = count
+            on_start(result)
+        for item in batches:
+            encoder.batches.put(item)
+            if encoder.error is not None:
+                break
+    finally:
+        encoder.batches.put(_END)
+        encoder.join()
+        for writer in writers.values():
+            writer.release()
+        result.seconds = time.perf_counter() - start
     if encoder.error is not None:
         raise encoder.error
     return result
