@@ -334,35 +334,25 @@ def bench_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Latency of the model alone (median, p90, mean, min), FPS, memory, params and GFLOPs."""
-    from seglite.bench.latency import benchmark
+    from seglite.bench.latency import benchmark_backends
     from seglite.bench.sizes import parse_size
     from seglite.devices import resolve_device
     from seglite.inference.segmenter import load_model
 
     loaded = load_model(model, weights)
-    resolved = resolve_device(device)
-    if backend == "auto":
-        on_cpu_fp32 = resolved.type == "cpu" and precision == "fp32" and not compile
-        candidates = ["torch", "onnx"] if on_cpu_fp32 else ["torch"]
-    else:
-        candidates = [backend]
-    results = [
-        benchmark(
-            loaded.model,
-            loaded.model_name,
-            parse_size(size),
-            batch=batch,
-            device=resolved,
-            threads=threads,
-            backend=candidate,
-            precision=precision,
-            warmup=warmup,
-            iters=iters,
-            compile=compile,
-        )
-        for candidate in candidates
-    ]
-    result = min(results, key=lambda r: r.median_ms)
+    result, results = benchmark_backends(
+        loaded.model,
+        loaded.model_name,
+        parse_size(size),
+        backend=backend,
+        device=resolve_device(device),
+        precision=precision,
+        compile=compile,
+        batch=batch,
+        threads=threads,
+        warmup=warmup,
+        iters=iters,
+    )
     compared = ", ".join(f"{r.backend} {r.median_ms:.1f} ms" for r in results)
     if as_json:
         print_json({**result.to_dict(), "backends_compared": {r.backend: r.median_ms for r in results}})
@@ -392,7 +382,9 @@ def report_cmd(
     out: Annotated[Path, typer.Option("--out")] = Path("outputs/report"),
     device: Annotated[str, typer.Option()] = "cpu",
     threads: Annotated[int | None, typer.Option()] = None,
-    backend: Annotated[str, typer.Option()] = "torch",
+    backend: Annotated[
+        str, typer.Option(help="auto (CPU: the faster of torch/onnx per model), torch or onnx.")
+    ] = "auto",
     iters: Annotated[int, typer.Option(min=1)] = 20,
 ) -> None:
     """Evaluate (when data is given) and benchmark several models; write report.{md,csv,json} and pareto.png."""

@@ -168,3 +168,26 @@ def benchmark(
         gflops=round(gflops, 3),
         machine=machine_fingerprint(device, threads),
     )
+
+
+def benchmark_backends(
+    model: torch.nn.Module,
+    model_name: str,
+    size: tuple[int, int],
+    backend: str = "auto",
+    device: torch.device = torch.device("cpu"),
+    precision: str = "fp32",
+    compile: bool = False,
+    **kwargs,
+) -> tuple[LatencyResult, list[LatencyResult]]:
+    """`backend="auto"`: on CPU in fp32 time eager PyTorch and ONNX Runtime, return the faster and both results."""
+    if backend == "auto":
+        on_cpu_fp32 = device.type == "cpu" and precision == "fp32" and not compile
+        candidates = ["torch", "onnx"] if on_cpu_fp32 else ["torch"]
+    else:
+        candidates = [backend]
+    results = [
+        benchmark(model, model_name, size, device=device, backend=name, precision=precision, compile=compile, **kwargs)
+        for name in candidates
+    ]
+    return min(results, key=lambda r: r.median_ms), results

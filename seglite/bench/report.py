@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from seglite.bench.latency import benchmark
+from seglite.bench.latency import benchmark_backends
 from seglite.devices import resolve_device
 
 
@@ -18,7 +18,7 @@ class ReportOptions:
     split: str = "val"
     device: str = "cpu"
     threads: int | None = None
-    backend: str = "torch"
+    backend: str = "auto"
     warmup: int = 5
     iters: int = 20
     eval_limit: int | None = None
@@ -54,13 +54,13 @@ def build_report(entries: list[tuple[str, str | None]], options: ReportOptions, 
                     EvalOptions(split=options.split, limit=options.eval_limit, progress=False),
                 )
                 miou = round(result.summary["miou"], 2)
-            latency = benchmark(
+            latency, _ = benchmark_backends(
                 segmenter.loaded.model,  # unfolded: benchmark folds it, and params must be the model's own
                 segmenter.model_name,
                 size,
+                backend=options.backend,
                 device=resolve_device(options.device),
                 threads=options.threads,
-                backend=options.backend,
                 warmup=options.warmup,
                 iters=options.iters,
             )
@@ -137,7 +137,7 @@ def _plot(rows: list[dict], machine: dict, path: Path) -> None:
         ax2.set_ylabel("parameters (M, crosses)")
     ax.set_xlabel(
         f"median latency (ms), batch 1, {plotted[0]['device']}, {plotted[0]['threads']} threads, "
-        f"{plotted[0]['backend']}"
+        f"{'/'.join(sorted({r['backend'] for r in plotted}))}"
     )
     ax.set_ylabel(y_label)
     ax.set_title(
