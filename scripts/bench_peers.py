@@ -3,17 +3,19 @@
 Peers measured here: segmentation-models-pytorch's DeepLabV3Plus (timm encoders, its lighter OS16 head) in ONNX
 Runtime, and PaddleSeg's DeepLabV3P in Paddle Inference + oneDNN when `--paddle-python` (or $PADDLE_PYTHON) names
 the Python of an environment with paddlepaddle 3.2.2 and paddleseg (scripts/paddleseg_peer.py says how to make
-one; without it the reference values are printed, marked as such). The
-authors' ESPNet/EdgeNets code is not on the registry: its figures from ../shared/research/peer_baselines.md are
-printed as reference values, marked as such. Also prints each model's GFLOPs and the share of this CPU's fp32 peak
-it reaches.
+one), and the authors' own ESPNet / EdgeNets code when `--espnet-code` / `--edgenets-code` (or $ESPNET_CODE /
+$EDGENETS_CODE) name local checkouts of github.com/sacmehta/ESPNet and github.com/sacmehta/EdgeNets (not on the
+registry; scripts/espnet_peer.py times them in a fresh process, fastest of eager, channels_last and ONNX Runtime).
+A peer that is not measured shows its figure from ../shared/research/peer_baselines.md, marked "ref": those were
+taken on this machine on a faster day, so only same-run ratios are comparable. Also prints each model's GFLOPs and
+the share of this CPU's fp32 peak it reaches.
 
 Columns for seglite: "fp32" is the fastest of eager PyTorch, ONNX Runtime and torch.compile (all exact: argmax
 agreement >= 99.9 % with eager); "bf16" (CPUs with bf16 instructions; not bit-identical, `seglite eval --half`
 measures the mIoU change) and "int8" (ONNX Runtime static INT8 calibrated on generated frames: SPEED ONLY, the
 mIoU change needs trained weights, see `seglite quantize`) show what reduced precision would give.
 Usage: python scripts/bench_peers.py [--threads 2] [--iters 20] [--size 1024x512] [--no-compile] [--only TEXT]
-                                    [--paddle-python PADDLE_VENV/bin/python]
+                                    [--paddle-python PADDLE_VENV/bin/python] [--espnet-code DIR] [--edgenets-code DIR]
 """
 
 from __future__ import annotations
@@ -31,12 +33,12 @@ from seglite.bench.sizes import parse_size
 from seglite.devices import cpu_supports_bf16
 from seglite.models.registry import create_model
 
-# (architecture, seglite model, smp encoder or PaddleSeg model (paddle:...) or None, reference ms from
-# peer_baselines.md, target ratio)
+# (architecture, seglite model, peer: smp encoder, PaddleSeg model (paddle:...) or the authors' model
+# (authors:...), reference ms from peer_baselines.md, target ratio)
 ROWS = [
-    ("ESPNet p2q8", "espnetv1", None, 94.0, 0.6),
-    ("ESPNetV2 s1.0", "espnetv2_s1.0", None, 118.0, 0.6),
-    ("ESPNetV2 s2.0", "espnetv2_s2.0", None, 180.0, 0.6),
+    ("ESPNet p2q8", "espnetv1", "authors:espnet", 94.0, 0.6),
+    ("ESPNetV2 s1.0", "espnetv2_s1.0", "authors:espnetv2_s1.0", 118.0, 0.6),
+    ("ESPNetV2 s2.0", "espnetv2_s2.0", "authors:espnetv2_s2.0", 180.0, 0.6),
     ("DeepLabV3+ MNv3-L 0.5x (PaddleSeg)", "deeplabv3p_mnv3l_050", "paddle:mnv3l_050", 141.0, 0.6),
     ("DeepLabV3+ MNv3-L 1.0x (PaddleSeg)", "deeplabv3p_mnv3l_100", "paddle:mnv3l_100", 135.0, 0.6),
     ("DeepLabV3+ LCNet 0.5x (smp head)", "deeplabv3p_lcnet_050", "tu-lcnet_050", 45.0, 1.0),
@@ -72,15 +74,44 @@ def int8_speed_ms(name: str, size: tuple[int, int], threads: int, iters: int) ->
     return session_median_ms(session, frames[0], iters)
 
 
-def paddleseg_ms(python: str, names: list[str], size: str, threads: int, iters: int) -> dict[str, float]:
-    """Median ms of PaddleSeg models, timed by scripts/paddleseg_peer.py in the Paddle environment."""
-    harness = Path(__file__).with_name("paddleseg_peer.py")
+def run_peer_harness(python: str, script: str, names: list[str], size: str, threads: int, iters: int, *extra: str):
+    """Run a peer harness in its own process (its own environment, none of seglite's settings): its JSON."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    command = [python, str(harness), "--models", ",".join(names), "--size", size, "--threads", str(threads)]
-    result = subprocess.run([*command, "--iters", str(iters)], capture_output=True, text=True, env=env)
+    command = [python, str(Path(__file__).with_name(script)), "--models", ",".join(names), "--size", size]
+    command += ["--threads", str(threads), "--iters", str(iters), *extra]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode:
-        sys.exit(f"PaddleSeg harness failed ({python}): {result.stderr.strip().splitlines()[-1:]}")
+        sys.exit(f"{script} failed ({python}): {result.stderr.strip().splitlines()[-1:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measured_peers(rows: list[tuple], args: argparse.Namespace) -> dict[str, tuple[float, str]]:
+    """Peer key -> (median ms, how) for the PaddleSeg and authors' models that can be run here."""
+    peers: dict[str, tuple[float, str]] = {}
+    wanted = {
+        kind: [p.split(":", 1)[1] for _, _, p, _, _ in rows if p and p.startswith(kind + ":")]
+        for kind in ("paddle", "authors")
+    }
+    common = (args.size, args.threads, args.iters)
+    if args.paddle_python and wanted["paddle"]:
+        times = run_peer_harness(args.paddle_python, "paddleseg_peer.py", wanted["paddle"], *common)
+        peers.update({f"paddle:{k}": (v, "PaddleSeg+oneDNN, measured") for k, v in times.items()})
+    elif wanted["paddle"]:
+        print("PaddleSeg not measured (pass --paddle-python PADDLE_VENV/bin/python, see scripts/paddleseg_peer.py)")
+    authors = [n for n in wanted["authors"] if (args.espnet_code if n == "espnet" else args.edgenets_code)]
+    if authors:
+        extra = [
+            f"--{flag}-code={path}"
+            for flag, path in (("espnet", args.espnet_code), ("edgenets", args.edgenets_code))
+            if path
+        ]
+        times = run_peer_harness(sys.executable, "espnet_peer.py", authors, *common, *extra)
+        peers.update(
+            {f"authors:{k}": (v["best_ms"], f"authors' code, {v['best_backend']}, measured") for k, v in times.items()}
+        )
+    if len(authors) < len(wanted["authors"]):
+        print("authors' ESPNet/EdgeNets code not measured for every row (pass --espnet-code / --edgenets-code)")
+    return peers
 
 
 def main() -> None:
@@ -91,20 +122,14 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (saves ~1 min per model)")
     parser.add_argument("--only", default="", help="only rows whose architecture contains this text")
     parser.add_argument("--paddle-python", default=os.environ.get("PADDLE_PYTHON"), help="Python with PaddleSeg")
+    parser.add_argument("--espnet-code", default=os.environ.get("ESPNET_CODE"), help="sacmehta/ESPNet checkout")
+    parser.add_argument("--edgenets-code", default=os.environ.get("EDGENETS_CODE"), help="sacmehta/EdgeNets checkout")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     size = parse_size(args.size)
     peak = cpu_peak_gflops(args.threads)
     rows = [row for row in ROWS if args.only.lower() in row[0].lower()]
-    paddle = {}
-    if args.paddle_python:
-        names = [peer.removeprefix("paddle:") for _, _, peer, _, _ in rows if peer and peer.startswith("paddle:")]
-        paddle = paddleseg_ms(args.paddle_python, names, args.size, args.threads, args.iters) if names else {}
-    else:
-        print(
-            "PaddleSeg not measured (pass --paddle-python PADDLE_VENV/bin/python, see scripts/paddleseg_peer.py): "
-            "its figures below are the reference values from peer_baselines.md"
-        )
+    peers = measured_peers(rows, args)
     bf16 = cpu_supports_bf16()
     print(
         "\n| architecture | peer ms | seglite fp32 ms (backend) | ratio | target | bf16 ms | ratio | "
@@ -112,10 +137,8 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for arch, name, peer_model, reference_ms, target in rows:
-        peer_ms, peer_note = reference_ms, "ref"
-        if peer_model and peer_model.startswith("paddle:") and paddle:
-            peer_ms, peer_note = paddle[peer_model.removeprefix("paddle:")], "PaddleSeg+oneDNN, measured"
-        elif peer_model and not peer_model.startswith("paddle:"):
+        peer_ms, peer_note = peers.get(peer_model, (reference_ms, "ref"))
+        if ":" not in peer_model:
             import segmentation_models_pytorch as smp
 
             peer = smp.DeepLabV3Plus(encoder_name=peer_model, encoder_weights=None, classes=19)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,43 @@ def test_reused_memory_stops_page_faults_on_repeated_large_tensors():
     pages = 5 * 40_000_000 // 4096
     assert faults["0"] > pages // 2  # glibc maps each one afresh...
     assert faults["1"] < pages // 20  # ...unless freed memory is kept for reuse
+
+
+FAKE_AUTHORS_MODEL = """
+import torch
+from torch import nn
+
+
+class ESPNet(nn.Module):  # stands in for the authors' train/Model.py: same constructor, any network
+    def __init__(self, classes=20, p=2, q=3, encoderFile=None):
+        super().__init__()
+        self.conv = nn.Conv2d(3, classes, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+"""
+
+
+def _espnet_peer(*args: str) -> subprocess.CompletedProcess:
+    script = Path(__file__).parents[1] / "scripts" / "espnet_peer.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+
+
+def test_espnet_peer_times_a_checkout_on_every_backend(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "Model.py").write_text(FAKE_AUTHORS_MODEL)
+    result = _espnet_peer(
+        "--espnet-code", str(tmp_path), "--models", "espnet", "--size", "64x32", "--warmup", "1", "--iters", "3"
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])["espnet"]
+    timed = {key: report[key] for key in ("eager", "eager_channels_last", "onnx")}
+    assert all(ms > 0 for ms in timed.values())
+    assert report["best_ms"] == min(timed.values())
+    assert report["best_backend"] == min(timed, key=timed.get)
+
+
+def test_espnet_peer_names_the_missing_checkout(tmp_path):
+    result = _espnet_peer("--edgenets-code", str(tmp_path), "--models", "espnetv2_s1.0")
+    assert result.returncode == 1
+    assert "github.com/sacmehta/EdgeNets" in result.stderr and "Traceback" not in result.stderr
