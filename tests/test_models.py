@@ -167,3 +167,44 @@ def test_each_family_lives_in_one_file():
 
     families = {registry.get_spec(name).builder.__module__ for name in ALL_MODELS}
     assert families == {"seglite.models.espnet", "seglite.models.espnetv2", "seglite.models.deeplab"}
+
+
+def _randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            for tensor, low, high in (
+                (module.running_mean, -0.5, 0.5),
+                (module.running_var, 0.5, 2.0),
+                (module.weight.data, 0.5, 1.5),
+                (module.bias.data, -0.2, 0.2),
+            ):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
+
+
+@pytest.mark.parametrize(
+    ("name", "output_stride", "batch", "size"),
+    [("deeplabv3p_lcnet_050", 32, 1, (256, 512)), ("deeplabv3p_mnv3l_050", 16, 2, (192, 320))],
+)
+def test_deeplab_inference_head_equals_upsample_concat_separable(name, output_stride, batch, size):
+    """Eval mode never builds the upsampled context (seglite.models.deeplab.upsample_then_separable): same logits
+    as the textbook upsample -> concat -> separable conv path that training runs, with BN folded or not."""
+    from seglite.inference.optimize import fold_batchnorm
+    from seglite.models.deeplab import DeepLabV3PlusHead
+
+    torch.manual_seed(0)
+    model = seglite.create_model(name, output_stride=output_stride).eval()
+    _randomize_batchnorm(model)
+    image = torch.randn(batch, 3, *size)
+    with torch.no_grad():
+        fast = model(image)
+        head = model.head
+        head.training = True  # only the head's own branch flag: its BN and dropout stay in eval mode
+        textbook = model(image)
+        head.training = False
+        folded = fold_batchnorm(model)(image)
+    assert isinstance(head, DeepLabV3PlusHead)
+    scale = textbook.abs().max()
+    assert (fast - textbook).abs().max() <= 1e-5 * scale
+    assert (folded - textbook).abs().max() <= 1e-5 * scale
+    assert (fast.argmax(1) == textbook.argmax(1)).float().mean() >= 0.999

@@ -71,6 +71,59 @@ class ASPP(nn.Module):
         return self.dropout(self.project(torch.cat([branch(x) for branch in self.branches], 1)))
 
 
+def _affine(module: nn.Module, bias: torch.Tensor | None, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of `module(x + bias)` for an inference BatchNorm, or an Identity once BN is folded away."""
+    bias = torch.zeros_like(like) if bias is None else bias
+    if isinstance(module, nn.BatchNorm2d):
+        scale = module.weight / torch.sqrt(module.running_var + module.eps)
+        return scale, (bias - module.running_mean) * scale + module.bias
+    return torch.ones_like(like), bias
+
+
+def _shifted_bilinear(size_in: int, size_out: int, like: torch.Tensor) -> torch.Tensor:
+    """[A(-1) | A(0) | A(+1)], size_out x 3*size_in: A(d)[i] is row i+d of F.interpolate's bilinear matrix
+    (align_corners=False), zero outside, i.e. a 3-tap conv's shift applied after the upsampling."""
+    eye = torch.eye(size_in, dtype=like.dtype, device=like.device).reshape(1, size_in, 1, size_in)
+    matrix = F.interpolate(eye, size=(1, size_out), mode="bilinear", align_corners=False)[0, :, 0, :].T
+    padded = F.pad(matrix, (0, 0, 1, 1))
+    return torch.cat([padded[shift : shift + size_out] for shift in range(3)], dim=1)
+
+
+def upsample_then_separable(
+    sep: SeparableConvBNReLU, context: torch.Tensor, low: torch.Tensor, channels: int
+) -> torch.Tensor:
+    """`sep(cat([upsample(context), low]))` in eval mode, without building the upsampled context.
+
+    The depth-wise 3x3, both BatchNorms and the point-wise 1x1 are linear up to the ReLU, and a channel mix
+    commutes with the (channel-agnostic) bilinear upsampling and shifts. So the context channels' share is
+    sum over taps t of shift_t(upsample(M_t @ context)), M_t = pointwise * depthwise tap t: 9 channel mixes at
+    1/32 resolution and two small matmuls with the shifted bilinear matrices, instead of a 3x3 depth-wise conv
+    and a 304->256 1x1 conv at 1/4 resolution (~2x fewer FLOPs, no concat). Same result up to float rounding.
+    The matmuls run channels-last, which both PyTorch's channels_last convs and ONNX Runtime read without a copy.
+    """
+    depthwise, bn_in, pointwise, bn_out, _ = sep  # BN may already be folded into the convs (Identity, bias)
+    scale_in, shift_in = _affine(bn_in, depthwise.bias, depthwise.weight[:, 0, 0, 0])
+    scale_out, shift_out = _affine(bn_out, pointwise.bias, pointwise.weight[:, 0, 0, 0])
+    mix = scale_out[:, None] * pointwise.weight[:, :, 0, 0] * scale_in[None, :]  # (out, in)
+    bias = scale_out * (pointwise.weight[:, :, 0, 0] @ shift_in) + shift_out
+    taps = depthwise.weight[:, 0].reshape(-1, 9)  # (in, 9), tap t = 3 * row + column
+    n, _, h, w = context.shape
+    height, width = low.shape[-2:]
+    c_out = mix.shape[0]
+    per_tap = (mix[None, :, :channels] * taps[:channels].T[:, None, :]).reshape(9 * c_out, channels)
+    pixels = context.permute(0, 2, 3, 1).reshape(n, h * w, channels)
+    mixed = (pixels @ per_tap.T).reshape(n, h, w, 3, 3, c_out)  # (n, y, x, row tap, column tap, c)
+    mixed = mixed.permute(0, 3, 1, 4, 2, 5).reshape(n, 3, h, 3 * w, c_out)  # (n, row tap, y, column tap * x, c)
+    along_x = _shifted_bilinear(w, width, context) @ mixed  # (n, row tap, y, W, c)
+    out = _shifted_bilinear(h, height, context) @ along_x.reshape(n, 3 * h, width * c_out)  # (n, H, W * c)
+    out = out.reshape(n, height, width, c_out).permute(0, 3, 1, 2)  # channels-last memory, no copy
+    # The bias goes in as a depth-wise 1x1 conv so that ONNX Runtime keeps the sum in its blocked layout and fuses
+    # the add and ReLU into the low-level 1x1 conv (a plain add costs two layout conversions of 32 MB).
+    out = F.conv2d(out, torch.ones_like(bias)[:, None, None, None], bias, groups=c_out)
+    low_depthwise = F.conv2d(low, depthwise.weight[channels:], padding=1, groups=low.shape[1])
+    return F.relu(F.conv2d(low_depthwise, mix[:, channels:, None, None]) + out)
+
+
 class DeepLabV3PlusHead(nn.Module):
     def __init__(self, low_channels: int, high_channels: int, num_classes: int, output_stride: int):
         super().__init__()
@@ -83,8 +136,12 @@ class DeepLabV3PlusHead(nn.Module):
         self.classifier = nn.Conv2d(ASPP_CHANNELS, num_classes, 1)
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        context = F.interpolate(self.aspp(high), size=low.shape[-2:], mode="bilinear", align_corners=False)
-        return self.classifier(self.fuse(torch.cat([context, self.reduce_low(low)], 1)))
+        context, low = self.aspp(high), self.reduce_low(low)
+        if self.training:
+            context = F.interpolate(context, size=low.shape[-2:], mode="bilinear", align_corners=False)
+            return self.classifier(self.fuse(torch.cat([context, low], 1)))
+        fused = upsample_then_separable(self.fuse[0], context, low, ASPP_CHANNELS)
+        return self.classifier(self.fuse[1](fused))
 
 
 def _mobilenetv3_large_050(**kwargs) -> nn.Module:
