@@ -90,7 +90,10 @@ def cached_session(loaded, size: tuple[int, int], batch: int = 1, threads: int |
     """ORT session on a static-shape export, built on first use and cached by model, weights, size and batch."""
     from seglite.zoo.registry import seglite_home
 
-    key = f"{loaded.model_name}-{weights_fingerprint(loaded.model)}-{size[0]}x{size[1]}-b{batch}-fp32"
+    from seglite import __version__
+
+    # The exported graph is seglite's code too (e.g. the DeepLab eval head): a new version exports again.
+    key = f"{loaded.model_name}-{weights_fingerprint(loaded.model)}-{size[0]}x{size[1]}-b{batch}-fp32-{__version__}"
     path = seglite_home() / "onnx" / f"{key}.onnx"
     if not path.is_file():
         metadata = {
