@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 MODELS = ("espnet", "espnetv2_s0.5", "espnetv2_s1.0", "espnetv2_s2.0")
+BACKENDS = ("eager", "eager_channels_last", "onnx")
 
 
 def checkout(path: Path | None, flag: str, repo: str, marker: str) -> Path:
@@ -66,34 +67,45 @@ def median_ms(run: Callable[[], object], warmup: int, iters: int) -> float:
     return statistics.median(times)
 
 
-def time_backends(model: torch.nn.Module, shape: tuple[int, ...], threads: int, warmup: int, iters: int) -> dict:
-    """Median ms per backend: eager, eager channels_last, ONNX Runtime (dynamo export)."""
+def onnx_runner(model: torch.nn.Module, image: torch.Tensor, threads: int) -> Callable[[], object]:
+    """ONNX Runtime session on the dynamo export (their code does not go through the TorchScript exporter)."""
     import onnxruntime as ort
 
-    model = model.eval()
-    image = torch.randn(shape)
-    results = {}
-    with torch.inference_mode():
-        results["eager"] = median_ms(lambda: model(image), warmup, iters)
-        model_cl = model.to(memory_format=torch.channels_last)
-        image_cl = image.to(memory_format=torch.channels_last)
-        results["eager_channels_last"] = median_ms(lambda: model_cl(image_cl), warmup, iters)
-    model = model.to(memory_format=torch.contiguous_format)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                torch.onnx.export(model, (image,), str(path), dynamo=True, external_data=False)
-        except Exception as error:  # noqa: BLE001 - a peer that does not export is reported, not fatal
-            results["onnx_error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-            return results
+        with contextlib.redirect_stdout(io.StringIO()):
+            torch.onnx.export(model, (image,), str(path), dynamo=True, external_data=False)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: np.ascontiguousarray(image.numpy())}
-    results["onnx"] = median_ms(lambda: session.run(None, feed), warmup, iters)
+    return lambda: session.run(None, feed)
+
+
+def time_backends(
+    model: torch.nn.Module, shape: tuple[int, ...], threads: int, warmup: int, iters: int, backends: list[str]
+) -> dict:
+    """Median ms per backend (eager, eager_channels_last, onnx); a backend that fails is reported, not fatal."""
+    model = model.eval()
+    image = torch.randn(shape)
+    results = {}
+    for backend in backends:
+        try:
+            if backend == "onnx":
+                run = onnx_runner(model.to(memory_format=torch.contiguous_format), image, threads)
+            else:
+                layout = torch.channels_last if backend == "eager_channels_last" else torch.contiguous_format
+                net, x = model.to(memory_format=layout), image.contiguous(memory_format=layout)
+
+                def run(net=net, x=x):
+                    with torch.inference_mode():
+                        return net(x)
+
+            results[backend] = median_ms(run, warmup, iters)
+        except Exception as error:  # noqa: BLE001 - e.g. an export failure; the other backends still count
+            results[f"{backend}_error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
     return results
 
 
@@ -106,7 +118,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated, from {', '.join(BACKENDS)}")
     args = parser.parse_args()
+    backends = args.backends.split(",")
+    if unknown := sorted(set(backends) - set(BACKENDS)):
+        sys.exit(f"unknown backend {unknown[0]!r}: expected some of {', '.join(BACKENDS)}")
     width, height = (int(v) for v in args.size.lower().split("x"))
     torch.set_num_threads(args.threads)
     report = {}
@@ -114,8 +130,10 @@ def main() -> None:
         if name not in MODELS:
             sys.exit(f"unknown peer model {name!r}: expected one of {', '.join(MODELS)}")
         model = build(name, args.espnet_code, args.edgenets_code)
-        times = time_backends(model, (1, 3, height, width), args.threads, args.warmup, args.iters)
+        times = time_backends(model, (1, 3, height, width), args.threads, args.warmup, args.iters, backends)
         timed = {k: v for k, v in times.items() if isinstance(v, float)}
+        if not timed:
+            sys.exit(f"{name}: no backend ran ({json.dumps(times)})")
         best = min(timed, key=timed.get)
         report[name] = {"best_ms": timed[best], "best_backend": best, **times}
         print(f"{name}: {json.dumps(report[name])}", file=sys.stderr, flush=True)
