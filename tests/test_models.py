@@ -208,3 +208,25 @@ def test_deeplab_inference_head_equals_upsample_concat_separable(name, output_st
     assert (fast - textbook).abs().max() <= 1e-5 * scale
     assert (folded - textbook).abs().max() <= 1e-5 * scale
     assert (fast.argmax(1) == textbook.argmax(1)).float().mean() >= 0.999
+
+
+@pytest.mark.parametrize("name", ["espnetv1", "espnetv1_c"])
+def test_espnet_inference_path_equals_the_concatenating_one(name):
+    """Eval mode splits convs over the b1/b2/decoder concatenations (seglite.models.espnet.conv_parts): same logits
+    as the authors' concatenate -> BN+PReLU -> conv path that training runs, with BN folded or not."""
+    from seglite.inference.optimize import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = seglite.create_model(name).eval()
+    _randomize_batchnorm(model)
+    image = torch.randn(2, 3, 96, 160)
+    with torch.no_grad():
+        fast = model(image)
+        folded = fold_batchnorm(model)(image)
+        for module in model.modules():  # the textbook branch, BN still with its running statistics
+            module.training = not isinstance(module, torch.nn.BatchNorm2d)
+        textbook = model(image)
+    scale = textbook.abs().max()
+    assert (fast - textbook).abs().max() <= 1e-5 * scale
+    assert (folded - textbook).abs().max() <= 1e-5 * scale
+    assert (fast.argmax(1) == textbook.argmax(1)).float().mean() >= 0.999

@@ -46,7 +46,10 @@ class ESPModule(nn.Module):
             self.act = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        reduced = self.c1(x)
+        return self.forward_reduced(self.c1(x), x)
+
+    def forward_reduced(self, reduced: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+        """The module after its reduce conv `c1` (`x`, the input, is needed only for the residual)."""
         # HFF: the rate-1 branch is kept apart; rates 2..16 are summed cumulatively (removes gridding).
         fused2 = self.d2(reduced)
         fused4 = fused2 + self.d4(reduced)
@@ -57,6 +60,41 @@ class ESPModule(nn.Module):
             out = out + x
         out = self.bn(out)
         return self.act(out) if self.act is not None else out
+
+
+def bnprelu_parts(br: BNPReLU, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """`br(cat(parts))`, split back into the parts (inference: BN and PReLU act channel by channel)."""
+    outputs, start = [], 0
+    for part in parts:
+        end = start + part.shape[1]
+        bn, act = br.bn, br.act
+        part = F.batch_norm(
+            part,
+            bn.running_mean[start:end],
+            bn.running_var[start:end],
+            bn.weight[start:end],
+            bn.bias[start:end],
+            False,
+            0.0,
+            bn.eps,
+        )
+        outputs.append(F.prelu(part, act.weight[start:end]))
+        start = end
+    return outputs
+
+
+def conv_parts(conv: nn.Conv2d, parts: list[torch.Tensor]) -> torch.Tensor:
+    """`conv(cat(parts))` as a sum of convolutions over the parts' input channels: the concatenation (odd channel
+    counts like 19, 35 or 131 at 1/2 and 1/4 resolution, slow to write channels-last) is never built."""
+    total, start = None, 0
+    for part in parts:
+        end = start + part.shape[1]
+        weight = conv.weight[:, start:end]
+        bias = conv.bias if total is None else None
+        out = F.conv2d(part, weight, bias, conv.stride, conv.padding, conv.dilation)
+        total = out if total is None else total + out
+        start = end
+    return total
 
 
 def image_pyramid(image: torch.Tensor, times: int) -> torch.Tensor:
@@ -84,18 +122,28 @@ class ESPNetC(SegmentationNet):
         self.b3 = BNPReLU(256, bn_eps=BN_EPS)
         self.classifier = nn.Conv2d(256, num_classes, 1, bias=False)
 
-    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return (level1 output at 1/2, b2 output at 1/4, 1/8 class logits)."""
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Return (level1 output at 1/2, b2 output at 1/4 as its concatenated parts, 1/8 class logits).
+
+        In eval mode the b1/b2 concatenations are never built (see conv_parts); training runs the textbook path.
+        """
         half_image = image_pyramid(image, 1)
         quarter_image = image_pyramid(half_image, 1)
         out_l1 = self.level1(image)
-        out_l1_cat = self.b1(torch.cat([out_l1, half_image], 1))
-        out_l2_0 = self.level2_0(out_l1_cat)
+        if self.training:
+            out_l2_0 = self.level2_0(self.b1(torch.cat([out_l1, half_image], 1)))
+        else:
+            parts = bnprelu_parts(self.b1, [out_l1, half_image])
+            out_l2_0 = self.level2_0.forward_reduced(conv_parts(self.level2_0.c1, parts), None)
         out_l2 = out_l2_0
         for layer in self.level2:
             out_l2 = layer(out_l2)
-        out_l2_cat = self.b2(torch.cat([out_l2, out_l2_0, quarter_image], 1))
-        out_l3_0 = self.level3_0(out_l2_cat)
+        if self.training:
+            out_l2_cat = [self.b2(torch.cat([out_l2, out_l2_0, quarter_image], 1))]
+            out_l3_0 = self.level3_0(out_l2_cat[0])
+        else:
+            out_l2_cat = bnprelu_parts(self.b2, [out_l2, out_l2_0, quarter_image])
+            out_l3_0 = self.level3_0.forward_reduced(conv_parts(self.level3_0.c1, out_l2_cat), None)
         out_l3 = out_l3_0
         for layer in self.level3:
             out_l3 = layer(out_l3)
@@ -128,8 +176,11 @@ class ESPNet(SegmentationNet):
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         out_l1, out_l2_cat, logits_l3 = self.encoder.encode(x)
         up_l3 = self.up_l3(self.br(logits_l3))
-        merged = self.up_l2(self.combine_l2_l3(torch.cat([self.level3_C(out_l2_cat), up_l3], 1)))
-        merged = self.conv(torch.cat([merged, out_l1], 1))
+        merged = self.up_l2(self.combine_l2_l3(torch.cat([conv_parts(self.level3_C, out_l2_cat), up_l3], 1)))
+        if self.training:
+            merged = self.conv(torch.cat([merged, out_l1], 1))
+        else:
+            merged = self.conv.act(self.conv.bn(conv_parts(self.conv.conv, [merged, out_l1])))
         return self.classifier(merged)
 
 
