@@ -210,10 +210,21 @@ def test_deeplab_inference_head_equals_upsample_concat_separable(name, output_st
     assert (fast.argmax(1) == textbook.argmax(1)).float().mean() >= 0.999
 
 
+def test_conv_parts_equals_the_conv_of_the_concatenation():
+    from seglite.models.espnet import conv_parts
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(35, 19, 3, stride=2, padding=1, bias=True)
+    parts = [torch.randn(2, 19, 24, 40), torch.randn(2, 16, 24, 40)]
+    with torch.no_grad():
+        expected = conv(torch.cat(parts, 1))
+        assert torch.allclose(conv_parts(conv, parts), expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["espnetv1", "espnetv1_c"])
 def test_espnet_inference_path_equals_the_concatenating_one(name):
-    """Eval mode splits convs over the b1/b2/decoder concatenations (seglite.models.espnet.conv_parts): same logits
-    as the authors' concatenate -> BN+PReLU -> conv path that training runs, with BN folded or not."""
+    """Eval mode never builds the b1/b2 concatenations (seglite.models.espnet.bnprelu_parts): same logits as the
+    authors' concatenate -> BN+PReLU -> conv path that training runs, with BN folded or not."""
     from seglite.inference.optimize import fold_batchnorm
 
     torch.manual_seed(0)

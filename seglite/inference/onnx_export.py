@@ -88,9 +88,8 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 def cached_session(loaded, size: tuple[int, int], batch: int = 1, threads: int | None = None):
     """ORT session on a static-shape export, built on first use and cached by model, weights, size and batch."""
-    from seglite.zoo.registry import seglite_home
-
     from seglite import __version__
+    from seglite.zoo.registry import seglite_home
 
     # The exported graph is seglite's code too (e.g. the DeepLab eval head): a new version exports again.
     key = f"{loaded.model_name}-{weights_fingerprint(loaded.model)}-{size[0]}x{size[1]}-b{batch}-fp32-{__version__}"

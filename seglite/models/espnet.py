@@ -63,7 +63,10 @@ class ESPModule(nn.Module):
 
 
 def bnprelu_parts(br: BNPReLU, parts: list[torch.Tensor]) -> list[torch.Tensor]:
-    """`br(cat(parts))`, split back into the parts (inference: BN and PReLU act channel by channel)."""
+    """`br(cat(parts))`, split back into the parts: in eval mode BN and PReLU act channel by channel, so the
+    concatenation is never built (training keeps it: one batch-statistics update for the whole BN)."""
+    if br.training:
+        return [br(torch.cat(parts, 1))]
     outputs, start = [], 0
     for part in parts:
         end = start + part.shape[1]
@@ -125,25 +128,18 @@ class ESPNetC(SegmentationNet):
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """Return (level1 output at 1/2, b2 output at 1/4 as its concatenated parts, 1/8 class logits).
 
-        In eval mode the b1/b2 concatenations are never built (see conv_parts); training runs the textbook path.
+        The b1/b2 concatenations are built only in training (see bnprelu_parts and conv_parts).
         """
         half_image = image_pyramid(image, 1)
         quarter_image = image_pyramid(half_image, 1)
         out_l1 = self.level1(image)
-        if self.training:
-            out_l2_0 = self.level2_0(self.b1(torch.cat([out_l1, half_image], 1)))
-        else:
-            parts = bnprelu_parts(self.b1, [out_l1, half_image])
-            out_l2_0 = self.level2_0.forward_reduced(conv_parts(self.level2_0.c1, parts), None)
+        out_l1_cat = bnprelu_parts(self.b1, [out_l1, half_image])
+        out_l2_0 = self.level2_0.forward_reduced(conv_parts(self.level2_0.c1, out_l1_cat), None)
         out_l2 = out_l2_0
         for layer in self.level2:
             out_l2 = layer(out_l2)
-        if self.training:
-            out_l2_cat = [self.b2(torch.cat([out_l2, out_l2_0, quarter_image], 1))]
-            out_l3_0 = self.level3_0(out_l2_cat[0])
-        else:
-            out_l2_cat = bnprelu_parts(self.b2, [out_l2, out_l2_0, quarter_image])
-            out_l3_0 = self.level3_0.forward_reduced(conv_parts(self.level3_0.c1, out_l2_cat), None)
+        out_l2_cat = bnprelu_parts(self.b2, [out_l2, out_l2_0, quarter_image])
+        out_l3_0 = self.level3_0.forward_reduced(conv_parts(self.level3_0.c1, out_l2_cat), None)
         out_l3 = out_l3_0
         for layer in self.level3:
             out_l3 = layer(out_l3)
@@ -177,10 +173,7 @@ class ESPNet(SegmentationNet):
         out_l1, out_l2_cat, logits_l3 = self.encoder.encode(x)
         up_l3 = self.up_l3(self.br(logits_l3))
         merged = self.up_l2(self.combine_l2_l3(torch.cat([conv_parts(self.level3_C, out_l2_cat), up_l3], 1)))
-        if self.training:
-            merged = self.conv(torch.cat([merged, out_l1], 1))
-        else:
-            merged = self.conv.act(self.conv.bn(conv_parts(self.conv.conv, [merged, out_l1])))
+        merged = self.conv.act(self.conv.bn(conv_parts(self.conv.conv, [merged, out_l1])))
         return self.classifier(merged)
 
 
