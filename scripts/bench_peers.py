@@ -18,6 +18,7 @@ the peer and seglite's fastest fp32 backend `--rounds` times, alternating, and r
 range over the rounds follows it in brackets.
 Usage: python scripts/bench_peers.py [--threads 2] [--iters 20] [--size 1024x512] [--no-compile] [--only TEXT] [--rounds 3]
                                     [--paddle-python PADDLE_VENV/bin/python] [--espnet-code DIR] [--edgenets-code DIR]
+                                    [--peer-compile]
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def time_peer(peer: str, args: argparse.Namespace, backend: str | None = None) -
         if not code:
             return None
         flag = "espnet" if model == "espnet" else "edgenets"
-        extra = [f"--{flag}-code={code}"] + ([f"--backends={backend}"] if backend else [])
+        backends = backend or ("eager,eager_channels_last,onnx,compile" if args.peer_compile else None)
+        extra = [f"--{flag}-code={code}"] + ([f"--backends={backends}"] if backends else [])
         result = run_peer_harness(sys.executable, "espnet_peer.py", *common, *extra)[model]
         return result["best_ms"], f"authors' code, {result['best_backend']}", result["best_backend"]
     import segmentation_models_pytorch as smp
@@ -134,6 +136,9 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (saves ~1 min per model)")
     parser.add_argument("--only", default="", help="only rows whose architecture contains this text")
     parser.add_argument("--rounds", type=int, default=3, help="peer/seglite timings alternated per row (median)")
+    parser.add_argument(
+        "--peer-compile", action="store_true", help="also time the authors' code under torch.compile (not a baseline)"
+    )
     parser.add_argument("--paddle-python", default=os.environ.get("PADDLE_PYTHON"), help="Python with PaddleSeg")
     parser.add_argument("--espnet-code", default=os.environ.get("ESPNET_CODE"), help="sacmehta/ESPNet checkout")
     parser.add_argument("--edgenets-code", default=os.environ.get("EDGENETS_CODE"), help="sacmehta/EdgeNets checkout")

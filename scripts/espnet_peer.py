@@ -4,8 +4,9 @@ Imports the models from local checkouts of the authors' repositories (not on the
   git clone https://github.com/sacmehta/ESPNet    (its train/Model.py, ESPNet(classes=20, p=2, q=8))
   git clone https://github.com/sacmehta/EdgeNets  (model/segmentation/espnetv2.py, espnetv2_seg, dataset='city')
 Random weights, 20 classes as in the originals. Each is timed in eager NCHW, eager channels_last and ONNX Runtime
-(dynamo exporter: their code does not go through the TorchScript one), same protocol as seglite's benchmark; the
-fastest counts. scripts/bench_peers.py runs this in a fresh process, so seglite's process-wide settings (its
+(dynamo exporter: their code does not go through the TorchScript one), the backends of peer_baselines.md, same
+protocol as seglite's benchmark; the fastest counts. `--backends ...,compile` adds torch.compile (frozen weights,
+channels_last) of their code, which peer_baselines.md did not measure. scripts/bench_peers.py runs this in a fresh process, so seglite's process-wide settings (its
 allocator tuning) do not help the peer. Usage:
   python scripts/espnet_peer.py --espnet-code ESPNet --edgenets-code EdgeNets --models espnet,espnetv2_s1.0
 """
@@ -28,7 +29,8 @@ import numpy as np
 import torch
 
 MODELS = ("espnet", "espnetv2_s0.5", "espnetv2_s1.0", "espnetv2_s2.0")
-BACKENDS = ("eager", "eager_channels_last", "onnx")
+BACKENDS = ("eager", "eager_channels_last", "onnx", "compile")
+DEFAULT_BACKENDS = BACKENDS[:3]  # peer_baselines.md's protocol; "compile" (torch.compile, channels_last) is opt-in
 
 
 def checkout(path: Path | None, flag: str, repo: str, marker: str) -> Path:
@@ -96,8 +98,10 @@ def time_backends(
             if backend == "onnx":
                 run = onnx_runner(model.to(memory_format=torch.contiguous_format), image, threads)
             else:
-                layout = torch.channels_last if backend == "eager_channels_last" else torch.contiguous_format
+                layout = torch.contiguous_format if backend == "eager" else torch.channels_last
                 net, x = model.to(memory_format=layout), image.contiguous(memory_format=layout)
+                if backend == "compile":
+                    net = torch.compile(net, dynamic=False, options={"freezing": True})
 
                 def run(net=net, x=x):
                     with torch.inference_mode():
@@ -118,7 +122,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated, from {', '.join(BACKENDS)}")
+    parser.add_argument(
+        "--backends", default=",".join(DEFAULT_BACKENDS), help=f"comma-separated, from {', '.join(BACKENDS)}"
+    )
     args = parser.parse_args()
     backends = args.backends.split(",")
     if unknown := sorted(set(backends) - set(BACKENDS)):
