@@ -9,7 +9,7 @@ import torch
 import seglite
 from seglite.bench.complexity import count_flops, count_parameters
 from seglite.errors import UnknownModelError
-from seglite.inference.onnx_export import OPSET, export_onnx, ort_session
+from seglite.inference.onnx_export import OPSET, OnnxRunner, export_onnx, ort_session, upsample_planes
 
 ALL_MODELS = seglite.list_models()
 
@@ -107,6 +107,44 @@ def test_onnx_export_static_shape_agrees_with_pytorch(name):
     got = ort_session(data, threads=2).run(None, {"image": x.numpy()})[0]
     assert np.abs(got - expected).max() < 1e-3 * max(1.0, np.abs(expected).max())
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.999
+
+
+@pytest.mark.parametrize(
+    "name, size, left_out",
+    [
+        ("deeplabv3p_lcnet_050", (512, 256), True),
+        ("espnetv1_c", (512, 256), True),
+        ("deeplabv3p_lcnet_050", (500, 250), False),  # padded input: the crop needs the upsampled logits
+        ("espnetv2_s0.5", (512, 256), False),  # align_corners=True: not OpenCV's formula
+        ("espnetv1", (512, 256), False),  # ends with a transposed conv
+    ],
+)
+def test_runner_does_the_final_upsampling_the_export_left_out(name, size, left_out):
+    torch.manual_seed(0)
+    model = seglite.create_model(name).eval()
+    _randomize_batchnorm(model)
+    data = export_onnx(model, size, batch=2, final_upsample_outside=True)
+    runner = OnnxRunner(data, threads=2)
+    assert (runner.final_size is not None) == left_out
+    x = torch.randn(2, 3, size[1], size[0])
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    got = runner(x.numpy())
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-3 * max(1.0, np.abs(expected).max())
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.999
+    if left_out:  # the graph itself stops at the network's resolution
+        graph_out = runner.session.run(None, {"image": x.numpy()})[0]
+        assert graph_out.shape[-1] < size[0] and graph_out.shape[-2] < size[1]
+
+
+@pytest.mark.parametrize("shape, size", [((2, 19, 128, 256), (512, 1024)), ((1, 3, 19, 37), (64, 100))])
+def test_upsample_planes_matches_pytorch_half_pixel_bilinear(shape, size):
+    logits = torch.randn(shape)
+    expected = torch.nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False).numpy()
+    got = upsample_planes(logits.numpy(), size)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

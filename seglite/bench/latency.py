@@ -112,13 +112,13 @@ def benchmark(
     if backend == "onnx":
         if device.type != "cpu" or precision != "fp32":
             raise SegliteError("--backend onnx runs on CPU in fp32 here; use --backend torch for GPU or fp16/bf16")
-        from seglite.inference.onnx_export import export_onnx, ort_session
+        from seglite.inference.onnx_export import OnnxRunner, export_onnx
 
-        session = ort_session(export_onnx(model, size, batch=batch), threads=threads)
-        feed = {"image": np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
+        runner = OnnxRunner(export_onnx(model, size, batch=batch, final_upsample_outside=True), threads=threads)
+        images = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
 
         def run():
-            session.run(None, feed)
+            runner(images)
 
         times = _timed(run, warmup, iters, lambda: None)
     elif backend == "torch":

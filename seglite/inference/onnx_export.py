@@ -7,13 +7,17 @@ import io
 import json
 import os
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
+import cv2
+import numpy as np
 import onnx
 import torch
 from torch import nn
 
 from seglite.errors import SegliteError
+from seglite.models.base import SegmentationNet, without_final_upsample
 
 OPSET = 17
 
@@ -25,17 +29,28 @@ def export_onnx(
     batch: int = 1,
     metadata: dict | None = None,
     dynamic: bool = False,
+    final_upsample_outside: bool = False,
 ) -> bytes:
     """Export at a fixed N x 3 x H x W (size is W, H); returns the model bytes and writes `path` if given.
 
     `metadata` (e.g. the preprocessing record) is stored as JSON strings in the model's metadata_props.
+    `final_upsample_outside` leaves a seglite net's last half-pixel bilinear upsampling out of the graph and records
+    its size as metadata `final_upsample` for `OnnxRunner`, which does it faster; graphs for other tools keep it.
     """
     model = model.eval()
+    final_upsample_outside = (
+        final_upsample_outside
+        and not dynamic
+        and isinstance(model, SegmentationNet)
+        and size[0] % model.stride == 0
+        and size[1] % model.stride == 0
+    )
     param = next(model.parameters())
     dummy = torch.zeros(batch, 3, size[1], size[0], device=param.device, dtype=param.dtype)
     buffer = io.BytesIO()
     dynamic_axes = {"image": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None
-    with warnings.catch_warnings(), torch.no_grad():
+    leaving_out = without_final_upsample() if final_upsample_outside else nullcontext([])
+    with warnings.catch_warnings(), torch.no_grad(), leaving_out as left_out:
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
@@ -51,6 +66,10 @@ def export_onnx(
             )
         except Exception as exc:  # the exporter raises many types; the user needs the model and the cause
             raise SegliteError(f"ONNX export of {getattr(model, 'model_name', 'model')} failed: {exc}") from exc
+    if len(set(left_out)) > 1:  # more than one final upsampling (not a seglite layout we know): keep them all
+        return export_onnx(model, size, path, batch, metadata, dynamic)
+    if left_out:
+        metadata = {**(metadata or {}), "final_upsample": list(left_out[0])}
     proto = onnx.load_from_string(buffer.getvalue())
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()
@@ -77,6 +96,38 @@ def ort_session(model_bytes_or_path: bytes | str | os.PathLike, threads: int | N
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
+def upsample_planes(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """N x C x h x w -> N x C x H x W, bilinear with half-pixel centres (F.interpolate's align_corners=False).
+
+    OpenCV's resize uses the same formula and edge clamp; one plane at a time into the output, on the calling thread
+    only: ONNX Runtime's worker still spins right after a run, and OpenCV's own threads would wait on it (2 cores).
+    """
+    height, width = size
+    out = np.empty(logits.shape[:2] + (height, width), np.float32)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        for image, planes in zip(logits, out, strict=True):
+            for plane, target in zip(image, planes, strict=True):
+                cv2.resize(plane, (width, height), dst=target, interpolation=cv2.INTER_LINEAR)
+    finally:
+        cv2.setNumThreads(threads)
+    return out
+
+
+class OnnxRunner:
+    """ONNX Runtime session of a seglite export, plus the final upsampling its export left out (if it did)."""
+
+    def __init__(self, model_bytes_or_path: bytes | str | os.PathLike, threads: int | None = None):
+        self.session = ort_session(model_bytes_or_path, threads)
+        final = self.session.get_modelmeta().custom_metadata_map.get("final_upsample")
+        self.final_size: tuple[int, int] | None = tuple(json.loads(final)) if final else None
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        logits = self.session.run(None, {"image": images})[0]
+        return logits if self.final_size is None else upsample_planes(logits, self.final_size)
+
+
 def weights_fingerprint(model: nn.Module) -> str:
     """Short hash of a model's tensors: the cache key part that changes when the weights do."""
     digest = hashlib.sha256()
@@ -86,8 +137,8 @@ def weights_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def cached_session(loaded, size: tuple[int, int], batch: int = 1, threads: int | None = None):
-    """ORT session on a static-shape export, built on first use and cached by model, weights, size and batch."""
+def cached_session(loaded, size: tuple[int, int], batch: int = 1, threads: int | None = None) -> OnnxRunner:
+    """ORT runner on a static-shape export, built on first use and cached by model, weights, size and batch."""
     from seglite import __version__
     from seglite.zoo.registry import seglite_home
 
@@ -101,10 +152,11 @@ def cached_session(loaded, size: tuple[int, int], batch: int = 1, threads: int |
             "classes": list(loaded.classes),
         }
         try:
-            export_onnx(loaded.model, size, path, batch=batch, metadata=metadata)
+            export_onnx(loaded.model, size, path, batch=batch, metadata=metadata, final_upsample_outside=True)
         except OSError:  # read-only cache: keep the export in memory
-            return ort_session(export_onnx(loaded.model, size, batch=batch, metadata=metadata), threads)
-    return ort_session(path, threads)
+            data = export_onnx(loaded.model, size, batch=batch, metadata=metadata, final_upsample_outside=True)
+            return OnnxRunner(data, threads)
+    return OnnxRunner(path, threads)
 
 
 def verify_export(

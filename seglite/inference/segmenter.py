@@ -7,6 +7,7 @@ pass plain OpenCV BGR uint8 images and get a map at the image's own resolution b
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -22,6 +23,9 @@ from seglite.models.registry import create_model
 from seglite.zoo.checkpoint import LoadedWeights, load_weights
 from seglite.zoo.preprocess import IMAGENET, Preprocess
 from seglite.zoo.registry import resolve_weights_file
+
+if TYPE_CHECKING:
+    from seglite.inference.onnx_export import OnnxRunner
 
 
 def load_model(model: str | None = None, weights: str | None = None, num_classes: int = 19) -> LoadedWeights:
@@ -174,7 +178,7 @@ class Segmenter:
                 "--backend onnx runs on CPU at a fixed size: pass --device cpu and --size WxH "
                 "(weights with a training size set it themselves)"
             )
-        self._sessions: dict[int, object] = {}
+        self._sessions: dict[int, OnnxRunner] = {}
         self.backend = backend
         self.backend_reason = "requested"
         self.int8 = int8
@@ -189,7 +193,7 @@ class Segmenter:
             self.backend, self.backend_reason = self._choose_backend()
 
     def _int8_session(self):
-        from seglite.inference.onnx_export import ort_session
+        from seglite.inference.onnx_export import OnnxRunner
         from seglite.inference.quantize import int8_path
 
         if self.device.type != "cpu" or self.preprocess.size is None:
@@ -202,7 +206,7 @@ class Segmenter:
                 f"--weights {self.loaded.source} --size {width}x{height} --data-root CITYSCAPES_ROOT` first (it keeps "
                 "INT8 only where the mIoU drops by less than 1 point), or leave out --int8"
             )
-        return ort_session(path)
+        return OnnxRunner(path)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Network logits for a preprocessed batch, on the chosen backend."""
@@ -216,8 +220,7 @@ class Segmenter:
             return torch.cat([self.forward(batch[i : i + 1]) for i in range(n)])
         if n not in self._sessions:
             self._sessions[n] = cached_session(self.loaded, self.preprocess.size, n)
-        feed = {"image": batch.contiguous().numpy()}
-        return torch.from_numpy(self._sessions[n].run(None, feed)[0])
+        return torch.from_numpy(self._sessions[n](batch.contiguous().numpy()))
 
     def network(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits for a batch at any size: the chosen backend where its static export fits, eager PyTorch elsewhere
