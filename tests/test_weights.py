@@ -280,3 +280,21 @@ def test_fast_preprocessing_equals_the_reference_formula():
         else:
             expected = (rgb.astype(np.float32) - np.float32(pre.mean)) / np.float32(pre.std) * pre.post_scale
         assert np.allclose(pre.to_array(image), expected.transpose(2, 0, 1), atol=1e-5)
+
+
+def test_onnx_runner_agrees_with_eager_pytorch_on_a_real_frame(home):
+    """The published ESPNet-C encoder ends in a half-pixel upsampling, which the ONNX runner does in OpenCV."""
+    import onnx
+
+    weights = require_realdata("weights", "espnet_v1/encoder_espnet_p_2_q_8.pth")
+    image = cv2.imread(
+        str(REALDATA / "cityscapes_val_sample/leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png")
+    )
+    labels = {
+        backend: seglite.Segmenter(weights=str(weights), device="cpu", size=(1024, 512), backend=backend)(image)
+        for backend in ("torch", "onnx")
+    }
+    (export,) = (home / "onnx").glob("espnetv1_c-*-1024x512-b1-fp32-*.onnx")
+    assert "final_upsample" in {entry.key for entry in onnx.load(str(export)).metadata_props}
+    assert labels["onnx"].shape == image.shape[:2]
+    assert (labels["onnx"] == labels["torch"]).mean() >= 0.999
