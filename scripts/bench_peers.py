@@ -15,7 +15,9 @@ agreement >= 99.9 % with eager); "bf16" (CPUs with bf16 instructions; not bit-id
 measures the mIoU change) and "int8" (ONNX Runtime static INT8 calibrated on generated frames: SPEED ONLY, the
 mIoU change needs trained weights, see `seglite quantize`) show what reduced precision would give. Each row times
 the peer and seglite's fastest fp32 backend `--rounds` times, alternating, and reports both medians; the ratio's
-range over the rounds follows it in brackets.
+range over the rounds follows it in brackets. seglite's ONNX Runtime time is its runner's, end to end: the graph plus
+the final half-pixel upsampling it does with OpenCV (seglite.inference.onnx_export.OnnxRunner); peers' graphs keep
+their own upsampling, as their code exports it.
 Usage: python scripts/bench_peers.py [--threads 2] [--iters 20] [--size 1024x512] [--no-compile] [--only TEXT] [--rounds 3]
                                     [--paddle-python PADDLE_VENV/bin/python] [--espnet-code DIR] [--edgenets-code DIR]
                                     [--peer-compile]

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
@@ -96,6 +97,9 @@ def ort_session(model_bytes_or_path: bytes | str | os.PathLike, threads: int | N
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
+_opencv_threads_lock = threading.Lock()
+
+
 def upsample_planes(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """N x C x h x w -> N x C x H x W, bilinear with half-pixel centres (F.interpolate's align_corners=False).
 
@@ -104,14 +108,15 @@ def upsample_planes(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """
     height, width = size
     out = np.empty(logits.shape[:2] + (height, width), np.float32)
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        for image, planes in zip(logits, out, strict=True):
-            for plane, target in zip(image, planes, strict=True):
-                cv2.resize(plane, (width, height), dst=target, interpolation=cv2.INTER_LINEAR)
-    finally:
-        cv2.setNumThreads(threads)
+    with _opencv_threads_lock:  # OpenCV's thread count is process-wide: one save/restore at a time
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            for image, planes in zip(logits, out, strict=True):
+                for plane, target in zip(image, planes, strict=True):
+                    cv2.resize(plane, (width, height), dst=target, interpolation=cv2.INTER_LINEAR)
+        finally:
+            cv2.setNumThreads(threads)
     return out
 
 
