@@ -77,8 +77,8 @@ def cpu_peak_gflops(threads: int) -> float:
 def int8_speed_ms(name: str, size: tuple[int, int], threads: int, iters: int) -> float:
     """Median ms of an INT8 ORT model calibrated on generated street frames (speed only: weights are random)."""
     from seglite.data.synth import render_scene
-    from seglite.inference.onnx_export import export_onnx, ort_session
-    from seglite.inference.quantize import quantize_onnx, session_median_ms
+    from seglite.inference.onnx_export import OnnxRunner, export_onnx
+    from seglite.inference.quantize import quantize_onnx, runner_median_ms
     from seglite.zoo.preprocess import IMAGENET
 
     preprocess = IMAGENET.with_size(size)
@@ -87,8 +87,8 @@ def int8_speed_ms(name: str, size: tuple[int, int], threads: int, iters: int) ->
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(create_model(name), size, fp32)
         quantize_onnx(fp32, int8, frames)
-        session = ort_session(int8, threads)
-    return session_median_ms(session, frames[0], iters)
+        runner = OnnxRunner(int8, threads)
+    return runner_median_ms(runner, frames[0], iters)
 
 
 def run_peer_harness(python: str, script: str, names: list[str], size: str, threads: int, iters: int, *extra: str):

@@ -67,7 +67,7 @@ def export_onnx(
             )
         except Exception as exc:  # the exporter raises many types; the user needs the model and the cause
             raise SegliteError(f"ONNX export of {getattr(model, 'model_name', 'model')} failed: {exc}") from exc
-    if len(set(left_out)) > 1:  # more than one final upsampling (not a seglite layout we know): keep them all
+    if len(left_out) > 1:  # the trace runs once: more than one upsampling is not one final step, keep them all
         return export_onnx(model, size, path, batch, metadata, dynamic)
     if left_out:
         metadata = {**(metadata or {}), "final_upsample": list(left_out[0])}
@@ -142,7 +142,7 @@ def weights_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def cached_session(loaded, size: tuple[int, int], batch: int = 1, threads: int | None = None) -> OnnxRunner:
+def cached_runner(loaded, size: tuple[int, int], batch: int = 1, threads: int | None = None) -> OnnxRunner:
     """ORT runner on a static-shape export, built on first use and cached by model, weights, size and batch."""
     from seglite import __version__
     from seglite.zoo.registry import seglite_home

@@ -21,19 +21,20 @@ import torch
 from torch import nn
 
 from seglite.errors import SegliteError
+from seglite.inference.onnx_export import OnnxRunner
 
 MAX_MIOU_DROP = 1.0  # points; the issue's bar for offering INT8 at all
 
 
 class OrtModule(nn.Module):
-    """An ONNX Runtime session behind the nn.Module call signature, so evaluation code runs it unchanged."""
+    """An ONNX Runtime runner behind the nn.Module call signature, so evaluation code runs it unchanged."""
 
-    def __init__(self, session):
+    def __init__(self, runner: OnnxRunner):
         super().__init__()
-        self.session = session
+        self.runner = runner
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {"image": batch.float().contiguous().numpy()})[0])
+        return torch.from_numpy(self.runner(batch.float().contiguous().numpy()))
 
 
 def int8_path(loaded, size: tuple[int, int]) -> Path:
@@ -111,15 +112,14 @@ class QuantizationReport:
         return {**asdict(self), "miou_change": self.miou_change}
 
 
-def session_median_ms(session, batch: np.ndarray, iters: int) -> float:
-    """Median ms of an ONNX Runtime session on one batch, after three warm-up runs."""
-    feed = {"image": batch}
+def runner_median_ms(runner: OnnxRunner, batch: np.ndarray, iters: int) -> float:
+    """Median ms of an ONNX Runtime runner on one batch, after three warm-up runs."""
     for _ in range(3):
-        session.run(None, feed)
+        runner(batch)
     times = []
     for _ in range(iters):
         start = time.perf_counter()
-        session.run(None, feed)
+        runner(batch)
         times.append(1000 * (time.perf_counter() - start))
     return statistics.median(times)
 
@@ -141,7 +141,7 @@ def quantize_and_validate(
     """Calibrate, measure fp32 vs INT8 (latency and mIoU), and cache the INT8 model only if it passes."""
     from seglite.data.cityscapes import find_samples, read_image
     from seglite.evaluation.evaluator import EvalOptions, evaluate
-    from seglite.inference.onnx_export import export_onnx, ort_session
+    from seglite.inference.onnx_export import export_onnx
     from seglite.inference.segmenter import Segmenter, load_model
 
     loaded = load_model(model, weights)
@@ -159,18 +159,18 @@ def quantize_and_validate(
         fp32_path, int8_tmp = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(loaded.model, size, fp32_path)
         quantize_onnx(fp32_path, int8_tmp, calibration)
-        sessions = {"fp32": ort_session(fp32_path, threads), "int8": ort_session(int8_tmp, threads)}
-        latency = {name: session_median_ms(session, calibration[0], iters) for name, session in sessions.items()}
+        runners = {"fp32": OnnxRunner(fp32_path, threads), "int8": OnnxRunner(int8_tmp, threads)}
+        latency = {name: runner_median_ms(runner, calibration[0], iters) for name, runner in runners.items()}
         miou = {}
-        for name, session in sessions.items():
+        for name, runner in runners.items():
             segmenter = Segmenter.from_loaded(loaded, size=size)
-            segmenter.model = OrtModule(session)
+            segmenter.model = OrtModule(runner)
             result = evaluate(segmenter, data_root, EvalOptions(split=eval_split, progress=progress))
             miou[name] = result.summary["miou"]
         agreements = []
         for sample in eval_samples:
             x = preprocess(read_image(sample.image))[None].numpy()
-            fp32, int8 = (sessions[name].run(None, {"image": x})[0].argmax(1) for name in ("fp32", "int8"))
+            fp32, int8 = (runners[name](x).argmax(1) for name in ("fp32", "int8"))
             agreements.append(float(np.mean(fp32 == int8)))
         agreement = statistics.fmean(agreements)
         # Offered only when it keeps the accuracy and actually pays (on CPUs without VNNI, or on networks made of

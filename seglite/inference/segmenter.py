@@ -178,12 +178,12 @@ class Segmenter:
                 "--backend onnx runs on CPU at a fixed size: pass --device cpu and --size WxH "
                 "(weights with a training size set it themselves)"
             )
-        self._sessions: dict[int, OnnxRunner] = {}
+        self._runners: dict[int, OnnxRunner] = {}
         self.backend = backend
         self.backend_reason = "requested"
         self.int8 = int8
         if int8:
-            self._sessions[1] = self._int8_session()
+            self._runners[1] = self._int8_runner()
             self.backend, self.backend_reason = "onnx", "INT8 model accepted by `seglite quantize`"
         elif half or compile:
             self.backend_reason = " + ".join(
@@ -192,7 +192,7 @@ class Segmenter:
         elif backend == "auto":
             self.backend, self.backend_reason = self._choose_backend()
 
-    def _int8_session(self):
+    def _int8_runner(self) -> OnnxRunner:
         from seglite.inference.onnx_export import OnnxRunner
         from seglite.inference.quantize import int8_path
 
@@ -213,14 +213,14 @@ class Segmenter:
         if self.backend == "torch":
             with torch.inference_mode():
                 return self.model(batch)
-        from seglite.inference.onnx_export import cached_session
+        from seglite.inference.onnx_export import cached_runner
 
         n = batch.shape[0]
         if self.int8 and n > 1:  # the INT8 model has a static batch of one
             return torch.cat([self.forward(batch[i : i + 1]) for i in range(n)])
-        if n not in self._sessions:
-            self._sessions[n] = cached_session(self.loaded, self.preprocess.size, n)
-        return torch.from_numpy(self._sessions[n](batch.contiguous().numpy()))
+        if n not in self._runners:
+            self._runners[n] = cached_runner(self.loaded, self.preprocess.size, n)
+        return torch.from_numpy(self._runners[n](batch.contiguous().numpy()))
 
     def network(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits for a batch at any size: the chosen backend where its static export fits, eager PyTorch elsewhere
@@ -291,7 +291,7 @@ class Segmenter:
         self.num_known = len(loaded.classes)
         self.backend = "torch"
         self.int8 = False
-        self._sessions = {}
+        self._runners = {}
         return self
 
     @property
