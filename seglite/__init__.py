@@ -8,7 +8,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 from seglite.errors import SegliteError
 from seglite.models.registry import create_model, list_models
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = ["Segmenter", "SegliteError", "create_model", "list_models", "load_weights", "__version__"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -242,7 +243,8 @@ def eval_cmd(
         bool, typer.Option("--half", help="fp16 on CUDA, bf16 on CPU: measures what reduced precision costs.")
     ] = False,
     backend: Annotated[
-        str, typer.Option(help="auto (CPU: the faster of torch/onnx at --size, measured once), torch or onnx.")
+        str,
+        typer.Option(help="auto (CPU at --size: fastest of torch, onnx, torch.compile; measured once), torch or onnx."),
     ] = "auto",
     save_predictions: Annotated[
         Path | None, typer.Option("--save-predictions", help="Write labelId PNGs here.")
@@ -255,9 +257,16 @@ def eval_cmd(
     from seglite.evaluation.evaluator import EvalOptions, evaluate
 
     scale_list = _parse_scales(scales)
-    segmenter = Segmenter(
-        model=model, weights=weights, device=device, size=parse_size(size), half=half, backend=backend
-    )
+    with _choosing_backend(backend):
+        segmenter = Segmenter(
+            model=model,
+            weights=weights,
+            device=device,
+            size=parse_size(size),
+            half=half,
+            backend=backend,
+            frames=_eval_frames(data_root, split, limit, flip, sliding_window),
+        )
     result = evaluate(
         segmenter,
         data_root,
@@ -304,6 +313,23 @@ def eval_cmd(
     )
 
 
+def _choosing_backend(backend: str):
+    """A spinner while `--backend auto` may be timing the backends (once per model, weights and size)."""
+    if backend != "auto":
+        return contextlib.nullcontext()
+    return err_console.status("loading the model; a first run at this size times torch, onnx and torch.compile")
+
+
+def _eval_frames(data_root: Path, split: str, limit: int | None, flip: bool, window: str | None) -> int:
+    """Passes at one shape an eval makes (what torch.compile would serve); sliding-window crops vary."""
+    from seglite.data.cityscapes import find_samples
+
+    if window:
+        return 0
+    images = len(find_samples(data_root, split))
+    return min(images, limit or images) * (2 if flip else 1)
+
+
 def _parse_scales(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
@@ -323,7 +349,8 @@ def bench_cmd(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: torch's).")] = None,
     backend: Annotated[
-        str, typer.Option(help="auto (CPU fp32: times torch and onnx, reports the faster), torch or onnx.")
+        str,
+        typer.Option(help="auto (CPU fp32: times torch, onnx and torch.compile, reports the fastest), torch or onnx."),
     ] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
     compile: Annotated[
@@ -383,7 +410,7 @@ def report_cmd(
     device: Annotated[str, typer.Option()] = "cpu",
     threads: Annotated[int | None, typer.Option()] = None,
     backend: Annotated[
-        str, typer.Option(help="auto (CPU: the faster of torch/onnx per model), torch or onnx.")
+        str, typer.Option(help="auto (CPU: fastest of torch, onnx, torch.compile per model), torch or onnx.")
     ] = "auto",
     iters: Annotated[int, typer.Option(min=1)] = 20,
 ) -> None:
@@ -437,7 +464,10 @@ def predict_cmd(
         bool, typer.Option("--int8", help="CPU: the INT8 model accepted by `seglite quantize` for these weights.")
     ] = False,
     backend: Annotated[
-        str, typer.Option(help="auto (CPU: the faster of torch/onnx, measured once), torch or onnx.")
+        str,
+        typer.Option(
+            help="auto (CPU: fastest of torch, onnx, torch.compile where it pays; measured once), torch or onnx."
+        ),
     ] = "auto",
     formats: Annotated[str, typer.Option("--format", help="overlay,color,trainid,labelid")] = "overlay",
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Overlay opacity.")] = 0.5,
@@ -459,16 +489,18 @@ def predict_cmd(
         weights = DEFAULT_WEIGHTS
     elif weights is None:
         err_console.print(f"warning: no --weights: {model} is randomly initialised, its predictions mean nothing")
-    segmenter = Segmenter(
-        model=model,
-        weights=weights,
-        device=device,
-        size=parse_size(size),
-        half=half,
-        backend=backend,
-        int8=int8,
-        compile=compile,
-    )
+    with _choosing_backend(backend):
+        segmenter = Segmenter(
+            model=model,
+            weights=weights,
+            device=device,
+            size=parse_size(size),
+            half=half,
+            backend=backend,
+            int8=int8,
+            compile=compile,
+            frames=src.expected_frames(),
+        )
     err_console.print(
         f"{segmenter.model_name} ({segmenter.loaded.source}) on {segmenter.device}, backend "
         f"{segmenter.backend} ({segmenter.backend_reason}), input {segmenter.preprocess.size or 'native size'}",

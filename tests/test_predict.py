@@ -243,18 +243,66 @@ def test_export_stores_preprocessing_and_checks_ort(tmp_path):
 
 
 def test_auto_backend_measures_once_and_caches_the_choice(tmp_path, monkeypatch):
-    import seglite
+    import json
 
-    monkeypatch.setenv("SEGLITE_HOME", str(tmp_path))
-    first = seglite.Segmenter(model="espnetv2_s0.5", size=(128, 64), device="cpu", backend="auto")
-    assert first.backend in ("torch", "onnx") and "measured" in first.backend_reason
-    # A random-init model's outputs still have to agree for onnx to be picked; the cached choice is reused.
     import torch
 
+    import seglite
+    from seglite.inference.segmenter import BACKEND_TRIAL_FIELDS, pick_backend
+
+    monkeypatch.setenv("SEGLITE_HOME", str(tmp_path))
     torch.manual_seed(0)
-    second = seglite.Segmenter.__new__(seglite.Segmenter)
-    second.__dict__.update(first.__dict__)
-    assert second._choose_backend()[1].endswith("(cached)")
+    # Three frames of 256x128 cannot pay back any compile: torch.compile is not even timed.
+    first = seglite.Segmenter(model="espnetv2_s0.5", size=(256, 128), device="cpu", backend="auto", frames=3)
+    assert first.backend in ("torch", "onnx") and first.backend_reason.startswith("measured torch ")
+    (trial,) = json.loads((tmp_path / "onnx" / "backend_choices.json").read_text()).values()
+    assert set(trial) == set(BACKEND_TRIAL_FIELDS) and set(trial["ms"]) == {"torch", "onnx"}
+    # An open-ended run adds torch.compile to the cached trial and picks by the same rule.
+    torch.manual_seed(0)
+    second = seglite.Segmenter(model="espnetv2_s0.5", size=(256, 128), device="cpu", backend="auto")
+    (trial,) = json.loads((tmp_path / "onnx" / "backend_choices.json").read_text()).values()
+    assert set(trial["ms"]) | set(trial["unavailable"]) == {"torch", "onnx", "torch.compile"}
+    assert second.backend == pick_backend(trial, None)[0] and "cached" not in second.backend_reason
+    # Later runs reuse the measurements, whatever their length.
+    assert second._choose_backend(frames=1)[1].endswith("(cached)")
+    assert second._choose_backend(frames=1)[0] != "torch.compile"  # one frame never pays for a compile
+
+
+def _trial(torch_ms=100.0, onnx_ms=80.0, compile_ms=60.0, compile_s=10.0, compile_agrees=1.0):
+    return {
+        "ms": {"torch": torch_ms, "onnx": onnx_ms, "torch.compile": compile_ms},
+        "agreement": {"onnx": 1.0, "torch.compile": compile_agrees},
+        "compile_s": compile_s,
+        "unavailable": {},
+    }
+
+
+def test_pick_backend_takes_the_fastest_exact_backend_and_compiles_only_when_it_pays():
+    from seglite.inference.segmenter import pick_backend
+
+    assert pick_backend(_trial(), None)[0] == "torch.compile"  # open-ended: 20 ms a frame saved
+    assert pick_backend(_trial(), 501)[0] == "torch.compile"  # 501 x 20 ms > 10 s
+    backend, reason = pick_backend(_trial(), 499)
+    assert backend == "onnx" and "not pay back its 10 s compile over 499 frame(s)" in reason
+    assert pick_backend(_trial(compile_ms=79.0), None)[0] == "onnx"  # within timing noise of onnx
+    assert pick_backend(_trial(compile_agrees=0.99), None)[0] == "onnx"
+    disagreeing = _trial(onnx_ms=50.0)
+    disagreeing["agreement"]["onnx"] = 0.98
+    backend, reason = pick_backend(disagreeing, 10)
+    assert backend == "torch" and "onnx argmax agreement 98.00 %" in reason
+    no_compiler = _trial()
+    del no_compiler["ms"]["torch.compile"], no_compiler["agreement"]["torch.compile"]
+    no_compiler["unavailable"]["torch.compile"] = "--compile failed (no C++ compiler)"
+    backend, reason = pick_backend(no_compiler, None)
+    assert backend == "onnx" and "torch.compile unavailable: --compile failed" in reason
+
+
+def test_sources_know_how_many_frames_they_hold(street, video):
+    from seglite.inference.sources import resolve_source
+
+    assert resolve_source(str(street)).expected_frames() == 2  # a.png and sub/b.jpg
+    assert resolve_source(str(video)).expected_frames() == 12
+    assert resolve_source("0").expected_frames() is None
 
 
 @pytest.mark.parametrize("out_size", [(540, 960), (64, 128), (37, 53)])
@@ -363,10 +411,15 @@ def test_compile_gives_the_eager_predictions(tmp_path):
     frame = render_scene(300, 150, seed=4)[0]
     eager = seglite.Segmenter(weights=weights, device="cpu", backend="torch")
     compiled = seglite.Segmenter(weights=weights, device="cpu", compile=True)
-    assert compiled.backend == "torch" and "torch.compile" in compiled.backend_reason
+    assert compiled.backend == "torch.compile" and "torch.compile" in compiled.backend_reason
     expected, got = eager.logits(frame), compiled.logits(frame)
     assert torch.allclose(got, expected, rtol=1e-3, atol=1e-4)
     assert (eager(frame) == compiled(frame)).mean() >= 0.999
+    # Another batch shape (a last partial batch, a test scale) runs eager instead of compiling again.
+    assert compiled._compiled_shape == (1, 3, 128, 256)
+    pair = compiled.predict_batch([frame, frame[::-1].copy()])
+    assert compiled._compiled_shape == (1, 3, 128, 256)
+    assert all((a == b).all() for a, b in zip(pair, eager.predict_batch([frame, frame[::-1].copy()]), strict=True))
 
 
 def test_half_on_cpu_is_bf16_and_keeps_the_published_predictions():

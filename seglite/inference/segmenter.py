@@ -114,6 +114,12 @@ def half_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
+# Non-empty once this process has compiled a network: dynamo then reuses the graph for another instance of the same
+# architecture in well under a second, which says nothing about what a fresh process pays.
+_compiled_in_process = False
+FRESH_COMPILE_S = 20.0  # a typical first compile of one of seglite's networks on 2 cores
+
+
 def compile_model(model: torch.nn.Module, size: tuple[int, int] | None) -> Callable[[torch.Tensor], torch.Tensor]:
     """torch.compile (Inductor, weights frozen as constants): fuses the concat/BN/PReLU/add chains of the ESPNet
     family, same predictions. Compiles on the first call (tens of seconds on 2 cores), once per input shape."""
@@ -130,8 +136,11 @@ def compile_model(model: torch.nn.Module, size: tuple[int, int] | None) -> Calla
     compiled = torch.compile(model, dynamic=False, options={"freezing": True})
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
+        global _compiled_in_process
         try:
-            return compiled(batch)
+            out = compiled(batch)
+            _compiled_in_process = True
+            return out
         except Exception as exc:  # Inductor raises many types (a missing C++ compiler is the common one)
             raise SegliteError(
                 f"--compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
@@ -139,6 +148,42 @@ def compile_model(model: torch.nn.Module, size: tuple[int, int] | None) -> Calla
             ) from exc
 
     return forward
+
+
+MIN_COMPILE_S = 3.0  # no compile of a seglite network takes less in a fresh process, even from Inductor's cache
+
+
+BACKEND_TRIAL_FIELDS = ("ms", "agreement", "compile_s", "unavailable")  # one cached entry of backend_choices.json
+
+
+def compile_could_pay(trial: dict, frames: int | None) -> bool:
+    """Whether a run of `frames` lasts long enough that torch.compile could save more than compiling costs."""
+    return frames is None or frames * min(trial["ms"].values()) / 1000 > MIN_COMPILE_S
+
+
+def pick_backend(trial: dict, frames: int | None) -> tuple[str, str]:
+    """(backend, reason) from `Segmenter._time_backends`' measurements: the fastest backend whose argmax agrees with
+    eager on >= 99.9 % of pixels; torch.compile only when the time it saves over `frames` (None: open-ended)
+    exceeds its measured compile time, since every new process compiles again."""
+    ms, agreement = trial["ms"], trial["agreement"]
+    exact = [name for name in ms if agreement.get(name, 1.0) >= 0.999]
+    static = min((name for name in exact if name != "torch.compile"), key=ms.get)
+    choice, notes = static, []
+    # A gain within timing noise is not worth compiling again in every new process.
+    if "torch.compile" in exact and ms["torch.compile"] < 0.97 * ms[static]:
+        saved_s = float("inf") if frames is None else frames * (ms[static] - ms["torch.compile"]) / 1000
+        if saved_s > trial["compile_s"]:
+            choice = "torch.compile"
+        else:
+            notes.append(
+                f"torch.compile would not pay back its {trial['compile_s']:.0f} s compile over {frames} frame(s)"
+            )
+    measured = ", ".join(f"{name} {ms[name]:.0f} ms" for name in ms)
+    if trial.get("compile_s") is not None:
+        measured += f" (+{trial['compile_s']:.0f} s to compile)"
+    notes += [f"{name} argmax agreement {100 * agreement[name]:.2f} %" for name in agreement if name not in exact]
+    notes += [f"{name} unavailable: {why}" for name, why in trial.get("unavailable", {}).items()]
+    return choice, "; ".join([f"measured {measured}", *notes])
 
 
 class Segmenter:
@@ -154,7 +199,10 @@ class Segmenter:
         backend: str = "torch",
         int8: bool = False,
         compile: bool = False,
+        frames: int | None = None,
     ):
+        """`frames`: how many images or frames this segmenter will run, when known. `backend="auto"` picks
+        torch.compile only where the time it saves over them pays for compiling (None: an open-ended run)."""
         self.loaded = load_model(model, weights)
         self.device = resolve_device(device)
         if self.device.type == "cpu":
@@ -170,9 +218,11 @@ class Segmenter:
         if (half or compile) and (backend == "onnx" or int8):
             raise SegliteError("--half and --compile run in PyTorch: leave out --backend onnx / --int8")
         if half or compile:
-            backend = "torch"
+            backend = "torch.compile" if compile else "torch"
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._compiled_shape: tuple[int, ...] | None = None
         if compile:
-            self.model = compile_model(self.model, self.preprocess.size)
+            self._compiled = compile_model(self.model, self.preprocess.size)
         if backend == "onnx" and (self.device.type != "cpu" or self.preprocess.size is None):
             raise SegliteError(
                 "--backend onnx runs on CPU at a fixed size: pass --device cpu and --size WxH "
@@ -190,7 +240,7 @@ class Segmenter:
                 ([str(self.dtype).removeprefix("torch.")] if half else []) + (["torch.compile"] if compile else [])
             )
         elif backend == "auto":
-            self.backend, self.backend_reason = self._choose_backend()
+            self.backend, self.backend_reason = self._choose_backend(frames)
 
     def _int8_runner(self) -> OnnxRunner:
         from seglite.inference.onnx_export import OnnxRunner
@@ -210,9 +260,9 @@ class Segmenter:
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Network logits for a preprocessed batch, on the chosen backend."""
-        if self.backend == "torch":
+        if self.backend != "onnx":
             with torch.inference_mode():
-                return self.model(batch)
+                return self._torch(batch)
         from seglite.inference.onnx_export import cached_runner
 
         n = batch.shape[0]
@@ -227,17 +277,27 @@ class Segmenter:
         (other test scales, sliding-window crops)."""
         if self.backend == "onnx" and self.preprocess.size == (batch.shape[-1], batch.shape[-2]):
             return self.forward(batch.float())
-        return self.model(batch.to(self.dtype).contiguous(memory_format=self.memory_format))
+        return self._torch(batch.to(self.dtype).contiguous(memory_format=self.memory_format))
 
-    def _choose_backend(self) -> tuple[str, str]:
-        """CPU at a fixed size: time eager PyTorch against ONNX Runtime once, keep the faster one that agrees.
+    def _torch(self, batch: torch.Tensor) -> torch.Tensor:
+        """The compiled model for the one batch shape it runs first, eager PyTorch for any other (test scales, a last
+        partial batch): compiling again for a shape used a few times costs more than it saves."""
+        if self._compiled is not None and self._compiled_shape in (None, tuple(batch.shape)):
+            self._compiled_shape = tuple(batch.shape)
+            return self._compiled(batch)
+        return self.model(batch)
 
-        The choice is cached next to the ONNX export (same key: model, weights, size), so later runs skip the trial.
+    def _choose_backend(self, frames: int | None = None) -> tuple[str, str]:
+        """CPU at a fixed size: time eager PyTorch, ONNX Runtime and torch.compile once, keep the fastest that agrees
+        with eager (torch.compile only where it pays back its compile time over `frames`).
+
+        The measurements are cached next to the ONNX exports (key: model, weights, size, seglite version), so later
+        runs skip the trial and only redo the choice for their own number of frames. torch.compile is not even
+        timed for a run too short to pay back any compile; a later, longer run adds it to the cache.
         """
         if self.device.type != "cpu" or self.preprocess.size is None:
             return "torch", "GPU or variable input size"
         import json
-        import time
 
         from seglite.inference.onnx_export import weights_fingerprint
         from seglite.zoo.registry import seglite_home
@@ -251,30 +311,70 @@ class Segmenter:
             choices = json.loads(cache.read_text())
         except (OSError, ValueError):
             choices = {}
-        if key in choices:
-            return choices[key]["backend"], choices[key]["reason"] + " (cached)"
-        x = torch.randn(1, 3, height, width).contiguous(memory_format=self.memory_format)
-        timings, outputs = {}, {}
-        for name in ("torch", "onnx"):
-            self.backend = name
-            outputs[name] = self.forward(x)  # warm-up (and, for onnx, the export)
-            start = time.perf_counter()
-            for _ in range(3):
-                self.forward(x)
-            timings[name] = (time.perf_counter() - start) / 3 * 1000
-        agreement = float((outputs["torch"].argmax(1) == outputs["onnx"].argmax(1)).float().mean())
-        fastest = min(timings, key=timings.get) if agreement >= 0.999 else "torch"
-        reason = (
-            f"measured torch {timings['torch']:.0f} ms, onnx {timings['onnx']:.0f} ms, "
-            f"argmax agreement {100 * agreement:.2f} %"
+        trial = choices.get(key)
+        cached = (
+            isinstance(trial, dict)
+            and set(trial) == set(BACKEND_TRIAL_FIELDS)
+            and {"torch", "onnx"} <= set(trial["ms"])
         )
-        choices[key] = {"backend": fastest, "reason": reason}
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(choices, indent=1))
-        except OSError:
-            pass
-        return fastest, reason
+        if not cached:
+            trial = self._time_backends(["torch", "onnx"])
+        if "torch.compile" not in {*trial["ms"], *trial["unavailable"]} and compile_could_pay(trial, frames):
+            cached, measured = False, self._time_backends(["torch.compile"])
+            for field in ("ms", "agreement", "unavailable"):
+                trial[field].update(measured[field])
+            trial["compile_s"] = measured["compile_s"]
+        if not cached:
+            choices[key] = trial
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_text(json.dumps(choices, indent=1))
+            except OSError:
+                pass
+        backend, reason = pick_backend(trial, frames)
+        if backend != "torch.compile":
+            self._compiled = None
+        elif self._compiled is None:
+            self._compiled = compile_model(self.model, self.preprocess.size)
+        self._compiled_shape = None  # the run's own first batch decides the compiled shape
+        return backend, reason + (" (cached)" if cached else "")
+
+    def _time_backends(self, names: list[str]) -> dict:
+        """Median ms of a 1-image pass per backend, argmax agreement with eager, and torch.compile's compile seconds
+        (as a fresh process pays them)."""
+        import statistics
+        import time
+
+        width, height = self.preprocess.size
+        x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+        x = x.contiguous(memory_format=self.memory_format)
+        self.backend = "torch"
+        reference = self.forward(x).argmax(1)
+        timings, agreement, unavailable, compile_s = {}, {}, {}, None
+        for name in names:
+            self.backend = name
+            start = time.perf_counter()
+            if name == "torch.compile":
+                warm = _compiled_in_process
+                try:
+                    self._compiled = compile_model(self.model, self.preprocess.size)
+                    out = self.forward(x)  # compiles
+                except SegliteError as exc:  # no C++ compiler: the other two still run
+                    self._compiled, unavailable[name] = None, str(exc).split(";")[0]
+                    continue
+                compile_s = time.perf_counter() - start
+                compile_s = max(compile_s, FRESH_COMPILE_S) if warm else compile_s
+            else:
+                out = self.forward(x)  # warm-up (and, for onnx, the export)
+            if name != "torch":
+                agreement[name] = float((out.argmax(1) == reference).float().mean())
+            times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                self.forward(x)
+                times.append((time.perf_counter() - start) * 1000)
+            timings[name] = statistics.median(times)
+        return {"ms": timings, "agreement": agreement, "compile_s": compile_s, "unavailable": unavailable}
 
     @classmethod
     def from_loaded(
@@ -292,6 +392,7 @@ class Segmenter:
         self.backend = "torch"
         self.int8 = False
         self._runners = {}
+        self._compiled, self._compiled_shape = None, None
         return self
 
     @property

@@ -27,6 +27,16 @@ class Source:
     def name(self) -> str:
         return str(self.video) if self.video is not None else f"{len(self.images)} image(s)"
 
+    def expected_frames(self) -> int | None:
+        """How many images or frames it holds: None for cameras, streams and videos that do not say."""
+        if self.kind == "images":
+            return len(self.images)
+        if self.kind == "video":
+            capture, _, _, count = open_video(self.video)
+            capture.release()
+            return count or None
+        return None
+
 
 def resolve_source(spec: str) -> Source:
     """Classify SOURCE; a one-line InputError when it names nothing usable."""
