@@ -321,12 +321,14 @@ def _choosing_backend(backend: str):
 
 
 def _eval_frames(data_root: Path, split: str, limit: int | None, flip: bool, window: str | None) -> int:
-    """Passes at one shape an eval makes (what torch.compile would serve); sliding-window crops vary."""
+    """Passes at one shape an eval makes (what torch.compile would serve); sliding-window crops vary. 0 for a bad
+    data root: the model's own errors come first, evaluate() then names the data problem."""
     from seglite.data.cityscapes import find_samples
 
-    if window:
+    try:
+        images = 0 if window else len(find_samples(data_root, split))
+    except SegliteError:
         return 0
-    images = len(find_samples(data_root, split))
     return min(images, limit or images) * (2 if flip else 1)
 
 
