@@ -161,10 +161,11 @@ def compile_could_pay(trial: dict, frames: int | None) -> bool:
     return frames is None or frames * min(trial["ms"].values()) / 1000 > MIN_COMPILE_S
 
 
-def pick_backend(trial: dict, frames: int | None) -> tuple[str, str]:
+def pick_backend(trial: dict, frames: int | None, compiled_already: bool = False) -> tuple[str, str]:
     """(backend, reason) from `Segmenter._time_backends`' measurements: the fastest backend whose argmax agrees with
     eager on >= 99.9 % of pixels; torch.compile only when the time it saves over `frames` (None: open-ended)
-    exceeds its measured compile time, since every new process compiles again."""
+    exceeds its measured compile time, since every new process compiles again (unless `compiled_already`: the
+    trial just compiled it in this process)."""
     ms, agreement = trial["ms"], trial["agreement"]
     exact = [name for name in ms if agreement.get(name, 1.0) >= 0.999]
     static = min((name for name in exact if name != "torch.compile"), key=ms.get)
@@ -172,7 +173,7 @@ def pick_backend(trial: dict, frames: int | None) -> tuple[str, str]:
     # A gain within timing noise is not worth compiling again in every new process.
     if "torch.compile" in exact and ms["torch.compile"] < 0.97 * ms[static]:
         saved_s = float("inf") if frames is None else frames * (ms[static] - ms["torch.compile"]) / 1000
-        if saved_s > trial["compile_s"]:
+        if compiled_already or saved_s > trial["compile_s"]:
             choice = "torch.compile"
         else:
             notes.append(
@@ -180,7 +181,7 @@ def pick_backend(trial: dict, frames: int | None) -> tuple[str, str]:
             )
     measured = ", ".join(f"{name} {ms[name]:.0f} ms" for name in ms)
     if trial.get("compile_s") is not None:
-        measured += f" (+{trial['compile_s']:.0f} s to compile)"
+        measured += f" (+{trial['compile_s']:.0f} s to compile{', done' if compiled_already else ''})"
     notes += [f"{name} argmax agreement {100 * agreement[name]:.2f} %" for name in agreement if name not in exact]
     notes += [f"{name} unavailable: {why}" for name, why in trial.get("unavailable", {}).items()]
     return choice, "; ".join([f"measured {measured}", *notes])
@@ -331,7 +332,7 @@ class Segmenter:
                 cache.write_text(json.dumps(choices, indent=1))
             except OSError:
                 pass
-        backend, reason = pick_backend(trial, frames)
+        backend, reason = pick_backend(trial, frames, compiled_already=self._compiled is not None)
         if backend != "torch.compile":
             self._compiled = None
         elif self._compiled is None:
