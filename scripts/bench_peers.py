@@ -11,7 +11,8 @@ taken on this machine on a faster day, so only same-run ratios are comparable. A
 the share of this CPU's fp32 peak it reaches.
 
 Columns for seglite: "fp32" is the fastest of eager PyTorch, ONNX Runtime and torch.compile (all exact: argmax
-agreement >= 99.9 % with eager); "bf16" (CPUs with bf16 instructions; not bit-identical, `seglite eval --half`
+agreement >= 99.9 % with eager; the backends `--backend auto` weighs, torch.compile for runs long enough to pay
+back its compile); "bf16" (CPUs with bf16 instructions; not bit-identical, `seglite eval --half`
 measures the mIoU change) and "int8" (ONNX Runtime static INT8 calibrated on generated frames: SPEED ONLY, the
 mIoU change needs trained weights, see `seglite quantize`) show what reduced precision would give. Each row times
 the peer and seglite's fastest fp32 backend `--rounds` times, alternating, and reports both medians; the ratio's

@@ -257,16 +257,8 @@ def eval_cmd(
     from seglite.evaluation.evaluator import EvalOptions, evaluate
 
     scale_list = _parse_scales(scales)
-    with _choosing_backend(backend):
-        segmenter = Segmenter(
-            model=model,
-            weights=weights,
-            device=device,
-            size=parse_size(size),
-            half=half,
-            backend=backend,
-            frames=_eval_frames(data_root, split, limit, flip, sliding_window),
-        )
+    frames = _eval_frames(data_root, split, limit, flip, sliding_window)
+    segmenter = _segmenter(model, weights, device, size, half, backend, frames=frames)
     result = evaluate(
         segmenter,
         data_root,
@@ -313,11 +305,18 @@ def eval_cmd(
     )
 
 
-def _choosing_backend(backend: str):
-    """A spinner while `--backend auto` may be timing the backends (once per model, weights and size)."""
-    if backend != "auto":
-        return contextlib.nullcontext()
-    return err_console.status("loading the model; a first run at this size times torch, onnx and torch.compile")
+def _segmenter(
+    model: str | None, weights: str | None, device: str, size: str | None, half: bool, backend: str, **options
+) -> Segmenter:
+    """The options every inference command shares; a spinner while `--backend auto` may be timing the backends
+    (once per model, weights and size)."""
+    from seglite.bench.sizes import parse_size
+
+    status = "loading the model; a first run at this size times torch, onnx and torch.compile"
+    with err_console.status(status) if backend == "auto" else contextlib.nullcontext():
+        return Segmenter(
+            model=model, weights=weights, device=device, size=parse_size(size), half=half, backend=backend, **options
+        )
 
 
 def _eval_frames(data_root: Path, split: str, limit: int | None, flip: bool, window: str | None) -> int:
@@ -480,7 +479,6 @@ def predict_cmd(
     """Segment images, folders, videos, cameras or streams; write overlays and masks named after each input."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from seglite.bench.sizes import parse_size
     from seglite.inference.outputs import parse_formats
     from seglite.inference.predict import DEFAULT_WEIGHTS, predict_images, predict_video
     from seglite.inference.sources import resolve_source
@@ -491,18 +489,8 @@ def predict_cmd(
         weights = DEFAULT_WEIGHTS
     elif weights is None:
         err_console.print(f"warning: no --weights: {model} is randomly initialised, its predictions mean nothing")
-    with _choosing_backend(backend):
-        segmenter = Segmenter(
-            model=model,
-            weights=weights,
-            device=device,
-            size=parse_size(size),
-            half=half,
-            backend=backend,
-            int8=int8,
-            compile=compile,
-            frames=src.expected_frames(),
-        )
+    frames = src.expected_frames()
+    segmenter = _segmenter(model, weights, device, size, half, backend, int8=int8, compile=compile, frames=frames)
     err_console.print(
         f"{segmenter.model_name} ({segmenter.loaded.source}) on {segmenter.device}, backend "
         f"{segmenter.backend} ({segmenter.backend_reason}), input {segmenter.preprocess.size or 'native size'}",
