@@ -19,6 +19,7 @@ from torch import nn
 
 from seglite.errors import SegliteError
 from seglite.models.base import SegmentationNet, without_final_upsample
+from seglite.zoo.checkpoint import atomic_write_bytes
 
 OPSET = 17
 
@@ -77,11 +78,7 @@ def export_onnx(
         entry.key, entry.value = key, json.dumps(value)
     data = proto.SerializeToString()
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write_bytes(data, path)
     return data
 
 
@@ -220,10 +217,7 @@ def verify_export(
             f"{100 * agreement:.3f} % of pixels (< {100 * min_agreement:.1f} %); nothing written"
         )
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
+        atomic_write_bytes(data, out)
     except OSError as exc:
         raise SegliteError(f"{out}: cannot write ({exc.strerror or exc})") from None
     return {

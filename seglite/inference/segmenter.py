@@ -20,7 +20,7 @@ from seglite.devices import cpu_supports_bf16, resolve_device, reuse_freed_memor
 from seglite.errors import InputError, SegliteError
 from seglite.inference.optimize import fold_batchnorm
 from seglite.models.registry import create_model
-from seglite.zoo.checkpoint import LoadedWeights, load_weights
+from seglite.zoo.checkpoint import LoadedWeights, atomic_write_bytes, load_weights
 from seglite.zoo.preprocess import IMAGENET, Preprocess
 from seglite.zoo.registry import resolve_weights_file
 
@@ -114,7 +114,7 @@ def half_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
-# Non-empty once this process has compiled a network: dynamo then reuses the graph for another instance of the same
+# True once this process has compiled a network: dynamo then reuses the graph for another instance of the same
 # architecture in well under a second, which says nothing about what a fresh process pays.
 _compiled_in_process = False
 FRESH_COMPILE_S = 20.0  # a typical first compile of one of seglite's networks on 2 cores
@@ -328,9 +328,8 @@ class Segmenter:
         if not cached:
             choices[key] = trial
             try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                cache.write_text(json.dumps(choices, indent=1))
-            except OSError:
+                atomic_write_bytes(json.dumps(choices, indent=1).encode(), cache)
+            except OSError:  # a read-only home: the trial runs again next time
                 pass
         backend, reason = pick_backend(trial, frames, compiled_already=self._compiled is not None)
         if backend != "torch.compile":

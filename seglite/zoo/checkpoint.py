@@ -40,6 +40,15 @@ class LoadedWeights:
         return self.model.num_classes
 
 
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
+    """Write next to the target, then rename over it: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
     """Write to a temp file in the same folder, fsync, then rename over the target."""
     path = Path(path)
