@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from seglite.data.dataset import CityscapesDataset
+from seglite.data.dataset import SegmentationDataset
+from seglite.data.datasets import load_dataset
 from seglite.data.synth import write_dataset
 from seglite.data.transforms import train_transform
 from seglite.training.config import load_config
@@ -26,8 +27,8 @@ CONFIGS = ("configs/synth_espnetv2_s0.5.yaml", "configs/synth_deeplabv3p_lcnet_0
 
 
 def loader_throughput(config, batches: int = 30) -> float:
-    dataset = CityscapesDataset(
-        config.data.root,
+    dataset = SegmentationDataset(
+        load_dataset(config.data.dataset, config.data.root),
         config.data.train_split,
         IMAGENET,
         train_transform(tuple(config.data.crop), tuple(config.data.scale_range)),

@@ -4,6 +4,7 @@ import os
 
 # FFmpeg (inside OpenCV) prints decoder complaints straight to stderr; seglite reports damaged inputs itself.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # e.g. V4L2's "can't open camera by index": seglite names it itself
 
 from seglite.errors import SegliteError
 from seglite.models.registry import create_model, list_models

@@ -31,9 +31,40 @@ err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from seglite import __version__
+
+        console.print(f"seglite {__version__}", markup=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     _state["debug"] = debug
+
+
+@app.command("doctor")
+def doctor_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Versions, backends, CPU features and cache paths: paste this into a bug report."""
+    from seglite.doctor import report
+
+    facts = report()
+    if as_json:
+        print_json(facts)
+        return
+    for key, value in facts.items():
+        if isinstance(value, dict):
+            console.print(f"{key}:", markup=False)
+            for inner, item in value.items():
+                console.print(f"  {inner}: {item}", markup=False, highlight=False)
+        else:
+            console.print(f"{key}: {value}", markup=False, highlight=False)
 
 
 def print_json(obj: object) -> None:
@@ -95,7 +126,10 @@ def weights_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         return
     table = Table(title="seglite model zoo (Cityscapes)")
     for column in ("name", "model", "input", "reported mIoU", "cached"):
-        table.add_column(column)
+        # The names are what users type: never folded or cut, whatever the terminal width.
+        table.add_column(
+            column, no_wrap=True, min_width=max(len(e.name) for e in entries) if column == "name" else None
+        )
     for e in entries:
         size = "x".join(map(str, e.preprocess.size)) if e.preprocess.size else "any"
         miou = f"{e.reported_miou:.1f}" if e.reported_miou is not None else "-"
@@ -144,51 +178,75 @@ def data_synth(
     console.print(f"wrote {train} train + {val} val images ({size}) to {out}" + (f", video {video}" if video else ""))
 
 
+DataOption = Annotated[
+    str | None,
+    typer.Option(
+        "--data", help="Data set: a built-in name (cityscapes, camvid) or a data set YAML (default cityscapes)."
+    ),
+]
+
+
+def _dataset(data: str | None, data_root: Path | None):
+    from seglite.data.datasets import load_dataset
+
+    return load_dataset(data, data_root)
+
+
 @data_app.command("check")
-def data_check(root: Annotated[Path, typer.Argument(help="Cityscapes root (leftImg8bit/, gtFine/).")]) -> None:
-    """Counts per split, missing pairs, size mismatches and unknown label values; non-zero exit when broken."""
+def data_check(
+    root: Annotated[Path | None, typer.Argument(help="Data root (overrides the data set's path).")] = None,
+    data: DataOption = None,
+) -> None:
+    """Counts per split, missing pairs, size mismatches and mask values that are no class; non-zero exit when broken."""
     from rich.progress import Progress
 
     from seglite.data.check import FULL_COUNTS, check_dataset
 
+    spec = _dataset(data, root)
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("checking", total=None)
-        reports = check_dataset(root, progress=lambda: progress.advance(task))
-    table = Table(title=f"{root}")
-    for column in ("split", "images", "labelled", "full Cityscapes", "problems"):
+        reports = check_dataset(spec, progress=lambda: progress.advance(task))
+    full = FULL_COUNTS.get(spec.name, {})
+    table = Table(title=f"{spec.name}: {spec.root()} ({spec.num_classes} classes)")
+    for column in ("split", "images", "labelled", f"full {spec.name}", "problems"):
         table.add_column(column)
     for r in reports:
-        table.add_row(r.split, str(r.images), str(r.labelled), str(FULL_COUNTS.get(r.split, "-")), str(len(r.problems)))
+        table.add_row(r.split, str(r.images), str(r.labelled), str(full.get(r.split, "-")), str(len(r.problems)))
     console.print(table)
+    for r in reports:
+        if r.unmapped:
+            values = ", ".join(f"{v} ({n} px)" for v, n in sorted(r.unmapped.items())[:10])
+            console.print(f"{r.split}: values outside label_mapping, read as ignore: {values}", markup=False)
     problems = [p for r in reports for p in r.problems]
     for problem in problems[:20]:
         err_console.print(f"  {problem}", markup=False)
     if problems:
-        raise SegliteError(f"{root}: {len(problems)} problem(s) found (first: {problems[0]})")
+        raise SegliteError(f"{spec.root()}: {len(problems)} problem(s) found (first: {problems[0]})")
     console.print("dataset OK")
 
 
 @data_app.command("stats")
 def data_stats(
-    root: Annotated[Path, typer.Argument(help="Cityscapes root.")],
+    root: Annotated[Path | None, typer.Argument(help="Data root (overrides the data set's path).")] = None,
+    data: DataOption = None,
     split: Annotated[str, typer.Option()] = "train",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Class pixel frequencies of a split and ESPNet's class weights w = 1 / ln(1.10 + p)."""
     from seglite.data.check import class_frequencies, espnet_class_weights
-    from seglite.data.labels import CLASS_NAMES
 
-    freq = class_frequencies(root, split)
+    spec = _dataset(data, root)
+    freq = class_frequencies(spec, split)
     weights = espnet_class_weights(freq)
     rows = [
         {"class": n, "frequency": float(f), "espnet_weight": float(w)}
-        for n, f, w in zip(CLASS_NAMES, freq, weights, strict=True)
+        for n, f, w in zip(spec.names, freq, weights, strict=True)
     ]
     if as_json:
         print_json(rows)
         return
     print_table(
-        f"{root} [{split}] class frequencies",
+        f"{spec.name} ({spec.root()}) [{split}] class frequencies",
         ("class", "frequency %", "ESPNet weight"),
         [(r["class"], f"{100 * r['frequency']:.3f}", f"{r['espnet_weight']:.3f}") for r in rows],
     )
@@ -196,40 +254,77 @@ def data_stats(
 
 @app.command("train")
 def train_cmd(
-    config: Annotated[Path, typer.Argument(help="A YAML recipe from configs/.")],
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="A YAML recipe from configs/ (with --resume: optional, the run's own is used)."),
+    ] = None,
+    data: DataOption = None,
     data_root: Annotated[
-        Path | None, typer.Option("--data-root", help="Cityscapes root (overrides data.root).")
+        Path | None, typer.Option("--data-root", help="Data root (overrides data.root and the data set's path).")
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option("--init", help="Fine-tune from these weights (zoo name, checkpoint or the authors' file)."),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, metrics.jsonl, tensorboard/.")] = Path(
         "runs/train"
     ),
     overrides: Annotated[list[str] | None, typer.Option("--set", help="key=value, e.g. schedule.iters=2000.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from OUT/last.pt.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue exactly from OUT/last.pt, with the run's own settings.")
+    ] = False,
 ) -> None:
-    """Train on a Cityscapes-layout data set (torchrun for several GPUs or nodes); Ctrl-C saves and stops."""
-    from seglite.training.config import load_config
-    from seglite.training.trainer import Trainer
+    """Train on Cityscapes or your own data set (torchrun for several GPUs or nodes); Ctrl-C saves and stops."""
+    from seglite.training.config import load_config, resume_config
+    from seglite.training.trainer import LAST, Trainer
+    from seglite.zoo.checkpoint import read_checkpoint_file
 
     sets = list(overrides or [])
+    fixed = []
     if data_root is not None:
-        sets.append(f"data.root={data_root}")
-    cfg = load_config(config, sets)
-    result = Trainer(cfg, out, resume=resume).run()
-    if not result.get("interrupted"):
-        best = result.get("best_miou")
-        console.print(
-            f"finished at iteration {result['iteration']}; best val mIoU "
-            f"{'-' if best is None else f'{best:.2f} %'}; checkpoints in {out}",
-            markup=False,
+        fixed.append(f"data.root={data_root}")
+    if data is not None:
+        fixed.append(f"data.dataset={data}")
+        if data_root is None and not resume:  # the data set file says where it is, not the recipe's data.root
+            fixed.append("data.root=null")
+    if init is not None:
+        fixed.append(f"init={init}")
+    if resume and (out / LAST).is_file():
+        saved = read_checkpoint_file(out / LAST).get("config") or {}
+        cfg, warnings = resume_config(saved, sets, fixed, str(out / LAST))
+        for line in warnings:
+            err_console.print(line, markup=False, highlight=False)
+    elif config is None:
+        raise SegliteError(
+            "pass a recipe (e.g. configs/synth_espnetv2_s0.5.yaml)"
+            + (f"; --resume found no {out / LAST}" if resume else "")
         )
+    else:
+        cfg = load_config(config, [*fixed, *sets])
+    result = Trainer(cfg, out, resume=resume).run()
+    if result.get("interrupted"):
+        raise typer.Exit(130)
+    best = result.get("best_miou")
+    console.print(
+        f"finished at iteration {result['iteration']}; best val mIoU "
+        f"{'-' if best is None else f'{best:.2f} %'}; checkpoints in {out}",
+        markup=False,
+    )
 
 
 @app.command("eval")
 def eval_cmd(
     model: Annotated[str | None, typer.Option("--model", help="Model name (see `seglite models`).")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
-    data_root: Annotated[Path, typer.Option("--data-root", help="Cityscapes root (leftImg8bit/, gtFine/).")] = ...,
+    data: DataOption = None,
+    data_root: Annotated[
+        Path | None, typer.Option("--data-root", help="Data root (overrides the data set's path).")
+    ] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
+    class_map: Annotated[
+        Path | None,
+        typer.Option("--class-map", help="YAML {data set class: predicted class(es)} for weights of other classes."),
+    ] = None,
     size: Annotated[
         str | None, typer.Option(help="Network input WxH; default: the weights' own, else full resolution.")
     ] = None,
@@ -252,17 +347,25 @@ def eval_cmd(
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """mIoU, per-class IoU and pixel accuracy on a Cityscapes split, as the official evaluator computes them."""
+    """mIoU, per-class IoU and pixel accuracy on a split, as the official Cityscapes evaluator computes them."""
     from seglite.bench.sizes import parse_size
     from seglite.evaluation.evaluator import EvalOptions, evaluate
+    from seglite.inference.predict import DEFAULT_WEIGHTS
 
     scale_list = _parse_scales(scales)
-    frames = _eval_frames(data_root, split, limit, flip, sliding_window)
+    spec = _dataset(data, data_root)
+    if model is None and weights is None:
+        if spec.layout != "cityscapes":
+            raise SegliteError(f"pass --weights: the default weights ({DEFAULT_WEIGHTS}) predict Cityscapes classes")
+        weights = DEFAULT_WEIGHTS
+        err_console.print(f"no --weights: evaluating {DEFAULT_WEIGHTS}", markup=False)
+    frames = _eval_frames(spec, split, limit, flip, sliding_window)
     segmenter = _segmenter(model, weights, device, size, half, backend, frames=frames)
     result = evaluate(
         segmenter,
-        data_root,
+        spec,
         EvalOptions(
+            class_map=class_map,
             split=split,
             flip=flip,
             scales=scale_list,
@@ -275,6 +378,7 @@ def eval_cmd(
     record = {
         **result.summary,
         "num_images": result.num_images,
+        **result.extra,
         "size": "x".join(map(str, result.size)) if result.size else "full",
         "model": segmenter.model_name,
         "weights": segmenter.loaded.source,
@@ -290,7 +394,8 @@ def eval_cmd(
         print_json(record)
         return
     table = Table(
-        title=f"{record['model']} on {data_root} [{split}], {record['num_images']} images, size {record['size']}"
+        title=f"{record['model']} on {spec.name} {record['data_root']} [{split}], {record['num_images']} images, "
+        f"size {record['size']}"
     )
     table.add_column("class")
     table.add_column("IoU %", justify="right")
@@ -300,7 +405,8 @@ def eval_cmd(
     console.print(
         f"mIoU {record['miou']:.2f} %   pixel accuracy {record['pixel_acc']:.2f} %   "
         f"model {record['model_ms_per_image']} ms/image, metric {record['metric_ms_per_image']} ms/image\n"
-        f"backend {record['backend']}, {record['precision']}",
+        f"backend {record['backend']}, {record['precision']}"
+        + (f"\nclass map: {record['class_map']}" if record["class_map"] != "same classes" else ""),
         markup=False,
     )
 
@@ -319,13 +425,11 @@ def _segmenter(
         )
 
 
-def _eval_frames(data_root: Path, split: str, limit: int | None, flip: bool, window: str | None) -> int:
+def _eval_frames(spec, split: str, limit: int | None, flip: bool, window: str | None) -> int:
     """Passes at one shape an eval makes (what torch.compile would serve); sliding-window crops vary. 0 for a bad
     data root: the model's own errors come first, evaluate() then names the data problem."""
-    from seglite.data.cityscapes import find_samples
-
     try:
-        images = 0 if window else len(find_samples(data_root, split))
+        images = 0 if window else len(spec.samples(split))
     except SegliteError:
         return 0
     return min(images, limit or images) * (2 if flip else 1)
@@ -402,7 +506,8 @@ def bench_cmd(
 def report_cmd(
     models: Annotated[str | None, typer.Option("--models", help="Comma-separated MODEL or MODEL=WEIGHTS.")] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Every registered model (random init).")] = False,
-    data_root: Annotated[Path | None, typer.Option("--data-root", help="Cityscapes root for mIoU.")] = None,
+    data: DataOption = None,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Data root for mIoU.")] = None,
     split: Annotated[str, typer.Option()] = "val",
     size: Annotated[
         list[str] | None, typer.Option("--size", help="WxH; repeat for several (default: the weights' own).")
@@ -435,6 +540,7 @@ def report_cmd(
     options = ReportOptions(
         sizes=tuple(parse_size(s) for s in size) if size else None,
         data_root=data_root,
+        data=data,
         split=split,
         device=device,
         threads=threads,
@@ -479,7 +585,7 @@ def predict_cmd(
     """Segment images, folders, videos, cameras or streams; write overlays and masks named after each input."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from seglite.inference.outputs import parse_formats
+    from seglite.inference.outputs import check_formats, parse_formats
     from seglite.inference.predict import DEFAULT_WEIGHTS, predict_images, predict_video
     from seglite.inference.sources import resolve_source
 
@@ -491,6 +597,7 @@ def predict_cmd(
         err_console.print(f"warning: no --weights: {model} is randomly initialised, its predictions mean nothing")
     frames = src.expected_frames()
     segmenter = _segmenter(model, weights, device, size, half, backend, int8=int8, compile=compile, frames=frames)
+    check_formats(fmt, segmenter.loaded.dataset_name)
     err_console.print(
         f"{segmenter.model_name} ({segmenter.loaded.source}) on {segmenter.device}, backend "
         f"{segmenter.backend} ({segmenter.backend_reason}), input {segmenter.preprocess.size or 'native size'}",
@@ -507,7 +614,14 @@ def predict_cmd(
         if src.kind == "images":
             task = progress.add_task("images", total=len(src.images), rate="")
             run = predict_images(
-                segmenter, src.images, out, fmt, alpha=alpha, batch=batch, on_image=lambda _: progress.advance(task)
+                segmenter,
+                src.images,
+                out,
+                fmt,
+                alpha=alpha,
+                batch=batch,
+                on_image=lambda _: progress.advance(task),
+                source=src,
             )
         else:
             task = progress.add_task("frames", total=None, rate="")
@@ -536,7 +650,10 @@ def predict_cmd(
     if src.kind == "images":
         for failure in run.failures:
             err_console.print(f"error: {failure}", markup=False, highlight=False)
-        console.print(f"{run.processed} of {len(src.images)} image(s) segmented; outputs in {out}", markup=False)
+        console.print(
+            f"{run.processed} of {len(src.images)} image(s) segmented; {len(run.written)} file(s) written to {out}",
+            markup=False,
+        )
         if run.failures:
             sys.exit(2)
         return
@@ -594,9 +711,10 @@ def export_cmd(
 
 @app.command("quantize")
 def quantize_cmd(
+    data: DataOption = None,
     data_root: Annotated[
-        Path, typer.Option("--data-root", help="Cityscapes root: calibration frames and labelled frames.")
-    ],
+        Path | None, typer.Option("--data-root", help="Data root: calibration frames and labelled frames.")
+    ] = None,
     model: Annotated[str | None, typer.Option("--model")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
     size: Annotated[str | None, typer.Option(help="Input WxH (default: the weights' own, else 1024x512).")] = None,
@@ -615,7 +733,7 @@ def quantize_cmd(
     if weights is None:
         raise SegliteError("pass --weights (trained weights: the mIoU change of random weights means nothing)")
     report = quantize_and_validate(
-        model, weights, data_root, parse_size(size), calibration_split, eval_split, threads=threads
+        model, weights, _dataset(data, data_root), parse_size(size), calibration_split, eval_split, threads=threads
     )
     if as_json:
         print_json(report.to_dict())
@@ -641,12 +759,13 @@ def quantize_cmd(
 def main() -> None:
     """Entry point: user mistakes end in one line on stderr and a non-zero exit, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except SegliteError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        label = "interrupted" if exc.exit_code == 130 else "[bold red]error:[/]"
+        err_console.print(f"{label} {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
@@ -658,3 +777,8 @@ def main() -> None:
             raise
         show()
         sys.exit(getattr(exc, "exit_code", 2))
+    # Typer turns Ctrl-C into Exit(130), which click returns rather than raises when standalone_mode is off.
+    if isinstance(code, int) and code:
+        if code == 130:
+            err_console.print("interrupted")
+        sys.exit(code)

@@ -57,3 +57,30 @@ def cpu_supports_bf16() -> bool:
     except OSError:
         flags = []
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory a run can still take on the device: free GPU memory, or the system's available RAM."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_input_fits(size: tuple[int, int], outputs: int, batch: int, device: torch.device) -> None:
+    """Refuse, before allocating anything, an input size whose activations cannot fit: a rough lower bound of
+    4 bytes x (input + logits x 2 + ~48 feature channels) per pixel, which a huge --size exceeds by far."""
+    width, height = size
+    need = 4 * width * height * batch * (3 + 2 * outputs + 48)
+    free = free_memory_bytes(device)
+    if need > free:
+        raise DeviceError(
+            f"--size {width}x{height}: needs at least {need / 2**30:.1f} GiB of memory on {device}, "
+            f"{free / 2**30:.1f} GiB are free; use a smaller --size (the networks run at any size)"
+        )

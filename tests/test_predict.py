@@ -51,16 +51,16 @@ def test_folder_of_images_gives_every_format_at_the_input_size(street, tmp_path)
         "predict", str(street), *FAST, "--format", "overlay,color,trainid,labelid", "--out", str(tmp_path)
     )
     assert result.returncode == 0, result.stderr
-    names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(
-        f"{stem}_{fmt}.png" for stem in ("a", "b") for fmt in ("overlay", "color", "trainid", "labelid")
+    names = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
+    assert names == sorted(  # the input's sub-folders are kept under --out
+        f"{stem}_{fmt}.png" for stem in ("a", "sub/b") for fmt in ("overlay", "color", "trainid", "labelid")
     )
-    trainid = cv2.imread(str(tmp_path / "b_trainid.png"), cv2.IMREAD_UNCHANGED)
+    trainid = cv2.imread(str(tmp_path / "sub" / "b_trainid.png"), cv2.IMREAD_UNCHANGED)
     assert trainid.shape == (100, 200) and trainid.dtype == np.uint8 and trainid.max() < 19
     assert cv2.imread(str(tmp_path / "a_overlay.png")).shape == (96, 160, 3)
     from seglite.data.labels import TRAIN_ID_TO_LABEL_ID
 
-    labelid = cv2.imread(str(tmp_path / "b_labelid.png"), cv2.IMREAD_UNCHANGED)
+    labelid = cv2.imread(str(tmp_path / "sub" / "b_labelid.png"), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(labelid, TRAIN_ID_TO_LABEL_ID[trainid])
 
 

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from seglite.bench.latency import benchmark_backends
+from seglite.data.datasets import load_dataset
 from seglite.devices import resolve_device
+from seglite.zoo.checkpoint import atomic_write_bytes
 
 
 @dataclass
 class ReportOptions:
     sizes: tuple[tuple[int, int], ...] | None = None  # None: each model at its weights' own size (else 1024x512)
     data_root: Path | None = None
+    data: str | None = None  # data set name or YAML (None: Cityscapes at data_root)
     split: str = "val"
     device: str = "cpu"
     threads: int | None = None
@@ -46,14 +50,21 @@ def build_report(entries: list[tuple[str, str | None]], options: ReportOptions, 
         base = Segmenter(model=model, weights=weights, device=options.device)
         for size in options.sizes or (base.preprocess.size or (1024, 512),):
             segmenter = Segmenter(model=model, weights=weights, device=options.device, size=size)
-            miou = None
-            if options.data_root is not None and weights is not None:  # eval at the size that is timed
+            miou, evaluated = None, {"dataset": None, "data_root": None, "split": None, "eval_images": 0}
+            if (options.data_root is not None or options.data) and weights is not None:  # eval at the timed size
                 result = evaluate(
                     segmenter,
-                    options.data_root,
+                    load_dataset(options.data, options.data_root),
                     EvalOptions(split=options.split, limit=options.eval_limit, progress=False),
                 )
                 miou = round(result.summary["miou"], 2)
+                # What stands behind the figure: 2 frames do not read like a Cityscapes val score.
+                evaluated = {
+                    "dataset": result.extra["dataset"],
+                    "data_root": result.extra["data_root"],
+                    "split": result.extra["split"],
+                    "eval_images": result.num_images,
+                }
             latency, _ = benchmark_backends(
                 segmenter.loaded.model,  # unfolded: benchmark folds it, and params must be the model's own
                 segmenter.model_name,
@@ -71,6 +82,7 @@ def build_report(entries: list[tuple[str, str | None]], options: ReportOptions, 
                     "weights": segmenter.loaded.source if weights else None,
                     "size": f"{size[0]}x{size[1]}",
                     "miou": miou,
+                    **evaluated,
                     "median_ms": latency.median_ms,
                     "p90_ms": latency.p90_ms,
                     "fps": latency.fps,
@@ -89,27 +101,32 @@ def build_report(entries: list[tuple[str, str | None]], options: ReportOptions, 
 
 
 def _write_tables(rows: list[dict], machine: dict, out: Path) -> None:
-    (out / "report.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
-    with open(out / "report.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_bytes(json.dumps({"machine": machine, "rows": rows}, indent=2).encode(), out / "report.json")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(text.getvalue().encode(), out / "report.csv")
     lines = [
         "# seglite report",
         "",
         f"Machine: {machine}",
         "",
-        "| model | weights | size | mIoU % | median ms | p90 ms | FPS | params | GFLOPs | backend |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| model | weights | size | mIoU % | evaluated on | median ms | p90 ms | FPS | params | GFLOPs | backend |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         miou = "-" if r["miou"] is None else f"{r['miou']:.2f}"
+        where = (
+            "-" if r["miou"] is None else f"{r['dataset']} {r['split']}, {r['eval_images']} images ({r['data_root']})"
+        )
         lines.append(
-            f"| {r['model']} | {r['weights'] or 'random init'} | {r['size']} | {miou} | {r['median_ms']:.1f} | "
-            f"{r['p90_ms']:.1f} | {r['fps']:.1f} | {r['params']:,} | {r['gflops']:.2f} | {r['backend']} |"
+            f"| {r['model']} | {r['weights'] or 'random init'} | {r['size']} | {miou} | {where} | "
+            f"{r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['fps']:.1f} | {r['params']:,} | {r['gflops']:.2f} | "
+            f"{r['backend']} |"
         )
     lines += ["", "![mIoU or complexity against latency](pareto.png)", ""]
-    (out / "report.md").write_text("\n".join(lines))
+    atomic_write_bytes("\n".join(lines).encode(), out / "report.md")
 
 
 def _plot(rows: list[dict], machine: dict, path: Path) -> None:
@@ -145,5 +162,7 @@ def _plot(rows: list[dict], machine: dict, path: Path) -> None:
     )
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=120, format="png")
     plt.close(fig)
+    atomic_write_bytes(buffer.getvalue(), path)

@@ -1,20 +1,18 @@
-"""`seglite data check` and `seglite data stats`: is a Cityscapes root usable, and what is in it."""
+"""`seglite data check` and `seglite data stats`: is a data set usable, and what is in it."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
-from seglite.data.cityscapes import find_samples
-from seglite.data.dataset import read_checked_train_ids
-from seglite.data.labels import NUM_CLASSES
+from seglite.data.datasets import SPLITS, DatasetSpec
 from seglite.errors import DataError
 
-SPLITS = ("train", "val", "test")
-FULL_COUNTS = {"train": 2975, "val": 500, "test": 1525}
+FULL_COUNTS = {"cityscapes": {"train": 2975, "val": 500, "test": 1525}, "camvid": {"train": 367, "val": 101, "test": 233}}
 
 
 @dataclass
@@ -23,22 +21,21 @@ class SplitReport:
     images: int = 0
     labelled: int = 0
     problems: list[str] = field(default_factory=list)
+    unmapped: Counter = field(default_factory=Counter)  # raw mask values label_mapping leaves out (ignored): pixels
 
 
 def check_dataset(
-    root: str | Path, splits: tuple[str, ...] = SPLITS, read_labels: bool = True, progress=None
+    spec: DatasetSpec, splits: tuple[str, ...] | None = None, read_labels: bool = True, progress=None
 ) -> list[SplitReport]:
-    """Counts, missing pairs, size mismatches (from headers) and, with read_labels, unknown label values."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data root {root}: no such folder")
+    """Counts, missing pairs, size mismatches (from headers) and, with read_labels, values that are no class."""
+    spec.root()
     reports = []
-    for split in splits:
-        if not (root / "leftImg8bit" / split).is_dir():
+    for split in splits or SPLITS:
+        if not spec.has_split(split):
             continue
         report = SplitReport(split)
         try:
-            samples = find_samples(root, split, require_labels=False)
+            samples = spec.samples(split, require_labels=False)
         except DataError as exc:
             report.problems.append(str(exc))
             reports.append(report)
@@ -49,39 +46,49 @@ def check_dataset(
                 progress()
             if sample.label is None:
                 if split != "test":
-                    report.problems.append(f"{sample.image}: no gtFine label")
+                    report.problems.append(f"{sample.image}: no mask")
                 continue
             report.labelled += 1
             try:
                 with Image.open(sample.image) as image, Image.open(sample.label) as label:
                     if image.size != label.size:
                         report.problems.append(
-                            f"{sample.label}: {label.size[0]}x{label.size[1]}, image {image.size[0]}x{image.size[1]}"
+                            f"{sample.label}: mask is {label.size[0]}x{label.size[1]}, image "
+                            f"{image.size[0]}x{image.size[1]}"
                         )
                         continue
                 if read_labels:
-                    read_checked_train_ids(sample)
+                    spec.read_label(sample)
+                    if spec.label_mapping is not None and spec.mask_format == "index":
+                        report.unmapped.update(_unmapped_values(spec, sample.label))
             except (OSError, DataError) as exc:
                 report.problems.append(
                     str(exc) if isinstance(exc, DataError) else f"{sample.image}: unreadable ({exc})"
                 )
         reports.append(report)
     if not reports:
-        raise DataError(f"{root}: no leftImg8bit/{{train,val,test}} folders; is this a Cityscapes root?")
+        raise DataError(f"data set {spec.name!r} at {spec.root()}: none of the splits {', '.join(splits or SPLITS)}")
     return reports
 
 
-def class_frequencies(root: str | Path, split: str = "train", progress=None) -> np.ndarray:
-    """Pixel frequency of each of the 19 classes over a split's labels (ignore excluded)."""
-    counts = np.zeros(NUM_CLASSES, np.int64)
-    for sample in find_samples(root, split):
-        labels = read_checked_train_ids(sample)
-        counts += np.bincount(labels[labels < NUM_CLASSES].ravel(), minlength=NUM_CLASSES)
+def _unmapped_values(spec: DatasetSpec, path) -> Counter:
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    values, counts = np.unique(raw, return_counts=True)
+    mapped = set(spec.label_mapping or {}) | {spec.ignore_index}
+    return Counter({int(v): int(c) for v, c in zip(values, counts, strict=True) if int(v) not in mapped})
+
+
+def class_frequencies(spec: DatasetSpec, split: str = "train", progress=None) -> np.ndarray:
+    """Pixel frequency of each class over a split's masks (ignore excluded)."""
+    counts = np.zeros(spec.num_classes, np.int64)
+    for sample in spec.samples(split):
+        labels = spec.read_label(sample)
+        counts += np.bincount(labels[labels < spec.num_classes].ravel(), minlength=spec.num_classes)
         if progress:
             progress()
     total = counts.sum()
     if total == 0:
-        raise DataError(f"{root}: split {split!r} has no labelled pixels")
+        raise DataError(f"data set {spec.name!r}: split {split!r} has no labelled pixels")
     return counts / total
 
 

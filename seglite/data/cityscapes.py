@@ -8,10 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seglite.data.labels import label_ids_to_train_ids
+from seglite.data.labels import IGNORE_INDEX, NUM_CLASSES, VALID_LABEL_IDS, label_ids_to_train_ids
 from seglite.errors import DataError
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
+_VALID_IDS = np.zeros(256, bool)
+_VALID_IDS[list(VALID_LABEL_IDS)] = True
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,19 @@ def read_train_ids(path: Path) -> np.ndarray:
     if label.dtype != np.uint8:
         raise DataError(f"{path}: labelIds must be 8-bit, found {label.dtype}")
     return label_ids_to_train_ids(label)
+
+
+def read_checked_train_ids(sample: Sample) -> np.ndarray:
+    """trainIds of a sample's label, refusing ids that are no Cityscapes class (a corrupt or foreign label)."""
+    raw = cv2.imread(str(sample.label), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.ndim != 2:
+        raise DataError(f"{sample.label}: unreadable or not a single-channel label image")
+    if sample.label.name.endswith("_labelTrainIds.png"):
+        bad = raw[(raw >= NUM_CLASSES) & (raw != IGNORE_INDEX)]
+    else:
+        bad = raw[~_VALID_IDS[raw]] if raw.dtype == np.uint8 else raw
+    if bad.size:
+        raise DataError(f"{sample.label}: label value {int(bad.flat[0])} is not a Cityscapes class id")
+    if sample.label.name.endswith("_labelTrainIds.png"):
+        return raw.astype(np.uint8)
+    return label_ids_to_train_ids(raw)

@@ -9,6 +9,7 @@ so a model has to learn context rather than one colour per class.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import cv2
@@ -197,7 +198,9 @@ def write_dataset(
         image_dir.mkdir(parents=True, exist_ok=True)
         label_dir.mkdir(parents=True, exist_ok=True)
         for index in range(count):
-            image, labels, instances = render_scene(*size, seed=seed * 100_003 + hash(split) % 997 * 10_007 + index)
+            # crc32, not hash(): str hashes change per process (PYTHONHASHSEED), so two runs would draw two cities.
+            split_seed = zlib.crc32(split.encode()) % 997
+            image, labels, instances = render_scene(*size, seed=seed * 100_003 + split_seed * 10_007 + index)
             stem = f"{city}_{index:06d}_000019"
             cv2.imwrite(str(image_dir / f"{stem}_leftImg8bit.png"), image)
             cv2.imwrite(str(label_dir / f"{stem}_gtFine_labelIds.png"), labels)

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from seglite.data.cityscapes import find_samples, read_image, read_train_ids
+from seglite.data.cityscapes import read_image
+from seglite.data.classmap import describe_links, link_classes, load_class_map
+from seglite.data.datasets import DatasetSpec, load_dataset
 from seglite.data.labels import IGNORE_INDEX, train_ids_to_label_ids
 from seglite.errors import DataError
 from seglite.evaluation.metrics import ConfusionMatrix
@@ -29,6 +31,7 @@ class EvalOptions:
     limit: int | None = None
     progress: bool = True
     window: tuple[int, int] | None = None  # sliding-window crop (W, H) over the full-resolution image
+    class_map: str | Path | dict | None = None  # data set class <- predicted class(es), for weights of other classes
 
 
 @dataclass
@@ -88,12 +91,39 @@ def predict_logits(
     return total
 
 
-def evaluate(segmenter: Segmenter, data_root: str | Path, options: EvalOptions | None = None) -> EvalResult:
+def prediction_lookup(
+    predicted: tuple[str, ...], dataset: DatasetSpec, class_map: str | Path | dict | None
+) -> tuple[torch.Tensor | None, str]:
+    """How predicted class ids become the data set's ids: None when the classes are the same; otherwise a table
+    merging predicted classes many-to-one (unmapped predictions become 255: misses of the true class)."""
+    same = [n.lower() for n in predicted] == [n.lower() for n in dataset.names]
+    if same and not class_map:
+        return None, "same classes"
+    if not class_map:
+        raise DataError(
+            f"the weights predict {len(predicted)} classes ({', '.join(predicted[:4])}, ...) and data set "
+            f"{dataset.name!r} has {dataset.num_classes} ({', '.join(dataset.names[:4])}, ...): pass --class-map "
+            "MAP.yaml (e.g. configs/class_maps/cityscapes_to_camvid.yaml)"
+        )
+    links = link_classes(dataset.names, predicted, load_class_map(class_map))
+    table = torch.full((256,), IGNORE_INDEX, dtype=torch.long)
+    for target, sources in links.items():
+        for source in sources:
+            table[source] = target
+    return table, describe_links(links, dataset.names, predicted)
+
+
+def evaluate(segmenter: Segmenter, data: DatasetSpec | str | Path, options: EvalOptions | None = None) -> EvalResult:
+    """`data`: a data set (seglite.data.datasets), or a Cityscapes root."""
     options = options or EvalOptions()
-    samples = find_samples(data_root, options.split)
+    dataset = data if isinstance(data, DatasetSpec) else load_dataset("cityscapes", data)
+    lookup, mapping = prediction_lookup(segmenter.loaded.classes, dataset, options.class_map)
+    samples = dataset.samples(options.split)
     if options.limit:
         samples = samples[: options.limit]
-    matrix = ConfusionMatrix(device=segmenter.device)
+    matrix = ConfusionMatrix(dataset.num_classes, device=segmenter.device)
+    if lookup is not None:
+        lookup = lookup.to(segmenter.device)
     seconds_model = seconds_metric = 0.0
     if options.save_predictions:
         options.save_predictions.mkdir(parents=True, exist_ok=True)
@@ -102,7 +132,7 @@ def evaluate(segmenter: Segmenter, data_root: str | Path, options: EvalOptions |
         task = progress.add_task(segmenter.model_name, total=len(samples))
         for sample in samples:
             image = read_image(sample.image)
-            target = read_train_ids(sample.label)
+            target = dataset.read_label(sample)
             if target.shape != image.shape[:2]:
                 raise DataError(
                     f"{sample.label}: label is {target.shape[1]}x{target.shape[0]} but its image "
@@ -113,6 +143,8 @@ def evaluate(segmenter: Segmenter, data_root: str | Path, options: EvalOptions |
             prediction = logits.argmax(1)[0]
             if logits.shape[1] > segmenter.num_known:
                 prediction[prediction >= segmenter.num_known] = IGNORE_INDEX
+            if lookup is not None:
+                prediction = lookup[prediction]
             if segmenter.device.type == "cuda":
                 torch.cuda.synchronize()
             middle = time.perf_counter()
@@ -122,9 +154,22 @@ def evaluate(segmenter: Segmenter, data_root: str | Path, options: EvalOptions |
             seconds_metric += time.perf_counter() - middle
             seconds_model += middle - start
             if options.save_predictions:
-                label_ids = train_ids_to_label_ids(prediction.to(torch.uint8).cpu().numpy())
-                cv2.imwrite(str(options.save_predictions / f"{sample.stem}_leftImg8bit.png"), label_ids)
+                class_ids = prediction.to(torch.uint8).cpu().numpy()
+                if dataset.layout == "cityscapes":  # the submission format: labelIds, named after the image
+                    cv2.imwrite(
+                        str(options.save_predictions / f"{sample.stem}_leftImg8bit.png"),
+                        train_ids_to_label_ids(class_ids),
+                    )
+                else:
+                    path = options.save_predictions / f"{sample.stem}.png"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(path), class_ids)
             progress.advance(task)
     return EvalResult(
-        matrix.summary(segmenter.loaded.classes), len(samples), segmenter.preprocess.size, seconds_model, seconds_metric
+        matrix.summary(dataset.names),
+        len(samples),
+        segmenter.preprocess.size,
+        seconds_model,
+        seconds_metric,
+        {"dataset": dataset.name, "data_root": str(dataset.root()), "split": options.split, "class_map": mapping},
     )

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 
 from seglite.data.labels import train_ids_to_label_ids
-from seglite.errors import InputError
+from seglite.errors import InputError, OutputError
 from seglite.inference.visualize import colorize, overlay
+from seglite.zoo.checkpoint import atomic_write_bytes
 
 FORMATS = ("overlay", "color", "trainid", "labelid")
 
@@ -22,11 +23,23 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def render(fmt: str, image_bgr: np.ndarray, train_ids: np.ndarray, alpha: float) -> np.ndarray:
+def check_formats(formats: tuple[str, ...], dataset_name: str) -> None:
+    """labelid is Cityscapes' submission format: weights trained on other classes have no labelIds."""
+    if "labelid" in formats and dataset_name != "cityscapes":
+        raise InputError(
+            f"--format labelid is Cityscapes' submission format; these weights predict {dataset_name} classes: "
+            "use trainid (class ids), color or overlay"
+        )
+
+
+def render(
+    fmt: str, image_bgr: np.ndarray, train_ids: np.ndarray, alpha: float, lut: np.ndarray | None = None
+) -> np.ndarray:
+    """`lut`: the weights' colours (seglite.inference.visualize.palette_lut); None = Cityscapes'."""
     if fmt == "overlay":
-        return overlay(image_bgr, train_ids, alpha)
+        return overlay(image_bgr, train_ids, alpha, lut)
     if fmt == "color":
-        return colorize(train_ids)
+        return colorize(train_ids, lut)
     if fmt == "trainid":
         return train_ids
     return train_ids_to_label_ids(train_ids)
@@ -44,12 +57,25 @@ def ensure_writable(folder: Path) -> Path:
 
 
 def write_outputs(
-    out_dir: Path, stem: str, image_bgr: np.ndarray, train_ids: np.ndarray, formats: tuple[str, ...], alpha: float
+    out_dir: Path,
+    stem: str,
+    image_bgr: np.ndarray,
+    train_ids: np.ndarray,
+    formats: tuple[str, ...],
+    alpha: float,
+    lut: np.ndarray | None = None,
 ) -> list[Path]:
     written = []
     for fmt in formats:
         path = out_dir / f"{stem}_{fmt}.png"
-        if not cv2.imwrite(str(path), render(fmt, image_bgr, train_ids, alpha)):
-            raise InputError(f"{path}: could not be written")
+        ok, encoded = cv2.imencode(".png", render(fmt, image_bgr, train_ids, alpha, lut))
+        if not ok:
+            raise InputError(f"{path}: could not be encoded as PNG")
+        try:
+            atomic_write_bytes(encoded.tobytes(), path)
+        except OSError as exc:
+            raise OutputError(
+                f"{path}: could not be written ({exc.strerror or exc}); nothing partial was left"
+            ) from None
         written.append(path)
     return written

@@ -6,7 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seglite.errors import InputError, SegliteError
+import cv2
+
+from seglite.errors import InputError, OutputError, SegliteError
 from seglite.inference.outputs import ensure_writable, write_outputs
 from seglite.inference.segmenter import Segmenter
 from seglite.inference.sources import Source, read_image
@@ -30,19 +32,43 @@ def predict_images(
     alpha: float = 0.5,
     batch: int = 1,
     on_image: Callable[[Path], None] | None = None,
+    source: Source | None = None,
 ) -> ImageRun:
-    """Segment images in batches; a bad file is reported and skipped, the rest still run."""
+    """Segment images in batches; a bad file is reported and skipped, the rest still run. Outputs keep each
+    image's folder below the source folder (`source.output_stem`), so equal file names never overwrite."""
     run = ImageRun()
     ensure_writable(out_dir)
     pending: list[tuple[Path, object]] = []
 
+    def write(path: Path, image, train_ids) -> None:
+        stem = source.output_stem(path) if source is not None else path.stem
+        (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
+        run.written += write_outputs(out_dir, stem, image, train_ids, formats, alpha, segmenter.palette_lut)
+        run.processed += 1
+
     def flush() -> None:
         if not pending:
             return
-        labels = segmenter.predict_batch([image for _, image in pending])
-        for (path, image), train_ids in zip(pending, labels, strict=True):
-            run.written += write_outputs(out_dir, path.stem, image, train_ids, formats, alpha)
-            run.processed += 1
+        try:
+            labels = segmenter.predict_batch([image for _, image in pending])
+        except (SegliteError, RuntimeError, cv2.error) as exc:
+            if len(pending) > 1:  # find the image that fails; the others still run
+                items = list(pending)
+                pending.clear()
+                for item in items:
+                    pending.append(item)
+                    flush()
+                return
+            run.failures.append(f"{pending[0][0]}: {str(exc).splitlines()[0][:200]}")
+            labels = []
+        for (path, image), train_ids in zip(pending, labels, strict=False):
+            try:
+                write(path, image, train_ids)
+            except OutputError:
+                raise
+            except (SegliteError, cv2.error) as exc:
+                run.failures.append(f"{path}: {str(exc).splitlines()[0][:200]}")
+        for path, _ in pending:
             if on_image:
                 on_image(path)
         pending.clear()

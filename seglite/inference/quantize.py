@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from seglite.data.datasets import DatasetSpec
 from seglite.errors import SegliteError
 from seglite.inference.onnx_export import OnnxRunner
 
@@ -127,7 +128,7 @@ def runner_median_ms(runner: OnnxRunner, batch: np.ndarray, iters: int) -> float
 def quantize_and_validate(
     model: str | None,
     weights: str | None,
-    data_root: str | Path,
+    data: DatasetSpec | str | Path,
     size: tuple[int, int] | None = None,
     calibration_split: str = "train",
     eval_split: str = "val",
@@ -139,7 +140,8 @@ def quantize_and_validate(
     progress: bool = True,
 ) -> QuantizationReport:
     """Calibrate, measure fp32 vs INT8 (latency and mIoU), and cache the INT8 model only if it passes."""
-    from seglite.data.cityscapes import find_samples, read_image
+    from seglite.data.cityscapes import read_image
+    from seglite.data.datasets import load_dataset
     from seglite.evaluation.evaluator import EvalOptions, evaluate
     from seglite.inference.onnx_export import export_onnx
     from seglite.inference.segmenter import Segmenter, load_model
@@ -147,13 +149,15 @@ def quantize_and_validate(
     loaded = load_model(model, weights)
     size = size or loaded.preprocess.size or (1024, 512)
     preprocess = loaded.preprocess.with_size(size)
-    calibration_samples = find_samples(data_root, calibration_split, require_labels=False)[:max_calibration_frames]
-    eval_samples = find_samples(data_root, eval_split)
-    if not calibration_samples or not eval_samples:
-        raise SegliteError(
-            f"{data_root}: quantization needs images in leftImg8bit/{calibration_split} (calibration) and labelled "
-            f"images in {eval_split} (to measure the mIoU change); pass --calibration-split / --eval-split"
-        )
+    dataset = data if isinstance(data, DatasetSpec) else load_dataset("cityscapes", data)
+    for split in (calibration_split, eval_split):
+        if not dataset.has_split(split):
+            raise SegliteError(
+                f"data set {dataset.name!r}: quantization needs split {split!r} (images to calibrate on, labelled "
+                "images to measure the mIoU change); pass --calibration-split / --eval-split"
+            )
+    calibration_samples = dataset.samples(calibration_split, require_labels=False)[:max_calibration_frames]
+    eval_samples = dataset.samples(eval_split)
     calibration = [preprocess(read_image(s.image))[None].numpy() for s in calibration_samples]
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path, int8_tmp = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -165,7 +169,7 @@ def quantize_and_validate(
         for name, runner in runners.items():
             segmenter = Segmenter.from_loaded(loaded, size=size)
             segmenter.model = OrtModule(runner)
-            result = evaluate(segmenter, data_root, EvalOptions(split=eval_split, progress=progress))
+            result = evaluate(segmenter, dataset, EvalOptions(split=eval_split, progress=progress))
             miou[name] = result.summary["miou"]
         agreements = []
         for sample in eval_samples:

@@ -15,32 +15,16 @@ import torch
 import torch.nn.functional as F
 
 from seglite import __version__
-from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX
-from seglite.devices import cpu_supports_bf16, resolve_device, reuse_freed_memory
+from seglite.data.labels import IGNORE_INDEX
+from seglite.devices import check_input_fits, cpu_supports_bf16, resolve_device, reuse_freed_memory
 from seglite.errors import InputError, SegliteError
 from seglite.inference.optimize import fold_batchnorm
-from seglite.models.registry import create_model
-from seglite.zoo.checkpoint import LoadedWeights, atomic_write_bytes, load_weights
-from seglite.zoo.preprocess import IMAGENET, Preprocess
-from seglite.zoo.registry import resolve_weights_file
+from seglite.inference.visualize import palette_lut
+from seglite.zoo.checkpoint import LoadedWeights, atomic_write_bytes, load_model
+from seglite.zoo.preprocess import Preprocess
 
 if TYPE_CHECKING:
     from seglite.inference.onnx_export import OnnxRunner
-
-
-def load_model(model: str | None = None, weights: str | None = None, num_classes: int = 19) -> LoadedWeights:
-    """--model/--weights as every command takes them: a path (seglite or original file) or a zoo name."""
-    if weights is None:
-        if model is None:
-            raise SegliteError("pass --model NAME and/or --weights PATH_OR_ZOO_NAME")
-        net = create_model(model, num_classes=num_classes).eval()
-        return LoadedWeights(net, model, CLASS_NAMES, IMAGENET, "random init")
-    path, entry = resolve_weights_file(weights)
-    loaded = load_weights(path, model_name=model)
-    if entry is not None:
-        loaded.preprocess = entry.preprocess
-        loaded.source = entry.name
-    return loaded
 
 
 def as_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -150,15 +134,21 @@ def compile_model(model: torch.nn.Module, size: tuple[int, int] | None) -> Calla
     return forward
 
 
-MIN_COMPILE_S = 3.0  # no compile of a seglite network takes less in a fresh process, even from Inductor's cache
+# The most torch.compile has saved over the faster static backend on any seglite network on CPU (ESPNetv2 s2.0:
+# 133 vs 208 ms, ~36 %): the estimate, before compiling, of what a run could gain.
+TYPICAL_COMPILE_SAVING = 0.4
 
 
 BACKEND_TRIAL_FIELDS = ("ms", "agreement", "compile_s", "unavailable")  # one cached entry of backend_choices.json
 
 
 def compile_could_pay(trial: dict, frames: int | None) -> bool:
-    """Whether a run of `frames` lasts long enough that torch.compile could save more than compiling costs."""
-    return frames is None or frames * min(trial["ms"].values()) / 1000 > MIN_COMPILE_S
+    """Whether a run of `frames` lasts long enough that torch.compile, at the best saving seen, could win back a
+    typical fresh compile: only then is it worth timing (compiling) at all. A 221-frame video at 175 ms a frame
+    could save ~15 s, less than the ~20 s compile, so it runs without the 40 s trial."""
+    if frames is None:
+        return True
+    return frames * min(trial["ms"].values()) / 1000 * TYPICAL_COMPILE_SAVING > FRESH_COMPILE_S
 
 
 def pick_backend(trial: dict, frames: int | None, compiled_already: bool = False) -> tuple[str, str]:
@@ -209,6 +199,8 @@ class Segmenter:
         if self.device.type == "cpu":
             reuse_freed_memory()
         self.preprocess: Preprocess = self.loaded.preprocess.with_size(size) if size else self.loaded.preprocess
+        if self.preprocess.size:
+            check_input_fits(self.preprocess.size, self.loaded.model.num_classes, 1, self.device)
         self.dtype = half_dtype(self.device) if half else torch.float32
         # channels_last pays off on CPU (oneDNN) and with fp16 tensor cores; the logits still come out NCHW.
         self.memory_format = torch.channels_last
@@ -398,6 +390,13 @@ class Segmenter:
     @property
     def model_name(self) -> str:
         return self.loaded.model_name
+
+    @property
+    def palette_lut(self) -> np.ndarray:
+        """The colours of the classes these weights predict, as colorize() takes them."""
+        if getattr(self, "_palette_lut", None) is None:
+            self._palette_lut = palette_lut(self.loaded.palette)
+        return self._palette_lut
 
     def to_tensor(self, images_bgr: list[np.ndarray]) -> torch.Tensor:
         return self.stack([self.preprocess(image) for image in images_bgr])

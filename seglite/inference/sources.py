@@ -14,6 +14,7 @@ import numpy as np
 from seglite.errors import InputError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+MIN_IMAGE_SIDE = 8  # smaller images carry no scene for these networks (and OpenCV's overlay treats 1x1 as a scalar)
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
 
@@ -22,6 +23,14 @@ class Source:
     kind: str  # "images", "video" or "stream"
     images: tuple[Path, ...] = ()
     video: str | int | None = None  # a path, a camera index or a URL
+    base: Path | None = None  # the folder the images' relative paths (and so their output names) start from
+
+    def output_stem(self, image: Path) -> str:
+        """The output name of an image: its path below `base` without the suffix, so a/x.png and b/x.png in a
+        folder run write a/x_overlay.png and b/x_overlay.png instead of overwriting one another."""
+        if self.base is None:
+            return image.stem
+        return image.relative_to(self.base).with_suffix("").as_posix()
 
     @property
     def name(self) -> str:
@@ -49,7 +58,7 @@ def resolve_source(spec: str) -> Source:
         images = tuple(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
         if not images:
             raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        return Source("images", images=images)
+        return Source("images", images=images, base=path)
     if path.is_file():
         if path.suffix.lower() in VIDEO_EXTENSIONS:
             return Source("video", video=str(path))
@@ -60,7 +69,7 @@ def resolve_source(spec: str) -> Source:
         )
         if not matches:
             raise InputError(f"{spec}: pattern matches no images")
-        return Source("images", images=matches)
+        return Source("images", images=matches, base=Path(os.path.commonpath([p.parent for p in matches])))
     raise InputError(
         f"{spec}: no such file or folder (expected an image, a folder, a glob, a video, a camera index or a URL)"
     )
@@ -95,6 +104,11 @@ def read_image(path: Path) -> np.ndarray:
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise InputError(f"{path}: not a readable image (empty, truncated or not an image format)")
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        raise InputError(
+            f"{path}: {image.shape[1]}x{image.shape[0]} is too small to segment (at least "
+            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels)"
+        )
     return as_bgr_uint8(image, str(path))
 
 
@@ -102,8 +116,9 @@ def open_video(video: str | int) -> tuple[cv2.VideoCapture, float, tuple[int, in
     """(capture, fps, (W, H), frame count or 0 when unknown) or an InputError naming the video."""
     capture = cv2.VideoCapture(video)
     if not capture.isOpened():
-        what = f"camera {video}" if isinstance(video, int) else str(video)
-        raise InputError(f"{what}: cannot open as a video (empty, damaged, or no codec for it)")
+        if isinstance(video, int):
+            raise InputError(f"camera {video}: cannot be opened (no such camera here, or another program uses it)")
+        raise InputError(f"{video}: cannot open as a video (empty, damaged, or no codec for it)")
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if isinstance(video, str) else 0

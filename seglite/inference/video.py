@@ -9,7 +9,9 @@ every frame is segmented and written, in order.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from seglite.errors import InputError
+from seglite.errors import InputError, Interrupted, OutputError
 from seglite.inference.outputs import render
 from seglite.inference.segmenter import Segmenter
 from seglite.inference.sources import open_video
@@ -193,9 +195,12 @@ class _Encoder(threading.Thread):
         middle = time.perf_counter()
         for index, frame, train_ids in zip(indices, frames, labels, strict=True):
             for fmt, writer in self.writers.items():
-                writer.write(render(fmt, frame, train_ids, self.alpha))
+                writer.write(render(fmt, frame, train_ids, self.alpha, self.segmenter.palette_lut))
             for fmt, folder in self.mask_dirs.items():
-                cv2.imwrite(str(folder / f"{index:06d}.png"), render(fmt, frame, train_ids, self.alpha))
+                cv2.imwrite(
+                    str(folder / f"{index:06d}.png"),
+                    render(fmt, frame, train_ids, self.alpha, self.segmenter.palette_lut),
+                )
         end = time.perf_counter()
         self.result.stage_seconds["postprocess"] += middle - start
         self.result.stage_seconds["encode"] += end - middle
@@ -222,10 +227,13 @@ def segment_video(
     _, fps, size, count = opened
     writers: dict[str, cv2.VideoWriter] = {}
     mask_dirs: dict[str, Path] = {}
+    partial: dict[str, Path] = {}
     for fmt in formats:
         if fmt in VIDEO_FORMATS:
             path = out_dir / f"{stem}_{fmt}.mp4"
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+            # Written under a name that says it is incomplete; renamed only once checked (see _finish_videos).
+            partial[fmt] = out_dir / f"{stem}_{fmt}.partial.mp4"
+            writer = cv2.VideoWriter(str(partial[fmt]), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
             if not writer.isOpened():
                 opened[0].release()
                 raise InputError(f"{path}: cannot write an mp4 there")
@@ -239,6 +247,7 @@ def segment_video(
     encoder = _Encoder(segmenter, writers, mask_dirs, alpha, result, on_frames)
     encoder.start()
     start = time.perf_counter()
+    interrupted = False
     try:
         batches = iter_batches(segmenter, video, batch, realtime, result, opened)
         if on_start:
@@ -248,12 +257,44 @@ def segment_video(
             encoder.batches.put(item)
             if encoder.error is not None:
                 break
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         encoder.batches.put(_END)
         encoder.join()
         for writer in writers.values():
             writer.release()
         result.seconds = time.perf_counter() - start
+    if interrupted:
+        kept = ", ".join(str(p) for p in partial.values()) or ", ".join(str(p) for p in mask_dirs.values())
+        raise Interrupted(f"after {result.frames_written} frame(s); kept {kept} (incomplete)")
     if encoder.error is not None:
+        _remove(partial.values())
         raise encoder.error
+    _finish_videos(partial, result.outputs, result.frames_written)
     return result
+
+
+def _remove(paths) -> None:
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
+
+
+def _finish_videos(partial: dict[str, Path], outputs: list[Path], frames: int) -> None:
+    """Check each written video holds every frame (a full disk or a failing codec leaves a file without its index,
+    which OpenCV only warns about), then give it its final name; otherwise remove it and fail."""
+    for path in partial.values():
+        capture = cv2.VideoCapture(str(path))
+        readable = capture.isOpened()
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if readable else 0
+        capture.release()
+        if not readable or count != frames:
+            _remove(partial.values())
+            free = shutil.disk_usage(path.parent).free
+            raise OutputError(
+                f"{path.with_name(path.name.replace('.partial', ''))}: the video could not be written completely "
+                f"({count} of {frames} frames readable; {free / 1e6:.0f} MB free on that disk); nothing was kept"
+            )
+    for fmt, path in partial.items():
+        final = next(p for p in outputs if p.name.endswith(f"_{fmt}.mp4"))
+        os.replace(path, final)

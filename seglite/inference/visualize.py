@@ -1,4 +1,4 @@
-"""Colour masks and overlays in the Cityscapes palette."""
+"""Colour masks and overlays in the weights' palette (Cityscapes' colours unless the checkpoint carries others)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,26 @@ PALETTE_BGR = np.ascontiguousarray(PALETTE_RGB[:, ::-1])
 _PALETTE_LUT = PALETTE_BGR.reshape(256, 1, 3)  # cv2.LUT form: ~5x faster than NumPy fancy indexing per video frame
 
 
-def colorize(train_ids: np.ndarray) -> np.ndarray:
-    """HxW trainIds -> HxWx3 BGR colour mask (ignore is black)."""
+def palette_lut(palette_rgb: list | None) -> np.ndarray:
+    """RGB colour per class -> the 256x1x3 BGR table colorize() takes (ignore and unused ids black)."""
+    if palette_rgb is None:
+        return _PALETTE_LUT
+    lut = np.zeros((256, 1, 3), np.uint8)
+    lut[: len(palette_rgb), 0] = np.asarray(palette_rgb, np.uint8)[:, ::-1]
+    return lut
+
+
+def colorize(train_ids: np.ndarray, lut: np.ndarray | None = None) -> np.ndarray:
+    """HxW class ids -> HxWx3 BGR colour mask (ignore is black)."""
     ids = train_ids.astype(np.uint8, copy=False)
-    return cv2.LUT(cv2.merge([ids, ids, ids]), _PALETTE_LUT)
+    return cv2.LUT(cv2.merge([ids, ids, ids]), _PALETTE_LUT if lut is None else lut)
 
 
-def overlay(image_bgr: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    image_bgr: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5, lut: np.ndarray | None = None
+) -> np.ndarray:
     """Blend the colour mask over the image; ignored pixels keep the image."""
-    blended = cv2.addWeighted(image_bgr, 1.0 - alpha, colorize(train_ids), alpha, 0.0)
+    blended = cv2.addWeighted(image_bgr, 1.0 - alpha, colorize(train_ids, lut), alpha, 0.0)
     ignored = cv2.compare(train_ids.astype(np.uint8, copy=False), IGNORE_INDEX, cv2.CMP_EQ)
     if cv2.countNonZero(ignored):
         cv2.copyTo(image_bgr, ignored, blended)

@@ -19,6 +19,12 @@ class SegmentationNet(nn.Module):
 
     stride: int = 32
     num_classes: int
+    encoder_prefixes: tuple[str, ...] = ()  # parameter-name prefixes `freeze_encoder_iters` holds still
+
+    def finetune_kwargs(self) -> dict:
+        """Constructor arguments that keep this network's class-independent widths when it is rebuilt for other
+        classes (fine-tuning), so more of its tensors keep their shape and load."""
+        return {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]

@@ -183,6 +183,8 @@ def build_backbone(name: str, output_stride: int, pretrained: bool | str) -> nn.
 
 
 class DeepLabV3Plus(SegmentationNet):
+    encoder_prefixes = ("backbone.",)
+
     def __init__(
         self,
         num_classes: int = 19,

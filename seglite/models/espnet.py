@@ -22,21 +22,26 @@ class ESPModule(nn.Module):
     """Reduce -> 5 parallel dilated 3x3 convs -> hierarchical fusion -> concat (-> + input) -> BN+PReLU.
 
     `downsample=True` is the strided ESP: a 3x3 stride-2 reduce and no residual.
+
+    Fewer than 5 output channels (the light decoder's last module has `classes` channels): the module keeps
+    K = c_out branches with dilations 1, 2, ..., 2^(K-1), one channel each, so every branch exists and HFF still
+    sums them cumulatively. This is our generalisation (the authors' code cannot build it); from 5 channels on it
+    is the paper's module unchanged, so the published checkpoints load as before.
     """
 
     def __init__(self, c_in: int, c_out: int, residual: bool = True, downsample: bool = False):
         super().__init__()
-        width = c_out // 5
-        first_width = c_out - 4 * width  # the rate-1 branch absorbs the remainder
+        branches = min(len(DILATIONS), c_out)
+        width = c_out // branches
+        first_width = c_out - (branches - 1) * width  # the rate-1 branch absorbs the remainder
         if downsample:
             self.c1 = nn.Conv2d(c_in, width, 3, 2, 1, bias=False)
         else:
             self.c1 = nn.Conv2d(c_in, width, 1, bias=False)
         self.d1 = dilated_conv(width, first_width, 1)
-        self.d2 = dilated_conv(width, width, 2)
-        self.d4 = dilated_conv(width, width, 4)
-        self.d8 = dilated_conv(width, width, 8)
-        self.d16 = dilated_conv(width, width, 16)
+        for rate in DILATIONS[1:]:
+            conv = dilated_conv(width, width, rate) if DILATIONS.index(rate) < branches else None
+            setattr(self, f"d{rate}", conv)
         self.residual = residual and not downsample and c_in == c_out
         if downsample:
             self.bn = nn.BatchNorm2d(c_out, eps=BN_EPS)
@@ -51,11 +56,12 @@ class ESPModule(nn.Module):
     def forward_reduced(self, reduced: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
         """The module after its reduce conv `c1` (`x`, the input, is needed only for the residual)."""
         # HFF: the rate-1 branch is kept apart; rates 2..16 are summed cumulatively (removes gridding).
-        fused2 = self.d2(reduced)
-        fused4 = fused2 + self.d4(reduced)
-        fused8 = fused4 + self.d8(reduced)
-        fused16 = fused8 + self.d16(reduced)
-        out = torch.cat([self.d1(reduced), fused2, fused4, fused8, fused16], 1)
+        branches, fused = [self.d1(reduced)], None
+        for conv in (self.d2, self.d4, self.d8, self.d16):
+            if conv is not None:
+                fused = conv(reduced) if fused is None else fused + conv(reduced)
+                branches.append(fused)
+        out = torch.cat(branches, 1)
         if self.residual:
             out = out + x
         out = self.bn(out)
@@ -111,6 +117,7 @@ class ESPNetC(SegmentationNet):
     """The ESPNet-C encoder; its 1/8-resolution logits are upsampled to the input size."""
 
     stride = 8
+    encoder_prefixes = ("level", "b1.", "b2.", "b3.")
 
     def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8):
         super().__init__()
@@ -155,6 +162,7 @@ class ESPNet(SegmentationNet):
     """Full ESPNet: the ESPNet-C encoder plus the light decoder of `test/Model.py`."""
 
     stride = 8
+    encoder_prefixes = ("encoder.",)
 
     def __init__(self, num_classes: int = 19, p: int = 2, q: int = 8):
         super().__init__()

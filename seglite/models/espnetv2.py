@@ -178,16 +178,22 @@ class EfficientPWConv(nn.Module):
 
 
 class ESPNetv2(SegmentationNet):
-    stride = 16
+    """`decoder_proj`: the decoder's projection width, EdgeNets' min(classes // 2, 16) by default. Fine-tuning the
+    published 20-output weights keeps their 10 (see finetune_kwargs), so the whole decoder loads, not just the
+    encoder."""
 
-    def __init__(self, num_classes: int = 19, scale: float = 1.0):
+    stride = 16
+    encoder_prefixes = ("base_net.",)
+
+    def __init__(self, num_classes: int = 19, scale: float = 1.0, decoder_proj: int | None = None):
         super().__init__()
         self.num_classes = num_classes
         self.scale = scale
         self.base_net = EESPNetBackbone(scale)
         channels = self.base_net.config
         planes = [4 * DECODER_BASE, 3 * DECODER_BASE, 2 * DECODER_BASE, num_classes]
-        proj = min(num_classes // 2, DECODER_BASE)
+        proj = decoder_proj or max(1, min(num_classes // 2, DECODER_BASE))
+        self.decoder_proj = proj
         self.bu_dec_l1 = EfficientPyrPool(channels[3], proj, planes[0])
         self.bu_dec_l2 = EfficientPyrPool(planes[0], proj, planes[1])
         self.bu_dec_l3 = EfficientPyrPool(planes[1], proj, planes[2])
@@ -199,6 +205,9 @@ class ESPNetv2(SegmentationNet):
         self.bu_br_l3 = nn.Sequential(nn.BatchNorm2d(planes[1]), nn.PReLU(planes[1]))
         self.bu_br_l4 = nn.Sequential(nn.BatchNorm2d(planes[2]), nn.PReLU(planes[2]))
         self._init_weights()
+
+    def finetune_kwargs(self) -> dict:
+        return {"decoder_proj": self.decoder_proj}
 
     def _init_weights(self) -> None:
         for m in self.modules():

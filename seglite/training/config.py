@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,7 +17,8 @@ from seglite.errors import ConfigError
 
 @dataclass
 class DataConfig:
-    root: str | None = None
+    dataset: str | dict = "cityscapes"  # built-in name, data set YAML path, or the YAML's mapping inline
+    root: str | None = None  # overrides the data set's `path`
     train_split: str = "train"
     val_split: str = "val"
     crop: list[int] = field(default_factory=lambda: [1024, 512])  # W, H
@@ -56,7 +59,10 @@ class LossConfig:
 class TrainConfig:
     model: str = "espnetv2_s0.5"
     model_kwargs: dict = field(default_factory=dict)
-    num_classes: int = 19
+    num_classes: int | None = None  # network outputs; None = the data set's class count
+    init: str | None = None  # zoo name, seglite checkpoint or the authors' file to fine-tune from
+    class_map: dict = field(default_factory=dict)  # target class -> init class(es) whose rows it starts from
+    freeze_encoder_iters: int = 0  # train only the decoder/head for this many iterations first
     preprocess: str = "imagenet"  # imagenet (RGB, ImageNet mean/std) or espnet (ESPNet v1's BGR convention)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -123,7 +129,9 @@ def _build(cls, values: dict, prefix: str = ""):
     for key in values:
         if key not in names:
             where = f"{prefix}.{key}" if prefix else key
-            raise ConfigError(f"unknown config key {where!r} (allowed here: {', '.join(sorted(names))})")
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config key {where!r}{hint} (allowed here: {', '.join(sorted(names))})")
     kwargs = {k: _check(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
     return cls(**kwargs)
 
@@ -142,6 +150,44 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 raise ConfigError(f"--set {item!r}: {part!r} is not a section")
         node[parts[-1]] = yaml.safe_load(text)
     return raw
+
+
+def _lookup(raw: dict, key: str):
+    node = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _same(key: str, old, new) -> bool:
+    if key == "data.root" and old is not None and new is not None:
+        return Path(str(old)).resolve() == Path(str(new)).resolve()
+    return old == new
+
+
+def resume_config(saved: dict, sets: list[str], fixed: list[str], where: str) -> tuple[TrainConfig, list[str]]:
+    """The run's effective config, from its last.pt. `fixed` (--data-root, --data, --init) must agree with it: a
+    different value is refused, not silently applied; `sets` (--set) may change it on purpose, with a warning."""
+    raw = copy.deepcopy(saved)
+    for item in fixed:
+        key, _, text = item.partition("=")
+        old, new = _lookup(raw, key), yaml.safe_load(text)
+        if not _same(key, old, new):
+            raise ConfigError(
+                f"--resume: {where} was trained with {key}={old!r}, this command says {new!r}; leave the option out "
+                f"to continue that run (or say it with --set {key}=... to change it on purpose)"
+            )
+    warnings = []
+    for item in sets:
+        key, _, text = item.partition("=")
+        old, new = _lookup(raw, key), yaml.safe_load(text)
+        if not _same(key, old, new):
+            warnings.append(f"warning: resuming with {key}={new!r}; the run was started with {old!r}")
+    config = _build(TrainConfig, apply_overrides(raw, sets))
+    _validate_values(config)
+    return config, warnings
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -197,6 +243,8 @@ def _validate_values(config: TrainConfig) -> None:
         (config.schedule.iters > 0, "schedule.iters", "a positive number"),
         (config.batch_size > 0, "batch_size", "a positive number"),
         (config.optim.lr > 0, "optim.lr", "a positive number"),
+        (config.num_classes is None or config.num_classes >= 2, "num_classes", "null or at least 2"),
+        (config.freeze_encoder_iters >= 0, "freeze_encoder_iters", "0 or more"),
     ]
     for ok, key, expected in checks:
         if not ok:

@@ -14,6 +14,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun: a process group even for one process (DDP + NCCL exercised)
 
     @property
     def is_main(self) -> bool:
@@ -21,13 +22,14 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
 
 def init_distributed(device_type: str) -> DistInfo:
     """Join the process group torchrun set up (WORLD_SIZE > 1); nothing to do otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    launched = "TORCHELASTIC_RUN_ID" in os.environ
+    if world <= 1 and not launched:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device_type == "cuda" else "gloo"
@@ -35,7 +37,7 @@ def init_distributed(device_type: str) -> DistInfo:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
-    return DistInfo(rank, world, local)
+    return DistInfo(rank, world, local, launched)
 
 
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:

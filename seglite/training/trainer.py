@@ -15,18 +15,26 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from seglite.data.check import check_dataset, class_frequencies, espnet_class_weights
-from seglite.data.dataset import CityscapesDataset
-from seglite.data.labels import CLASS_NAMES
+from seglite.data.classmap import load_class_map
+from seglite.data.dataset import SegmentationDataset
+from seglite.data.datasets import load_dataset
 from seglite.data.transforms import train_transform
 from seglite.devices import resolve_device
 from seglite.errors import SegliteError
 from seglite.models.registry import create_model
 from seglite.training.config import TrainConfig
 from seglite.training.distributed import DistInfo, broadcast_flag, cleanup, init_distributed
+from seglite.training.finetune import init_from
 from seglite.training.losses import SegmentationLoss
 from seglite.training.sampler import ResumableBatchSampler
 from seglite.training.schedule import poly_lr_factor
-from seglite.zoo.checkpoint import LoadedWeights, atomic_torch_save, checkpoint_dict, read_checkpoint_file
+from seglite.zoo.checkpoint import (
+    LoadedWeights,
+    atomic_torch_save,
+    checkpoint_dict,
+    load_model,
+    read_checkpoint_file,
+)
 from seglite.zoo.preprocess import ESPNET_V1, IMAGENET
 
 LAST, BEST = "last.pt", "best.pt"
@@ -118,24 +126,44 @@ def _restore_rng(state: dict, device: torch.device) -> None:
 class Trainer:
     def __init__(self, config: TrainConfig, out_dir: str | Path, resume: bool = False, show_progress: bool = True):
         self.config, self.out_dir, self.resume, self.show_progress = config, Path(out_dir), resume, show_progress
-        if not config.data.root:
-            raise SegliteError("no data root: pass --data-root DIR or set data.root in the config")
+        self.dataset = load_dataset(config.data.dataset, config.data.root)
+        self.dataset.root()
+        self.num_classes = config.num_classes or self.dataset.num_classes
+        if self.num_classes < self.dataset.num_classes:
+            raise SegliteError(
+                f"num_classes {self.num_classes}: the data set {self.dataset.name!r} has "
+                f"{self.dataset.num_classes} classes; leave num_classes out to use its count"
+            )
+        self.messages: list[str] = []
         device = resolve_device(config.device)
         self.dist: DistInfo = init_distributed(device.type)
         if self.dist.enabled and device.type == "cuda":
             device = torch.device("cuda", self.dist.local_rank)
         self.device = device
         self.preprocess = ESPNET_V1.with_size(None) if config.preprocess == "espnet" else IMAGENET
+        self.model_kwargs = dict(config.model_kwargs)
+        self.init_weights: LoadedWeights | None = None
+        if config.init:
+            # The init weights' input convention is what their features expect: train (and save) with it.
+            self.init_weights = load_model(None, config.init)
+            if self.init_weights.model_name != config.model:
+                raise SegliteError(
+                    f"init {config.init}: holds a {self.init_weights.model_name} network, the config trains "
+                    f"{config.model}; use weights of the same architecture"
+                )
+            self.preprocess = self.init_weights.preprocess.with_size(None)
+            self.model_kwargs = {**self.init_weights.model.finetune_kwargs(), **config.model_kwargs}
 
     # ---- set-up ---------------------------------------------------------------------------------------------
     def _check_data(self) -> None:
         """Training never starts on a broken dataset: pairs, sizes and label values are checked first."""
         splits = (self.config.data.train_split, self.config.data.val_split)
-        reports = check_dataset(self.config.data.root, splits=splits, read_labels=True)
-        found = {r.split for r in reports}
         for split in splits:
-            if split not in found:
-                raise SegliteError(f"{self.config.data.root}: split {split!r} is missing (leftImg8bit/{split})")
+            if not self.dataset.has_split(split):
+                raise SegliteError(
+                    f"data set {self.dataset.name!r} ({self.dataset.root()}): split {split!r} is missing"
+                )
+        reports = check_dataset(self.dataset, splits=splits, read_labels=True)
         for report in reports:
             if report.problems:
                 more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
@@ -146,26 +174,40 @@ class Trainer:
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
         random.seed(config.seed)
-        model = create_model(config.model, num_classes=config.num_classes, **config.model_kwargs)
+        model = create_model(config.model, num_classes=self.num_classes, **self.model_kwargs)
+        if self.init_weights is not None and not self.resume:
+            report = init_from(
+                model,
+                config.model,
+                self.model_kwargs,
+                self.dataset.names,
+                self.init_weights.model,
+                self.init_weights.classes,
+                load_class_map(config.class_map),
+                self.init_weights.source,
+            )
+            self.messages += report.lines()
         if self.dist.enabled and config.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
         self.net = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=config.freeze_encoder_iters > 0
+            )
         self.optimizer = _optimizer(_param_groups(self.model, config), config)
         self.amp_dtype = _amp_dtype(config, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         weights = None
         if config.loss.class_weights == "espnet":
-            freq = class_frequencies(config.data.root, config.data.train_split)
+            freq = class_frequencies(self.dataset, config.data.train_split)
             weights = torch.tensor(espnet_class_weights(freq), dtype=torch.float32)
         self.criterion = SegmentationLoss(
             weights, config.loss.ohem, config.loss.ohem_threshold, config.loss.ohem_min_kept
         ).to(self.device)
-        self.train_set = CityscapesDataset(
-            config.data.root,
+        self.train_set = SegmentationDataset(
+            self.dataset,
             config.data.train_split,
             self.preprocess,
             train_transform(
@@ -192,10 +234,11 @@ class Trainer:
         ckpt = checkpoint_dict(
             self.config.model,
             self.model,
-            CLASS_NAMES,
+            self.dataset.names,
             self.preprocess.with_size(tuple(self.config.data.val_size) if self.config.data.val_size else None),
             config=self.config.to_dict(),
-            model_kwargs=self.config.model_kwargs,
+            model_kwargs=self.model_kwargs,
+            dataset=self.dataset.to_record(),
             optimizer=self.optimizer.state_dict(),
             scaler=self.scaler.state_dict(),
             iteration=iteration,
@@ -232,14 +275,23 @@ class Trainer:
         from seglite.inference.segmenter import Segmenter
 
         size = tuple(self.config.data.val_size) if self.config.data.val_size else None
-        loaded = LoadedWeights(self.model, self.config.model, CLASS_NAMES, self.preprocess, "training")
+        loaded = LoadedWeights(
+            self.model,
+            self.config.model,
+            self.dataset.names,
+            self.preprocess,
+            "training",
+            {},
+            self.model_kwargs,
+            self.dataset.to_record(),
+        )
         was_training = self.model.training
         self.model.eval()
         try:
             segmenter = Segmenter.from_loaded(loaded, self.device, size)
             result = evaluate(
                 segmenter,
-                self.config.data.root,
+                self.dataset,
                 EvalOptions(split=self.config.data.val_split, limit=self.config.data.val_limit, progress=False),
             )
         finally:
@@ -252,7 +304,15 @@ class Trainer:
         self._check_data()
         self._build()
         if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                probe = self.out_dir / ".seglite-write-test"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as exc:
+                raise SegliteError(
+                    f"{self.out_dir}: cannot write the run folder ({exc.strerror or exc}); pass --out DIR"
+                ) from None
         start, best = self._load_resume() if self.resume else (0, None)
         if start >= config.schedule.iters:
             return {"iteration": start, "best_miou": best, "message": "already finished"}
@@ -262,8 +322,18 @@ class Trainer:
         iteration = start
         images_seen, t0 = 0, time.perf_counter()
         loader = iter(self._loader(start))
+        encoder = [
+            p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith(self.model.encoder_prefixes)
+        ]
         with StopRequest() as stop, log:
+            for line in self.messages:
+                log.message(line)
+            if config.freeze_encoder_iters and not encoder:
+                log.message(f"freeze_encoder_iters: {config.model} names no encoder parameters; nothing frozen")
             while iteration < config.schedule.iters:
+                frozen = iteration < config.freeze_encoder_iters
+                for param in encoder:
+                    param.requires_grad_(not frozen)
                 factor = poly_lr_factor(
                     iteration,
                     config.schedule.iters,
@@ -310,7 +380,7 @@ class Trainer:
                     self._save(LAST, iteration, best)
                     log.message(
                         f"stopped at iteration {iteration}; {self.out_dir / LAST} written. Resume with: "
-                        f"seglite train CONFIG --out {self.out_dir} --resume"
+                        f"seglite train --out {self.out_dir} --resume"
                     )
                     cleanup(self.dist)
                     return {"iteration": iteration, "best_miou": best, "interrupted": True}

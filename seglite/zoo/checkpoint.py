@@ -34,10 +34,20 @@ class LoadedWeights:
     source: str
     config: dict = field(default_factory=dict)
     model_kwargs: dict = field(default_factory=dict)
+    dataset: dict | None = None  # the training data set's record: name, names, palette, ignore_index, label_mapping
 
     @property
     def num_outputs(self) -> int:
         return self.model.num_classes
+
+    @property
+    def dataset_name(self) -> str:
+        return (self.dataset or {}).get("name", "cityscapes")
+
+    @property
+    def palette(self) -> list[list[int]] | None:
+        """RGB per class, from the training data set (None: Cityscapes' colours)."""
+        return (self.dataset or {}).get("palette")
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
@@ -45,8 +55,12 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
@@ -72,6 +86,7 @@ def checkpoint_dict(
     preprocess: pp.Preprocess,
     config: dict | None = None,
     model_kwargs: dict | None = None,
+    dataset: dict | None = None,
     **training_state,
 ) -> dict:
     return {
@@ -82,6 +97,7 @@ def checkpoint_dict(
         "classes": list(classes),
         "preprocess": preprocess.to_dict(),
         "config": dict(config or {}),
+        "dataset": dataset,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **training_state,
     }
@@ -90,7 +106,13 @@ def checkpoint_dict(
 def save_checkpoint(path: str | os.PathLike, weights: LoadedWeights) -> None:
     atomic_torch_save(
         checkpoint_dict(
-            weights.model_name, weights.model, weights.classes, weights.preprocess, weights.config, weights.model_kwargs
+            weights.model_name,
+            weights.model,
+            weights.classes,
+            weights.preprocess,
+            weights.config,
+            weights.model_kwargs,
+            weights.dataset,
         ),
         path,
     )
@@ -173,7 +195,10 @@ def _load_seglite(raw: dict, path: str | os.PathLike, model_name: str | None) ->
         raise CheckpointError(f"{path}: {exc}") from None
     model = create_model(name, num_classes=num_classes, **kwargs)
     _load_strict(model, state, path)
-    return LoadedWeights(model.eval(), name, classes, preprocess, str(path), dict(raw.get("config") or {}), kwargs)
+    dataset = raw.get("dataset") if isinstance(raw.get("dataset"), dict) else None
+    return LoadedWeights(
+        model.eval(), name, classes, preprocess, str(path), dict(raw.get("config") or {}), kwargs, dataset
+    )
 
 
 def _load_strict(model: nn.Module, state: dict, path: str | os.PathLike) -> None:
@@ -185,3 +210,20 @@ def _load_strict(model: nn.Module, state: dict, path: str | os.PathLike) -> None
             f"{path}: does not fit {getattr(model, 'model_name', type(model).__name__)} "
             f"({first[:200]}); is it for another architecture or width?"
         ) from None
+
+
+def load_model(model: str | None = None, weights: str | None = None, num_classes: int = 19) -> LoadedWeights:
+    """--model/--weights as every command takes them: a path (seglite or original file) or a zoo name."""
+    if weights is None:
+        if model is None:
+            raise SegliteError("pass --model NAME and/or --weights PATH_OR_ZOO_NAME")
+        net = create_model(model, num_classes=num_classes).eval()
+        return LoadedWeights(net, model, CLASS_NAMES, pp.IMAGENET, "random init")
+    from seglite.zoo.registry import resolve_weights_file
+
+    path, entry = resolve_weights_file(weights)
+    loaded = load_weights(path, model_name=model)
+    if entry is not None:
+        loaded.preprocess = entry.preprocess
+        loaded.source = entry.name
+    return loaded

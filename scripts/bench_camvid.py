@@ -1,0 +1,131 @@
+"""Train every CamVid recipe, evaluate it on CamVid val, and print mIoU, per-class IoU, wall time and images/s;
+also the published Cityscapes ESPNetv2 s1.0/s2.0 weights zero-shot on CamVid val through the class map, and INT8
+of the CamVid-trained DeepLabV3+ LCNet 0.5x.
+
+    python scripts/bench_camvid.py                                  # every recipe (about 70 minutes on 2 cores)
+    python scripts/bench_camvid.py --recipes camvid_espnetv2_s1.0_finetune --camvid ../shared/realdata/camvid
+
+Run it alone on the machine: training speed is what it measures. The published weights are read from seglite's zoo
+cache; where the cache lacks them and ../shared/realdata has them, they are placed there first (what a user
+without network does by hand, as the offline error says).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+RECIPES = (
+    "camvid_espnetv2_s1.0_finetune",
+    "camvid_espnetv2_s0.5_scratch",
+    "camvid_deeplabv3p_lcnet_050",
+    "camvid_espnetv1_finetune",
+    "camvid_drivable_espnetv2_s0.5",
+)
+ZERO_SHOT = ("espnetv2_s1.0_cityscapes_1024x512", "espnetv2_s2.0_cityscapes_1024x512")
+CLASS_MAP = REPO / "configs" / "class_maps" / "cityscapes_to_camvid.yaml"
+
+
+def seed_zoo_cache() -> None:
+    from seglite.zoo.registry import cached_path, list_zoo
+
+    for entry in list_zoo():
+        target = cached_path(entry)
+        local = next(REALDATA.joinpath("weights").rglob(entry.file), None) if REALDATA.is_dir() else None
+        if not target.is_file() and local is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local, target)
+
+
+def seglite(*args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "seglite", *args], capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        sys.exit(f"seglite {' '.join(args)} failed:\n{result.stderr[-2000:]}")
+    return result
+
+
+def evaluate(weights: str, camvid: Path, data: str | None, extra: tuple[str, ...] = ()) -> dict:
+    args = ["eval", "--weights", weights, "--data-root", str(camvid), "--device", "cpu", "--json", *extra]
+    args += ["--data", data or "camvid"]
+    return json.loads(seglite(*args).stdout)
+
+
+def train(recipe: str, camvid: Path, out: Path) -> dict:
+    run = out / recipe
+    shutil.rmtree(run, ignore_errors=True)
+    start = time.perf_counter()
+    seglite("train", f"configs/{recipe}.yaml", "--data-root", str(camvid), "--out", str(run))
+    seconds = time.perf_counter() - start
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rate = [s["images_per_second"] for s in steps if "images_per_second" in s][-1]
+    import yaml
+
+    dataset = yaml.safe_load((REPO / "configs" / f"{recipe}.yaml").read_text())["data"]["dataset"]
+    data = None
+    if isinstance(dataset, dict):  # an inline data set: evaluate through the same definition
+        data_file = run / "dataset.yaml"
+        data_file.write_text(yaml.safe_dump(dataset))
+        data = str(data_file)
+    record = evaluate(str(run / "best.pt"), camvid, data, ("--backend", "torch"))
+    return {
+        "recipe": recipe,
+        "minutes": seconds / 60,
+        "images_per_second": rate,
+        **record,
+        "weights": str(run / "best.pt"),
+    }
+
+
+def table(rows: list[dict]) -> None:
+    names = list(rows[0]["per_class_iou"]) if rows else []
+    print(f"\n{'run':44s} {'mIoU':>6s} {'min':>6s} {'img/s':>6s}  per-class IoU ({', '.join(names)})")
+    for row in rows:
+        per_class = " ".join("-" if v is None else f"{v:.1f}" for v in row["per_class_iou"].values())
+        minutes = f"{row['minutes']:.1f}" if row.get("minutes") is not None else "-"
+        rate = f"{row['images_per_second']:.2f}" if row.get("images_per_second") is not None else "-"
+        print(f"{row['recipe']:44s} {row['miou']:6.2f} {minutes:>6s} {rate:>6s}  {per_class}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--camvid", type=Path, default=REALDATA / "camvid", help="CamVid root (SegNet layout)")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipe names")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_camvid")
+    parser.add_argument("--no-zero-shot", action="store_true")
+    parser.add_argument("--no-int8", action="store_true")
+    args = parser.parse_args()
+    if not (args.camvid / "val").is_dir():
+        sys.exit(f"{args.camvid}: no CamVid here (train/, val/, trainannot/, valannot/); pass --camvid DIR")
+    seed_zoo_cache()
+    rows = []
+    if not args.no_zero_shot:
+        for name in ZERO_SHOT:
+            record = evaluate(name, args.camvid, None, ("--class-map", str(CLASS_MAP), "--size", "480x360"))
+            rows.append({"recipe": f"{name} zero-shot", "minutes": None, "images_per_second": None, **record})
+            table(rows[-1:])
+    for recipe in [r for r in args.recipes.split(",") if r]:
+        rows.append(train(recipe, args.camvid, args.out))
+        table(rows[-1:])
+    table(rows)
+    lcnet = next((r for r in rows if r["recipe"] == "camvid_deeplabv3p_lcnet_050"), None)
+    if lcnet is not None and not args.no_int8:
+        result = subprocess.run(
+            [sys.executable, "-m", "seglite", "quantize", "--weights", lcnet["weights"], "--data", "camvid",
+             "--data-root", str(args.camvid), "--size", "480x360", "--json"],
+            capture_output=True, text=True, cwd=REPO,
+        )  # fmt: skip
+        print("\nINT8 (seglite quantize, CamVid train calibrates, val measures):")
+        print(result.stdout.strip() or result.stderr.strip().splitlines()[-1])
+    (args.out / "bench_camvid.json").parent.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_camvid.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""`seglite doctor`: the facts a bug report needs (versions, backends, CPU features, caches), in one place."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shutil
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def report() -> dict:
+    import torch
+
+    from seglite import __version__
+    from seglite.devices import cpu_supports_bf16
+    from seglite.zoo.registry import seglite_home
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            lines = handle.read().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
+        flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    except OSError:
+        cpu, flags = platform.processor() or "?", []
+    try:
+        import onnxruntime
+
+        providers = onnxruntime.get_available_providers()
+    except ImportError:
+        providers = []
+    home = seglite_home()
+    return {
+        "seglite": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {
+            name: _version(name)
+            for name in (
+                "torch",
+                "torchvision",
+                "timm",
+                "segmentation-models-pytorch",
+                "onnxruntime",
+                "onnx",
+                "opencv-python-headless",
+                "albumentations",
+                "numpy",
+            )
+        },
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_features": {
+            "avx2": "avx2" in flags,
+            "avx512f": "avx512f" in flags,
+            "avx512_vnni": "avx512_vnni" in flags,
+            "bf16 (--half on CPU)": cpu_supports_bf16(),
+        },
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device visible",
+        "onnxruntime_providers": providers,
+        "torch.compile C++ compiler": shutil.which("g++") or shutil.which("clang++") or shutil.which("c++") or "none",
+        "caches": {
+            "SEGLITE_HOME": str(home),
+            "weights": str(home / "weights"),
+            "onnx exports and backend choices": str(home / "onnx"),
+        },
+    }

@@ -1,0 +1,461 @@
+"""Own data: data set YAML (folders, list files, colour masks, label_mapping), any class count, fine-tuning from
+published weights with linked classes, cross-data-set evaluation, and CamVid as real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import REALDATA, require_realdata
+
+import seglite
+from seglite.data.classmap import link_classes, load_class_map
+from seglite.data.datasets import load_dataset
+from seglite.data.labels import CLASS_NAMES
+from seglite.errors import DataError, SegliteError
+from seglite.evaluation.evaluator import prediction_lookup
+from seglite.evaluation.metrics import ConfusionMatrix
+from seglite.inference.onnx_export import export_onnx, ort_session
+
+CAMVID_NAMES = [
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+]
+
+
+def _seglite(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "seglite", *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def _binary_set(root: Path, count: int = 4, size=(64, 48), mask_value_road: int = 1) -> Path:
+    """A 2-class data set in the Ultralytics layout: images/{train,val}, masks/{train,val}; bottom half is road."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "masks" / split).mkdir(parents=True)
+        for i in range(count):
+            image = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+            mask = np.zeros((size[1], size[0]), np.uint8)
+            mask[size[1] // 2 :] = mask_value_road
+            image[size[1] // 2 :] = (90, 90, 90)
+            cv2.imwrite(str(root / "images" / split / f"f{i}.jpg"), image)
+            cv2.imwrite(str(root / "masks" / split / f"f{i}.png"), mask)
+    return root
+
+
+def _write_yaml(path: Path, content: dict) -> Path:
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def _binary_yaml(tmp_path: Path, **extra) -> Path:
+    root = _binary_set(tmp_path / "drive")
+    content = {
+        "path": str(root),
+        "train": "images/train",
+        "val": "images/val",
+        "masks_dir": {"images": "masks"},
+        "names": ["background", "road"],
+        **extra,
+    }
+    return _write_yaml(tmp_path / "drive.yaml", content)
+
+
+# ---- data set files --------------------------------------------------------------------------------------------
+def test_folder_data_set_pairs_images_with_masks(tmp_path):
+    spec = load_dataset(_binary_yaml(tmp_path))
+    samples = spec.samples("train")
+    assert [s.image.name for s in samples] == ["f0.jpg", "f1.jpg", "f2.jpg", "f3.jpg"]
+    assert all(s.label.parent.name == "train" and s.label.parent.parent.name == "masks" for s in samples)
+    label = spec.read_label(samples[0])
+    assert label.dtype == np.uint8 and set(np.unique(label)) == {0, 1} and label[-1, 0] == 1
+
+
+def test_names_as_id_mapping_and_palette_defaults(tmp_path):
+    spec = load_dataset(_binary_yaml(tmp_path, names={0: "background", 1: "road"}))
+    assert spec.names == ("background", "road") and len(spec.colours) == 2 and spec.colours[0] != spec.colours[1]
+
+
+def test_label_mapping_turns_raw_values_into_classes_and_the_rest_into_ignore(tmp_path):
+    root = _binary_set(tmp_path / "d", mask_value_road=7)
+    mask = cv2.imread(str(root / "masks" / "train" / "f0.png"), cv2.IMREAD_UNCHANGED)
+    mask[0, :5] = 3  # a value the mapping leaves out
+    cv2.imwrite(str(root / "masks" / "train" / "f0.png"), mask)
+    path = _write_yaml(
+        tmp_path / "d.yaml",
+        {
+            "path": str(root),
+            "train": "images/train",
+            "masks_dir": {"images": "masks"},
+            "names": ["other", "road"],
+            "label_mapping": {0: 0, 7: 1},
+        },
+    )
+    spec = load_dataset(path)
+    label = spec.read_label(spec.samples("train")[0])
+    assert (label[0, :5] == 255).all() and label[-1, 0] == 1 and label[1, 0] == 0
+    result = _seglite("data", "check", "--data", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "values outside label_mapping, read as ignore: 3 (5 px)" in result.stdout
+
+
+def test_mask_value_outside_the_classes_is_named(tmp_path):
+    root = _binary_set(tmp_path / "d", mask_value_road=5)
+    path = _write_yaml(
+        tmp_path / "d.yaml",
+        {"path": str(root), "train": "images/train", "masks_dir": {"images": "masks"}, "names": ["a", "b"]},
+    )
+    with pytest.raises(DataError, match=r"f0.png: mask value 5 is no class \(0..1\)"):
+        spec = load_dataset(path)
+        spec.read_label(spec.samples("train")[0])
+    result = _seglite("data", "check", "--data", str(path))
+    assert result.returncode == 2 and "mask value 5" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_list_file_with_prefix_and_a_missing_file(tmp_path):
+    root = _binary_set(tmp_path / "d")
+    lines = [f"/old/place/images/train/f{i}.jpg /old/place/masks/train/f{i}.png" for i in range(3)]
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    base = {"path": str(root), "train": "train.txt", "names": ["a", "b"]}
+    no_prefix = load_dataset(_write_yaml(tmp_path / "a.yaml", base))
+    with pytest.raises(DataError, match=r"train.txt:1: /old/place/images/train/f0.jpg does not exist.*strip_prefix"):
+        no_prefix.samples("train")
+    spec = load_dataset(_write_yaml(tmp_path / "b.yaml", {**base, "strip_prefix": "/old/place/"}))
+    assert [s.label.name for s in spec.samples("train")] == ["f0.png", "f1.png", "f2.png"]
+    (root / "train.txt").write_text("\n".join([*lines, "/old/place/images/train/gone.jpg x.png"]) + "\n")
+    with pytest.raises(DataError, match=r"train.txt:4: .*gone.jpg does not exist"):
+        spec.samples("train")
+
+
+def test_colour_masks_map_through_the_palette_and_an_unknown_colour_is_named(tmp_path):
+    root = _binary_set(tmp_path / "d")
+    palette = [[0, 0, 0], [128, 64, 128]]
+    for mask_path in (root / "masks").rglob("*.png"):
+        index = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
+        rgb = np.asarray(palette, np.uint8)[index]
+        cv2.imwrite(str(mask_path), rgb[:, :, ::-1])
+    base = {
+        "path": str(root),
+        "train": "images/train",
+        "masks_dir": {"images": "masks"},
+        "names": ["other", "road"],
+        "palette": palette,
+        "mask_format": "color",
+    }
+    spec = load_dataset(_write_yaml(tmp_path / "c.yaml", base))
+    label = spec.read_label(spec.samples("train")[0])
+    assert label[-1, 0] == 1 and label[0, 0] == 0
+    bad = root / "masks" / "train" / "f1.png"
+    rgb = cv2.imread(str(bad))
+    rgb[0, 0] = (120, 60, 130)  # BGR of RGB (130, 60, 120): nearest to road's (128, 64, 128)
+    cv2.imwrite(str(bad), rgb)
+    with pytest.raises(DataError, match=r"f1.png: colour \(130, 60, 120\) is in no class .*nearest: road"):
+        spec.read_label(spec.samples("train")[1])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mask_dir": {"images": "masks"}}, r"unknown key 'mask_dir'; did you mean 'masks_dir'\?"),
+        ({"palette": [[0, 0, 0]]}, r"`names` has 2 classes but `palette` 1 colours"),
+        ({"names": ["only"]}, r"at least 2 classes"),
+        ({"label_mapping": {7: 4}}, r"label_mapping 7: 4: no such class"),
+        ({"mask_format": "rgb"}, r"mask_format 'rgb'"),
+    ],
+)
+def test_bad_data_set_files_are_one_line_errors(tmp_path, change, message):
+    path = _binary_yaml(tmp_path)
+    content = {**yaml.safe_load(path.read_text()), **change}
+    with pytest.raises(DataError, match=message):
+        load_dataset(_write_yaml(path, content))
+
+
+def test_empty_split_and_size_mismatch_are_named(tmp_path):
+    path = _binary_yaml(tmp_path)
+    root = tmp_path / "drive"
+    (root / "images" / "empty").mkdir()
+    spec = load_dataset(_write_yaml(path, {**yaml.safe_load(path.read_text()), "test": "images/empty"}))
+    with pytest.raises(DataError, match=r"split 'test': no images in"):
+        spec.samples("test")
+    cv2.imwrite(str(root / "masks" / "val" / "f2.png"), np.zeros((10, 10), np.uint8))
+    result = _seglite("data", "check", "--data", str(path))
+    assert result.returncode == 2 and "f2.png: mask is 10x10, image 64x48" in result.stderr
+
+
+def test_unknown_data_set_name_suggests_the_built_in():
+    with pytest.raises(DataError, match=r"did you mean 'camvid'"):
+        load_dataset("camvidd")
+
+
+# ---- any class count -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("classes", [2, 11])
+@pytest.mark.parametrize("name", seglite.list_models())
+def test_every_model_trains_and_exports_with_few_classes(name, classes, tmp_path):
+    torch.manual_seed(0)
+    model = seglite.create_model(name, num_classes=classes)
+    x = torch.randn(2, 3, 64, 96)
+    out = model(x)
+    assert out.shape == (2, classes, 64, 96)
+    out.logsumexp(1).mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    if classes == 2:
+        model.eval()
+        export_onnx(model, (96, 64), tmp_path / "m.onnx")
+        ort = ort_session(tmp_path / "m.onnx").run(None, {"image": x[:1].numpy()})[0]
+        with torch.no_grad():
+            assert np.abs(ort - model(x[:1]).numpy()).max() < 1e-3
+
+
+def test_espnet_small_decoder_keeps_one_channel_per_branch():
+    from seglite.models.espnet import ESPModule
+
+    for c_out, rates in ((2, 2), (3, 3), (4, 4), (5, 5), (11, 5)):
+        module = ESPModule(2 * c_out, c_out, residual=False)
+        present = [r for r in (1, 2, 4, 8, 16) if getattr(module, f"d{r}") is not None]
+        assert len(present) == rates
+        assert module(torch.randn(1, 2 * c_out, 16, 16)).shape == (1, c_out, 16, 16)
+
+
+# ---- fine-tuning -----------------------------------------------------------------------------------------------
+def test_init_copies_linked_class_rows_and_reinitialises_the_rest():
+    from seglite.training.finetune import init_from
+    from seglite.zoo.checkpoint import load_weights
+
+    source = load_weights(require_realdata("weights", "espnetv2", "espnetv2_s_1.0_city_1024x512.pth"))
+    kwargs = source.model.finetune_kwargs()
+    torch.manual_seed(0)
+    target = seglite.create_model("espnetv2_s1.0", num_classes=11, **kwargs)
+    fresh = {k: v.clone() for k, v in target.state_dict().items()}
+    class_map = {"Car": ["car", "truck"], "Pavement": ["sidewalk"]}
+    report = init_from(
+        target, "espnetv2_s1.0", kwargs, tuple(CAMVID_NAMES), source.model, source.classes, class_map, "s1.0"
+    )
+    assert not report.reinitialised and len(report.class_rows) == 2
+    name = "bu_dec_l4.merge_layer.3.weight"  # the last 1x1 conv: one row per class
+    src, dst = source.model.state_dict()[name], target.state_dict()[name]
+    cs = list(CLASS_NAMES)
+    assert torch.equal(dst[CAMVID_NAMES.index("Road")], src[cs.index("road")])
+    assert torch.equal(dst[CAMVID_NAMES.index("Sky")], src[cs.index("sky")])
+    assert torch.allclose(dst[CAMVID_NAMES.index("Car")], (src[cs.index("car")] + src[cs.index("truck")]) / 2)
+    assert torch.equal(dst[CAMVID_NAMES.index("Pavement")], src[cs.index("sidewalk")])
+    for unlinked in ("Tree", "SignSymbol", "Pedestrian", "Bicyclist"):  # no equal name, not in the map
+        assert torch.equal(dst[CAMVID_NAMES.index(unlinked)], fresh[name][CAMVID_NAMES.index(unlinked)])
+    encoder = "base_net.level4.0.proj_1x1.conv.weight"
+    assert torch.equal(target.state_dict()[encoder], source.model.state_dict()[encoder])
+
+
+def test_init_carries_rows_through_espnet_class_wide_decoder():
+    from seglite.training.finetune import init_from
+    from seglite.zoo.checkpoint import load_weights
+
+    source = load_weights(require_realdata("weights", "espnet_v1", "decoder_espnet_p_2_q_8.pth"))
+    target = seglite.create_model("espnetv1", num_classes=3)
+    report = init_from(target, "espnetv1", {}, ("road", "car", "thing"), source.model, source.classes, None, "espnet")
+    name = "up_l3.0.weight"  # ConvTranspose2d(c, c): classes on both dimensions
+    src, dst = source.model.state_dict()[name], target.state_dict()[name]
+    road, car = 0, 13
+    assert torch.equal(dst[0, 0], src[road, road]) and torch.equal(dst[1, 0], src[car, road])
+    assert name in report.class_rows and any("combine_l2_l3" in n for n, _ in report.reinitialised)
+    assert target.encoder.level1.conv.weight.equal(source.model.encoder.level1.conv.weight)
+
+
+def test_class_map_naming_a_missing_class_is_an_error():
+    with pytest.raises(DataError, match=r"source class 'vegetaion' does not exist; did you mean 'vegetation'"):
+        link_classes(("Tree",), CLASS_NAMES, {"Tree": ["vegetaion"]})
+    with pytest.raises(DataError, match=r"target class 'Tre' does not exist"):
+        link_classes(("Tree",), CLASS_NAMES, {"Tre": ["vegetation"]})
+
+
+def test_init_weights_of_another_architecture_are_refused(tmp_path):
+    path = _binary_yaml(tmp_path)
+    weights = require_realdata("weights", "espnetv2", "espnetv2_s_0.5_city_512x256.pth")
+    result = _seglite(
+        "train", "configs/synth_espnetv2_s0.5.yaml", "--data", str(path), "--init", str(weights),
+        "--set", "model=espnetv2_s1.0", "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "holds a espnetv2_s0.5 network, the config trains espnetv2_s1.0" in result.stderr
+
+
+def _camvid_subset(tmp_path: Path, train: int, val: int) -> Path:
+    """A data set YAML over the first CamVid frames, through list files (as the SegNet lists are written)."""
+    camvid = require_realdata("camvid")
+    for split, count in (("train", train), ("val", val)):
+        lines = (camvid / f"{split}.txt").read_text().splitlines()[:count]
+        (tmp_path / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    content = yaml.safe_load((Path(seglite.__file__).parent / "data" / "builtin" / "camvid.yaml").read_text())
+    content.update(
+        {"path": str(camvid), "train": str(tmp_path / "train.txt"), "val": str(tmp_path / "val.txt")},
+        strip_prefix="/SegNet/CamVid/",
+    )
+    content.pop("test")
+    return _write_yaml(tmp_path / "camvid_subset.yaml", content)
+
+
+def _initial_state(weights: Path) -> dict:
+    """The weights the trainer starts from: seed 0, then the init (the trainer's own order)."""
+    from seglite.training.finetune import init_from
+    from seglite.zoo.checkpoint import load_weights
+
+    source = load_weights(weights)
+    torch.manual_seed(0)
+    model = seglite.create_model("espnetv2_s0.5", num_classes=11, **source.model.finetune_kwargs())
+    class_map = {"Tree": ["vegetation"], "Pavement": ["sidewalk"]}
+    init_from(
+        model, "espnetv2_s0.5", {"decoder_proj": 10}, tuple(CAMVID_NAMES), source.model, source.classes, class_map, ""
+    )
+    return model.state_dict()
+
+
+def _loss_on_frames(data: Path, state: dict) -> float:
+    """Cross-entropy of a network on the data set's training frames at 240x180, no augmentation."""
+    from seglite.data.dataset import SegmentationDataset
+    from seglite.zoo.preprocess import IMAGENET
+
+    model = seglite.create_model("espnetv2_s0.5", num_classes=11, decoder_proj=10)
+    model.load_state_dict(state)
+    model.eval()
+    dataset = SegmentationDataset(load_dataset(data), "train", IMAGENET)
+    total = 0.0
+    with torch.no_grad():
+        for image, label in dataset:
+            image = torch.nn.functional.interpolate(image[None], (180, 240), mode="bilinear")
+            label = torch.nn.functional.interpolate(label[None, None].float(), (180, 240), mode="nearest")[0].long()
+            total += float(torch.nn.functional.cross_entropy(model(image), label, ignore_index=255))
+    return total / len(dataset)
+
+
+def test_short_finetune_on_camvid_lowers_the_loss_and_predicts_camvid_classes(tmp_path):
+    data = _camvid_subset(tmp_path, train=8, val=2)
+    weights = require_realdata("weights", "espnetv2", "espnetv2_s_0.5_city_512x256.pth")
+    out = tmp_path / "run"
+    result = _seglite(
+        "train", "configs/synth_espnetv2_s0.5.yaml", "--data", str(data), "--init", str(weights), "--out", str(out),
+        "--set", "schedule.iters=12", "--set", "batch_size=4", "--set", "data.crop=[192,144]",
+        "--set", "data.val_size=null", "--set", "data.workers=0", "--set", "val_every=12",
+        "--set", "optim.lr=0.001", "--set", "class_map={Tree: vegetation, Pavement: sidewalk}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (
+        "linked classes: Sky <- sky, Building <- building, Pole <- pole, Road <- road, Pavement <- sidewalk, Tree <- vegetation"
+        in result.stdout
+    )
+    ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    assert _loss_on_frames(data, ckpt["state_dict"]) < _loss_on_frames(data, _initial_state(weights))
+    ckpt = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+    assert ckpt["classes"] == CAMVID_NAMES and ckpt["num_classes"] == 11
+    assert ckpt["dataset"]["name"] == "camvid" and ckpt["dataset"]["palette"][3] == [128, 64, 128]
+    assert ckpt["preprocess"]["color_order"] == "rgb" and ckpt["model_kwargs"] == {"decoder_proj": 10}
+    frame = REALDATA / "camvid" / "val" / sorted(os.listdir(REALDATA / "camvid" / "val"))[0]
+    predicted = _seglite("predict", str(frame), "--weights", str(out / "best.pt"), "--format", "color,trainid",
+                         "--out", str(tmp_path / "pred"), "--device", "cpu", "--backend", "torch")  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr
+    ids = cv2.imread(str(tmp_path / "pred" / f"{frame.stem}_trainid.png"), cv2.IMREAD_UNCHANGED)
+    colours = cv2.imread(str(tmp_path / "pred" / f"{frame.stem}_color.png"))[:, :, ::-1]
+    assert ids.shape == (360, 480) and set(np.unique(ids)) <= set(range(11))
+    palette = np.asarray(ckpt["dataset"]["palette"], np.uint8)
+    assert (colours == palette[ids]).all()
+    refused = _seglite("predict", str(frame), "--weights", str(out / "best.pt"), "--format", "labelid",
+                       "--out", str(tmp_path / "pred2"), "--device", "cpu", "--backend", "torch")  # fmt: skip
+    assert refused.returncode == 2 and "labelid is Cityscapes' submission format" in refused.stderr
+
+
+# ---- cross-data-set evaluation ---------------------------------------------------------------------------------
+def test_class_map_evaluation_equals_a_hand_computed_confusion(tmp_path):
+    predicted = ("road", "car", "truck", "wall")
+    spec = load_dataset(_binary_yaml(tmp_path, names=["Road", "Car"]))
+    lookup, described = prediction_lookup(predicted, spec, {"Car": ["car", "truck"]})
+    assert described == "Road <- road, Car <- car+truck"
+    prediction = torch.tensor([0, 1, 2, 3, 3, 0, 2, 1])  # road car truck wall wall road truck car
+    target = torch.tensor([0, 1, 1, 0, 1, 1, 255, 0])
+    matrix = ConfusionMatrix(2)
+    matrix.update(lookup[prediction], target)
+    # Road: TP 1 (px0), FN 2 (px3 wall=miss, px7 car), FP 1 (px5) -> 1/4. Car: TP 2 (px1, px2), FN 2 (px4 wall,
+    # px5 road), FP 1 (px7) -> 2/5. Pixel 6 is ignored.
+    assert matrix.per_class_iou() == pytest.approx([1 / 4, 2 / 5])
+    with pytest.raises(DataError, match="pass --class-map"):
+        prediction_lookup(predicted, spec, None)
+
+
+def test_shipped_class_map_names_real_classes():
+    mapping = load_class_map("configs/class_maps/cityscapes_to_camvid.yaml")
+    links = link_classes(tuple(CAMVID_NAMES), CLASS_NAMES, mapping)
+    assert sorted(links) == list(range(11))
+
+
+def test_published_cityscapes_weights_evaluate_zero_shot_on_camvid_through_the_class_map(tmp_path):
+    data = _camvid_subset(tmp_path, train=1, val=3)
+    weights = require_realdata("weights", "espnetv2", "espnetv2_s_0.5_city_512x256.pth")
+    result = _seglite(
+        "eval", "--weights", str(weights), "--data", str(data), "--class-map",
+        "configs/class_maps/cityscapes_to_camvid.yaml", "--size", "480x360", "--device", "cpu", "--json",
+        "--backend", "torch",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["num_images"] == 3 and record["dataset"] == "camvid" and record["split"] == "val"
+    assert set(record["per_class_iou"]) == set(CAMVID_NAMES)
+    assert record["per_class_iou"]["Road"] > 70 and record["per_class_iou"]["Sky"] > 70
+    assert 25 < record["miou"] < 90
+    missing = _seglite("eval", "--weights", str(weights), "--data", str(data), "--device", "cpu")
+    assert missing.returncode == 2 and "pass --class-map" in missing.stderr
+
+
+# ---- CamVid as it ships ----------------------------------------------------------------------------------------
+def test_builtin_camvid_reads_the_real_data_set():
+    root = require_realdata("camvid")
+    spec = load_dataset("camvid", root)
+    assert spec.names == tuple(CAMVID_NAMES) and spec.ignore_index == 11
+    assert len(spec.samples("train")) == 367 and len(spec.samples("val")) == 101
+    assert not spec.has_split("test") or not (root / "test").exists()
+
+
+def test_camvid_class_frequencies_match_the_manifest():
+    from seglite.data.check import class_frequencies
+
+    spec = load_dataset("camvid", require_realdata("camvid"))
+    freq = class_frequencies(spec, "val")
+    # MANIFEST.md, val pixel shares with void (1.70 %) included; frequencies here leave ignore out.
+    manifest = [9.18, 25.96, 0.56, 28.95, 8.72, 16.34, 0.89, 3.08, 1.75, 0.65, 2.22]
+    assert 100 * freq == pytest.approx(np.asarray(manifest) / (1 - 0.0170), abs=0.02)
+
+
+def test_too_few_classes_is_a_config_error(tmp_path):
+    path = _binary_yaml(tmp_path)
+    result = _seglite(
+        "train", "configs/synth_espnetv2_s0.5.yaml", "--data", str(path), "--set", "num_classes=1",
+        "--out", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert result.returncode == 2 and "num_classes" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_trainer_rejects_a_data_set_error_before_training(tmp_path):
+    path = _binary_yaml(tmp_path)
+    spec = load_dataset(path)
+    cv2.imwrite(str(spec.path / "masks" / "train" / "f1.png"), np.full((48, 64), 9, np.uint8))
+    from seglite.training.config import load_config
+    from seglite.training.trainer import Trainer
+
+    config = load_config(
+        "configs/synth_espnetv2_s0.5.yaml", [f"data.dataset={path}", "data.root=null", "data.workers=0"]
+    )
+    with pytest.raises(SegliteError, match=r"f1.png: mask value 9 is no class"):
+        Trainer(config, tmp_path / "run", show_progress=False).run()
