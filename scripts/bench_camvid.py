@@ -107,7 +107,8 @@ def main() -> None:
     rows = []
     if not args.no_zero_shot:
         for name in ZERO_SHOT:
-            record = evaluate(name, args.camvid, None, ("--class-map", str(CLASS_MAP), "--size", "480x360"))
+            extra = ("--class-map", str(CLASS_MAP), "--size", "480x360", "--backend", "torch")
+            record = evaluate(name, args.camvid, None, extra)
             rows.append({"recipe": f"{name} zero-shot", "minutes": None, "images_per_second": None, **record})
             table(rows[-1:])
     for recipe in [r for r in args.recipes.split(",") if r]:

@@ -1,0 +1,430 @@
+"""Data sets described by data: a built-in name (`cityscapes`, `camvid`) or a YAML file in the conventions users
+know from Ultralytics and mmseg, so an existing data set needs no conversion.
+
+Every data set reads labels into one in-memory form: HxW uint8 class ids 0..C-1, 255 = ignore. Training,
+evaluation and `seglite data` only see that form, whatever the files hold (index masks, colour masks, raw ids
+remapped through `label_mapping`, list files, Cityscapes labelIds).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from seglite.data.cityscapes import Sample, find_samples, read_checked_train_ids
+from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX, PALETTE_RGB
+from seglite.errors import DataError
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+SPLITS = ("train", "val", "test")
+KEYS = (
+    "base",
+    "name",
+    "path",
+    "train",
+    "val",
+    "test",
+    "names",
+    "palette",
+    "ignore_index",
+    "label_mapping",
+    "mask_format",
+    "masks_dir",
+    "mask_suffix",
+    "strip_prefix",
+    "ignore_colors",
+    "layout",
+)
+_INVALID = np.uint16(0xFFFF)  # a raw mask value that is neither a class nor ignore
+
+
+def builtin_datasets() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def distinct_palette(count: int) -> tuple[tuple[int, int, int], ...]:
+    """RGB colours for data sets without a palette: golden-ratio hues, so neighbouring ids look different."""
+    colours = []
+    for index in range(count):
+        hue = int((index * 0.618034 % 1.0) * 180)
+        value = 255 if index % 2 == 0 else 190
+        hsv = np.uint8([[[hue, 200, value]]])
+        colours.append(tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]))
+    return tuple(colours)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a data set's images and masks are and what its classes are (see README, "Train on your own data")."""
+
+    name: str
+    names: tuple[str, ...]
+    path: Path | None = None
+    splits: dict[str, str] = field(default_factory=dict)
+    palette: tuple[tuple[int, int, int], ...] | None = None
+    ignore_index: int = IGNORE_INDEX
+    label_mapping: dict[int, int] | None = None
+    mask_format: str = "index"
+    masks_dir: dict[str, str] = field(default_factory=dict)
+    mask_suffix: tuple[str, str] | None = None
+    strip_prefix: str | None = None
+    ignore_colors: tuple[tuple[int, int, int], ...] = ()
+    layout: str = "generic"  # "cityscapes": leftImg8bit/ + gtFine/, labelIds read through the official table
+    source: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    @property
+    def colours(self) -> tuple[tuple[int, int, int], ...]:
+        return self.palette or distinct_palette(self.num_classes)
+
+    def with_root(self, root: str | Path | None) -> DatasetSpec:
+        return self if root is None else replace(self, path=Path(root))
+
+    def root(self) -> Path:
+        if self.path is None:
+            raise DataError(f"data set {self.name!r}: no data root; pass --data-root DIR (or set `path:` in its YAML)")
+        if not self.path.is_dir():
+            raise DataError(f"data set {self.name!r}: data root {self.path} is no folder; pass --data-root DIR")
+        return self.path
+
+    def has_split(self, split: str) -> bool:
+        if self.layout == "cityscapes":
+            return (self.root() / "leftImg8bit" / split).is_dir()
+        return split in self.splits
+
+    # ---- finding pairs ------------------------------------------------------------------------------------
+    def samples(self, split: str, require_labels: bool = True) -> list[Sample]:
+        """All (image, mask) pairs of a split, sorted; a DataError naming the first missing file or bad line."""
+        root = self.root()
+        if self.layout == "cityscapes":
+            return find_samples(root, split, require_labels)
+        if split not in self.splits:
+            defined = ", ".join(self.splits) or "none"
+            raise DataError(f"data set {self.name!r} has no split {split!r} (defined: {defined})")
+        entry = root / self.splits[split]
+        if entry.is_file():
+            samples = self._list_file_samples(entry)
+        elif entry.is_dir():
+            samples = self._folder_samples(root, entry)
+        else:
+            raise DataError(f"data set {self.name!r}, split {split!r}: {entry} is neither a folder nor a list file")
+        if not samples:
+            raise DataError(f"data set {self.name!r}, split {split!r}: no images in {entry}")
+        if require_labels:
+            missing = [s for s in samples if s.label is None]
+            if missing:
+                raise DataError(
+                    f"{missing[0].image}: no mask (looked for {self._mask_for(root, missing[0].image)}); "
+                    f"{len(missing)} of {len(samples)} image(s) in split {split!r} lack one"
+                )
+        return samples
+
+    def _mask_for(self, root: Path, image: Path) -> Path:
+        parts = list(image.relative_to(root).parts)
+        for index, part in enumerate(parts[:-1]):
+            if part in self.masks_dir:
+                parts[index] = self.masks_dir[part]
+                break
+        name = parts[-1]
+        if self.mask_suffix and name.endswith(self.mask_suffix[0]):
+            name = name[: -len(self.mask_suffix[0])] + self.mask_suffix[1]
+        else:
+            name = Path(name).stem + ".png"
+        return root.joinpath(*parts[:-1], name)
+
+    def _folder_samples(self, root: Path, folder: Path) -> list[Sample]:
+        if not self.masks_dir:
+            raise DataError(
+                f"data set {self.name!r}: split folder {folder} needs `masks_dir` (e.g. {{images: masks}}) to find "
+                "its masks, or use a list file of `image mask` lines"
+            )
+        images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        samples = []
+        for image in images:
+            mask = self._mask_for(root, image)
+            if mask == image:
+                raise DataError(f"{image}: its mask path is the image itself; check `masks_dir` and `mask_suffix`")
+            samples.append(Sample(str(image.relative_to(folder).with_suffix("")), image, mask if mask.is_file() else None))
+        return samples
+
+    def _resolve_listed(self, text: str, list_file: Path, line_no: int) -> Path:
+        if self.strip_prefix and text.startswith(self.strip_prefix):
+            text = text[len(self.strip_prefix) :]
+        path = Path(text)
+        if path.is_absolute():
+            if path.exists():
+                return path
+            raise DataError(
+                f"{list_file}:{line_no}: {text} does not exist; for lists written on another machine set "
+                f"`strip_prefix` to the part before the data root (e.g. {str(path.parent.parent)!r}/)"
+            )
+        resolved = self.root() / path
+        if not resolved.is_file():
+            raise DataError(f"{list_file}:{line_no}: {resolved} does not exist")
+        return resolved
+
+    def _list_file_samples(self, list_file: Path) -> list[Sample]:
+        samples = []
+        for line_no, line in enumerate(list_file.read_text().splitlines(), 1):
+            fields = line.split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            if len(fields) > 2:
+                raise DataError(f"{list_file}:{line_no}: expected `image [mask]`, found {len(fields)} fields")
+            image = self._resolve_listed(fields[0], list_file, line_no)
+            mask = self._resolve_listed(fields[1], list_file, line_no) if len(fields) == 2 else None
+            samples.append(Sample(image.stem, image, mask))
+        return samples
+
+    # ---- reading masks ------------------------------------------------------------------------------------
+    def lookup_table(self, size: int = 256) -> np.ndarray:
+        """raw mask value -> class id (255 ignore, 0xFFFF not allowed), for index masks."""
+        lut = np.full(size, _INVALID, np.uint16)
+        if self.label_mapping is None:
+            lut[: min(self.num_classes, size)] = np.arange(min(self.num_classes, size))
+        else:
+            lut[:] = IGNORE_INDEX  # values the mapping leaves out are ignored: the user listed what they want
+            for raw, target in self.label_mapping.items():
+                if raw < size:
+                    lut[raw] = target
+        if self.ignore_index < size:
+            lut[self.ignore_index] = IGNORE_INDEX
+        return lut
+
+    def read_label(self, sample: Sample) -> np.ndarray:
+        """A sample's mask as uint8 class ids (255 = ignore); a DataError naming the file for any unknown value."""
+        if self.layout == "cityscapes":
+            return read_checked_train_ids(sample)
+        path = sample.label
+        if self.mask_format == "color":
+            return self._read_colour_mask(path)
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if raw is not None and raw.ndim == 3:
+            raw = _palette_indices(path, raw)
+        if raw is None or raw.ndim != 2 or raw.dtype not in (np.uint8, np.uint16):
+            raise DataError(
+                f"{path}: unreadable or not a single-channel 8/16-bit index mask (RGB masks: set mask_format: color)"
+            )
+        mapped = self.lookup_table(256 if raw.dtype == np.uint8 else 65536)[raw]
+        bad = mapped == _INVALID
+        if bad.any():
+            value = int(raw[bad].flat[0])
+            raise DataError(
+                f"{path}: mask value {value} is no class (0..{self.num_classes - 1}) and not ignore_index "
+                f"({self.ignore_index}); map it with label_mapping or fix the mask"
+            )
+        return mapped.astype(np.uint8)
+
+    def _read_colour_mask(self, path: Path) -> np.ndarray:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DataError(f"{path}: unreadable colour mask")
+        code = (bgr[:, :, 2].astype(np.int32) << 16) | (bgr[:, :, 1].astype(np.int32) << 8) | bgr[:, :, 0]
+        values, inverse = np.unique(code, return_inverse=True)
+        table = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(self.colours)}
+        table.update({(r << 16) | (g << 8) | b: IGNORE_INDEX for r, g, b in self.ignore_colors})
+        mapped = np.empty(len(values), np.uint8)
+        for index, value in enumerate(values.tolist()):
+            if value not in table:
+                colour = (value >> 16, (value >> 8) & 255, value & 255)
+                distances = [sum((a - b) ** 2 for a, b in zip(colour, c, strict=True)) for c in self.colours]
+                nearest = int(np.argmin(distances))
+                raise DataError(
+                    f"{path}: colour {colour} is in no class of the palette (nearest: {self.names[nearest]} "
+                    f"{tuple(self.colours[nearest])}); add it to `palette` or `ignore_colors`"
+                )
+            mapped[index] = table[value]
+        return mapped[inverse.reshape(code.shape)]
+
+    def to_record(self) -> dict:
+        """What a checkpoint keeps of the data set it was trained on."""
+        return {
+            "name": self.name,
+            "names": list(self.names),
+            "palette": [list(c) for c in self.colours],
+            "ignore_index": self.ignore_index,
+            "label_mapping": dict(self.label_mapping) if self.label_mapping else None,
+        }
+
+
+def _palette_indices(path: Path, bgr: np.ndarray) -> np.ndarray | None:
+    """OpenCV expands palette PNGs to colours; their indices are what an index mask means."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image) if image.mode == "P" else bgr
+
+
+# ---- loading ------------------------------------------------------------------------------------------------
+def load_dataset(data: str | Path | dict | None, root: str | Path | None = None) -> DatasetSpec:
+    """`--data` as every command takes it: a built-in name, a YAML path or an inline mapping; `root` overrides
+    `path`. None means Cityscapes (seglite's default before data sets were configurable)."""
+    if data is None:
+        data = "cityscapes"
+    if isinstance(data, dict):
+        raw, where, folder = dict(data), "inline data set", Path.cwd()
+    else:
+        raw, where, folder = _read_yaml(data)
+    raw = _resolve_base(raw, where, folder)
+    spec = _build(raw, where, folder)
+    return spec.with_root(root)
+
+
+def _read_yaml(data: str | Path) -> tuple[dict, str, Path]:
+    text = str(data)
+    builtin = BUILTIN_DIR / f"{text}.yaml"
+    path = builtin if builtin.is_file() else Path(text)
+    if not path.is_file():
+        close = difflib.get_close_matches(text, builtin_datasets(), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise DataError(
+            f"--data {text!r}: no such built-in data set or YAML file; {hint}built-in: {', '.join(builtin_datasets())}"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a mapping of data set keys ({', '.join(KEYS)})")
+    return raw, str(path), (path.parent if not builtin.is_file() else Path.cwd())
+
+
+def _resolve_base(raw: dict, where: str, folder: Path) -> dict:
+    """`base: camvid` (or a YAML path) inherits every key it does not set: one line for a relabelled data set."""
+    if "base" not in raw:
+        return raw
+    base_name = str(raw.pop("base"))
+    candidate = folder / base_name
+    base_raw, base_where, base_folder = _read_yaml(candidate if candidate.is_file() else base_name)
+    base_raw = _resolve_base(base_raw, base_where, base_folder)
+    if "path" in base_raw and base_raw["path"] is not None and base_folder != Path.cwd():
+        base_raw["path"] = str(base_folder / base_raw["path"])
+    relabelled = "names" in raw and "palette" not in raw
+    merged = {**base_raw, **raw}
+    if relabelled:  # new classes: the base's colours no longer describe them
+        merged.pop("palette", None)
+    return merged
+
+
+def _build(raw: dict, where: str, folder: Path) -> DatasetSpec:
+    for key in raw:
+        if key not in KEYS:
+            close = difflib.get_close_matches(str(key), KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise DataError(f"{where}: unknown key {key!r}{hint} (allowed: {', '.join(KEYS)})")
+    layout = str(raw.get("layout", "generic"))
+    if layout not in ("generic", "cityscapes"):
+        raise DataError(f"{where}: layout {layout!r}: expected generic or cityscapes")
+    names = _names(raw.get("names"), where) if layout == "generic" else CLASS_NAMES
+    palette = _colours(raw.get("palette"), where, "palette")
+    if layout == "cityscapes" and palette is None:
+        palette = tuple(tuple(int(v) for v in PALETTE_RGB[i]) for i in range(len(CLASS_NAMES)))
+    if palette is not None and len(palette) != len(names):
+        raise DataError(f"{where}: `names` has {len(names)} classes but `palette` {len(palette)} colours")
+    ignore_index = raw.get("ignore_index", IGNORE_INDEX)
+    if not isinstance(ignore_index, int) or not 0 <= ignore_index <= 65535:
+        raise DataError(f"{where}: ignore_index {ignore_index!r}: expected a whole number 0..65535")
+    mapping = _label_mapping(raw.get("label_mapping"), len(names), where)
+    mask_format = str(raw.get("mask_format", "index"))
+    if mask_format not in ("index", "color"):
+        raise DataError(f"{where}: mask_format {mask_format!r}: expected index or color")
+    if mask_format == "color" and palette is None:
+        raise DataError(f"{where}: mask_format color needs `palette` (one RGB colour per class)")
+    masks_dir = raw.get("masks_dir") or {}
+    if not isinstance(masks_dir, dict):
+        raise DataError(f"{where}: masks_dir: expected a mapping of folder names, e.g. {{images: masks}}")
+    suffix = raw.get("mask_suffix")
+    if suffix is not None:
+        if not (isinstance(suffix, dict) and set(suffix) == {"image", "mask"}):
+            raise DataError(
+                f"{where}: mask_suffix: expected {{image: _leftImg8bit.png, mask: _gtFine_labelIds.png}} (both keys)"
+            )
+        suffix = (str(suffix["image"]), str(suffix["mask"]))
+    splits = {s: str(raw[s]) for s in SPLITS if raw.get(s) is not None}
+    if layout == "generic" and not splits:
+        raise DataError(f"{where}: no split; set at least one of train, val, test (a folder or a list file)")
+    path = raw.get("path")
+    if path is not None:
+        path = Path(str(path)).expanduser()
+        if not path.is_absolute():
+            path = folder / path
+    return DatasetSpec(
+        name=str(raw.get("name") or Path(where).stem),
+        names=names,
+        path=path,
+        splits=splits,
+        palette=palette,
+        ignore_index=ignore_index,
+        label_mapping=mapping,
+        mask_format=mask_format,
+        masks_dir={str(k): str(v) for k, v in masks_dir.items()},
+        mask_suffix=suffix,
+        strip_prefix=str(raw["strip_prefix"]) if raw.get("strip_prefix") else None,
+        ignore_colors=_colours(raw.get("ignore_colors"), where, "ignore_colors") or (),
+        layout=layout,
+        source=where,
+    )
+
+
+def _names(value, where: str) -> tuple[str, ...]:
+    if isinstance(value, dict):
+        try:
+            ids = sorted(int(k) for k in value)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: names: ids must be whole numbers, e.g. {{0: road, 1: other}}") from None
+        if ids != list(range(len(ids))):
+            raise DataError(f"{where}: names: ids must be 0..{len(ids) - 1} without gaps, found {ids}")
+        value = [value[k] if k in value else value[str(k)] for k in ids]
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{where}: names: expected a list of class names (or {{id: name}})")
+    if len(value) < 2:
+        raise DataError(f"{where}: names: at least 2 classes (e.g. [background, road])")
+    if len(value) > 255:
+        raise DataError(f"{where}: names: at most 255 classes (ids are stored as bytes, 255 = ignore)")
+    names = tuple(str(v) for v in value)
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise DataError(f"{where}: names: {sorted(duplicates)[0]!r} appears twice")
+    return names
+
+
+def _colours(value, where: str, key: str) -> tuple[tuple[int, int, int], ...] | None:
+    if value is None:
+        return None
+    try:
+        colours = tuple(tuple(int(c) for c in colour) for colour in value)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: {key}: expected a list of [R, G, B] triples") from None
+    bad = next((c for c in colours if len(c) != 3 or not all(0 <= v <= 255 for v in c)), None)
+    if bad is not None:
+        raise DataError(f"{where}: {key}: {list(bad)} is not an RGB colour (three values 0..255)")
+    return colours
+
+
+def _label_mapping(value, num_classes: int, where: str) -> dict[int, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: label_mapping: expected {{raw value: class id}}, e.g. {{0: 255, 7: 0}}")
+    mapping = {}
+    for raw, target in value.items():
+        try:
+            raw_value, target_value = int(raw), int(target)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: label_mapping {raw!r}: {target!r}: expected whole numbers") from None
+        if not (0 <= target_value < num_classes or target_value == IGNORE_INDEX):
+            raise DataError(
+                f"{where}: label_mapping {raw_value}: {target_value}: no such class (0..{num_classes - 1}, or 255 "
+                "for ignore)"
+            )
+        mapping[raw_value] = target_value
+    return mapping
