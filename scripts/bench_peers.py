@@ -77,9 +77,9 @@ def cpu_peak_gflops(threads: int) -> float:
 
 def int8_speed_ms(name: str, size: tuple[int, int], threads: int, iters: int) -> float:
     """Median ms of an INT8 ORT model calibrated on generated street frames (speed only: weights are random)."""
+    from seglite.bench.quantize import quantize_onnx, runner_median_ms
     from seglite.data.synth import render_scene
     from seglite.inference.onnx_export import OnnxRunner, export_onnx
-    from seglite.inference.quantize import quantize_onnx, runner_median_ms
     from seglite.zoo.preprocess import IMAGENET
 
     preprocess = IMAGENET.with_size(size)

@@ -353,7 +353,7 @@ def eval_cmd(
     from seglite.inference.predict import DEFAULT_WEIGHTS
 
     scale_list = _parse_scales(scales)
-    spec = _dataset(data, data_root)
+    spec = _dataset(data or _trained_on(weights), data_root)
     if model is None and weights is None:
         if spec.layout != "cityscapes":
             raise SegliteError(f"pass --weights: the default weights ({DEFAULT_WEIGHTS}) predict Cityscapes classes")
@@ -409,6 +409,20 @@ def eval_cmd(
         + (f"\nclass map: {record['class_map']}" if record["class_map"] != "same classes" else ""),
         markup=False,
     )
+
+
+def _trained_on(weights: str | None) -> str | None:
+    """The built-in data set a seglite checkpoint was trained on (the default `--data` for evaluating it)."""
+    from seglite.data.datasets import builtin_datasets
+    from seglite.zoo.checkpoint import read_checkpoint_file
+
+    if weights is None or not Path(weights).is_file() or Path(weights).suffix != ".pt":
+        return None
+    try:
+        name = (read_checkpoint_file(weights).get("dataset") or {}).get("name")
+    except SegliteError:
+        return None  # the model loader names the problem with the file
+    return name if name in builtin_datasets() else None
 
 
 def _segmenter(
@@ -469,7 +483,7 @@ def bench_cmd(
     from seglite.bench.latency import benchmark_backends
     from seglite.bench.sizes import parse_size
     from seglite.devices import resolve_device
-    from seglite.inference.segmenter import load_model
+    from seglite.zoo.checkpoint import load_model
 
     loaded = load_model(model, weights)
     result, results = benchmark_backends(
@@ -596,11 +610,14 @@ def predict_cmd(
     elif weights is None:
         err_console.print(f"warning: no --weights: {model} is randomly initialised, its predictions mean nothing")
     frames = src.expected_frames()
+    started = time.perf_counter()
     segmenter = _segmenter(model, weights, device, size, half, backend, int8=int8, compile=compile, frames=frames)
+    set_up = time.perf_counter() - started
     check_formats(fmt, segmenter.loaded.dataset_name)
     err_console.print(
         f"{segmenter.model_name} ({segmenter.loaded.source}) on {segmenter.device}, backend "
-        f"{segmenter.backend} ({segmenter.backend_reason}), input {segmenter.preprocess.size or 'native size'}",
+        f"{segmenter.backend} ({segmenter.backend_reason}), input {segmenter.preprocess.size or 'native size'}"
+        + (f"; set-up took {set_up:.0f} s (not in the FPS below)" if set_up >= 2 else ""),
         markup=False,
     )
     columns = (
@@ -727,8 +744,8 @@ def quantize_cmd(
 
     An accepted model (mIoU drop under 1 point, and faster) is cached; `predict --int8` then runs it.
     """
+    from seglite.bench.quantize import MAX_MIOU_DROP, quantize_and_validate
     from seglite.bench.sizes import parse_size
-    from seglite.inference.quantize import MAX_MIOU_DROP, quantize_and_validate
 
     if weights is None:
         raise SegliteError("pass --weights (trained weights: the mIoU change of random weights means nothing)")

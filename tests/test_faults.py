@@ -229,3 +229,12 @@ def test_report_says_what_each_miou_was_measured_on(tmp_path, data):
     row = json.loads((tmp_path / "r" / "report.json").read_text())["rows"][0]
     assert row["dataset"] == "cityscapes" and row["split"] == "val" and row["eval_images"] == 2
     assert "cityscapes val, 2 images" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_weights_list_never_cuts_the_names_you_type():
+    from seglite.zoo.registry import list_zoo
+
+    result = subprocess.run([SEGLITE, "weights", "list"], capture_output=True, text=True, env={**ENV, "COLUMNS": "80"})
+    assert result.returncode == 0
+    for entry in list_zoo():
+        assert entry.name in result.stdout, entry.name

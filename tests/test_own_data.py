@@ -373,6 +373,10 @@ def test_short_finetune_on_camvid_lowers_the_loss_and_predicts_camvid_classes(tm
     assert ids.shape == (360, 480) and set(np.unique(ids)) <= set(range(11))
     palette = np.asarray(ckpt["dataset"]["palette"], np.uint8)
     assert (colours == palette[ids]).all()
+    evaluated = _seglite("eval", "--weights", str(out / "best.pt"), "--data-root", str(REALDATA / "camvid"),
+                         "--limit", "2", "--device", "cpu", "--backend", "torch", "--json")  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr  # --data defaults to the data set the weights were trained on
+    assert json.loads(evaluated.stdout)["dataset"] == "camvid" and json.loads(evaluated.stdout)["num_images"] == 2
     refused = _seglite("predict", str(frame), "--weights", str(out / "best.pt"), "--format", "labelid",
                        "--out", str(tmp_path / "pred2"), "--device", "cpu", "--backend", "torch")  # fmt: skip
     assert refused.returncode == 2 and "labelid is Cityscapes' submission format" in refused.stderr

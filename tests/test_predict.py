@@ -248,7 +248,7 @@ def test_auto_backend_measures_once_and_caches_the_choice(tmp_path, monkeypatch)
     import torch
 
     import seglite
-    from seglite.inference.segmenter import BACKEND_TRIAL_FIELDS, pick_backend
+    from seglite.inference.autotune import BACKEND_TRIAL_FIELDS, choose_backend, pick_backend
 
     monkeypatch.setenv("SEGLITE_HOME", str(tmp_path))
     torch.manual_seed(0)
@@ -264,9 +264,8 @@ def test_auto_backend_measures_once_and_caches_the_choice(tmp_path, monkeypatch)
     assert set(trial["ms"]) | set(trial["unavailable"]) == {"torch", "onnx", "torch.compile"}
     assert second.backend == pick_backend(trial, None)[0] and "cached" not in second.backend_reason
     # Later runs (a new process: nothing compiled yet) reuse the measurements; one frame never pays for a compile.
-    second._compiled = None
-    backend, reason = second._choose_backend(frames=1)
-    assert reason.endswith("(cached)") and backend != "torch.compile"
+    backend, reason = choose_backend(second.context, frames=1)
+    assert reason.endswith("(cached)") and backend.name != "torch.compile"
 
 
 def _trial(torch_ms=100.0, onnx_ms=80.0, compile_ms=60.0, compile_s=10.0, compile_agrees=1.0):
@@ -279,7 +278,7 @@ def _trial(torch_ms=100.0, onnx_ms=80.0, compile_ms=60.0, compile_s=10.0, compil
 
 
 def test_pick_backend_takes_the_fastest_exact_backend_and_compiles_only_when_it_pays():
-    from seglite.inference.segmenter import pick_backend
+    from seglite.inference.autotune import pick_backend
 
     assert pick_backend(_trial(), None)[0] == "torch.compile"  # open-ended: 20 ms a frame saved
     assert pick_backend(_trial(), 501)[0] == "torch.compile"  # 501 x 20 ms > 10 s
@@ -312,7 +311,7 @@ def test_resize_argmax_equals_torch_upsample_then_argmax(out_size):
     import torch
     import torch.nn.functional as F
 
-    from seglite.inference.segmenter import resize_argmax
+    from seglite.inference.postprocess import resize_argmax
 
     # Smooth class scores like a network's (noise would make near-ties, where float rounding legitimately differs).
     generator = torch.Generator().manual_seed(0)
@@ -330,7 +329,7 @@ def test_resize_argmax_equals_torch_upsample_then_argmax(out_size):
 def test_resize_argmax_ties_keep_the_first_class_and_channels_last_input_works():
     import torch
 
-    from seglite.inference.segmenter import resize_argmax
+    from seglite.inference.postprocess import resize_argmax
 
     logits = torch.zeros(4, 3, 5)
     logits[2, 0, :] = 1.0  # class 2 wins the first row
@@ -356,9 +355,9 @@ def _random_checkpoint(path: Path, model: str, size: tuple[int, int]) -> Path:
 
 def test_int8_is_cached_only_when_accepted_and_predict_int8_runs_it(tmp_path, monkeypatch):
     import seglite
+    from seglite.bench.quantize import int8_path, quantize_and_validate
     from seglite.data.synth import write_dataset
     from seglite.errors import SegliteError
-    from seglite.inference.quantize import int8_path, quantize_and_validate
 
     monkeypatch.setenv("SEGLITE_HOME", str(tmp_path / "home"))
     data = write_dataset(tmp_path / "data", train=3, val=2, size=(256, 128), progress=False)
@@ -418,9 +417,9 @@ def test_compile_gives_the_eager_predictions(tmp_path):
     assert torch.allclose(got, expected, rtol=1e-3, atol=1e-4)
     assert (eager(frame) == compiled(frame)).mean() >= 0.999
     # Another batch shape (a last partial batch, a test scale) runs eager instead of compiling again.
-    assert compiled._compiled_shape == (1, 3, 128, 256)
+    assert compiled.runtime.shape == (1, 3, 128, 256)
     pair = compiled.predict_batch([frame, frame[::-1].copy()])
-    assert compiled._compiled_shape == (1, 3, 128, 256)
+    assert compiled.runtime.shape == (1, 3, 128, 256)
     assert all((a == b).all() for a, b in zip(pair, eager.predict_batch([frame, frame[::-1].copy()]), strict=True))
 
 

@@ -130,7 +130,7 @@ def benchmark(
         model = model.to(device=device, dtype=dtype, memory_format=memory_format)
         x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=memory_format)
         if compile:
-            from seglite.inference.segmenter import compile_model
+            from seglite.inference.backends.compiled import compile_model
 
             model = compile_model(model, size)
             warmup = max(warmup, 2)  # the first call compiles

@@ -12,7 +12,10 @@ from PIL import Image
 from seglite.data.datasets import SPLITS, DatasetSpec
 from seglite.errors import DataError
 
-FULL_COUNTS = {"cityscapes": {"train": 2975, "val": 500, "test": 1525}, "camvid": {"train": 367, "val": 101, "test": 233}}
+FULL_COUNTS = {
+    "cityscapes": {"train": 2975, "val": 500, "test": 1525},
+    "camvid": {"train": 367, "val": 101, "test": 233},
+}
 
 
 @dataclass

@@ -6,9 +6,8 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-import yaml
-
 from seglite.errors import DataError
+from seglite.yamlfile import read_mapping
 
 
 def load_class_map(value: str | Path | dict | None) -> dict[str, list[str]]:
@@ -20,13 +19,8 @@ def load_class_map(value: str | Path | dict | None) -> dict[str, list[str]]:
         path = Path(value)
         if not path.is_file():
             raise DataError(f"class map {path}: no such file (see configs/class_maps/)")
-        try:
-            value = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise DataError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        value = read_mapping(path, DataError, "a mapping {target class: source class or [source classes]}")
         where = str(path)
-        if not isinstance(value, dict):
-            raise DataError(f"{path}: expected a mapping {{target class: source class or [source classes]}}")
     out = {}
     for target, sources in value.items():
         sources = sources if isinstance(sources, list) else [sources]
@@ -62,6 +56,7 @@ def link_classes(
 
 
 def describe_links(links: dict[int, list[int]], target_names, source_names) -> str:
-    return ", ".join(
-        f"{target_names[t]} <- {'+'.join(source_names[s] for s in links[t])}" for t in sorted(links)
-    ) or "none"
+    return (
+        ", ".join(f"{target_names[t]} <- {'+'.join(source_names[s] for s in links[t])}" for t in sorted(links))
+        or "none"
+    )

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
 from seglite.data.cityscapes import Sample, find_samples, read_checked_train_ids
 from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX, PALETTE_RGB
 from seglite.errors import DataError
+from seglite.yamlfile import read_mapping
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -153,7 +153,9 @@ class DatasetSpec:
             mask = self._mask_for(root, image)
             if mask == image:
                 raise DataError(f"{image}: its mask path is the image itself; check `masks_dir` and `mask_suffix`")
-            samples.append(Sample(str(image.relative_to(folder).with_suffix("")), image, mask if mask.is_file() else None))
+            samples.append(
+                Sample(str(image.relative_to(folder).with_suffix("")), image, mask if mask.is_file() else None)
+            )
         return samples
 
     def _resolve_listed(self, text: str, list_file: Path, line_no: int) -> Path:
@@ -289,12 +291,7 @@ def _read_yaml(data: str | Path) -> tuple[dict, str, Path]:
         raise DataError(
             f"--data {text!r}: no such built-in data set or YAML file; {hint}built-in: {', '.join(builtin_datasets())}"
         )
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected a mapping of data set keys ({', '.join(KEYS)})")
+    raw = read_mapping(path, DataError, f"a mapping of data set keys ({', '.join(KEYS)})")
     return raw, str(path), (path.parent if not builtin.is_file() else Path.cwd())
 
 

@@ -174,7 +174,7 @@ def verify_export(
     """Export, run ONNX Runtime and PyTorch on one real frame, and refuse an export that disagrees."""
     import numpy as np
 
-    from seglite.inference.segmenter import load_model
+    from seglite.zoo.checkpoint import load_model
 
     loaded = load_model(model, weights)
     size = size or loaded.preprocess.size or (1024, 512)

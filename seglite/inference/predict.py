@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 
 from seglite.errors import InputError, OutputError, SegliteError
 from seglite.inference.outputs import ensure_writable, write_outputs
-from seglite.inference.segmenter import Segmenter
 from seglite.inference.sources import Source, read_image
 from seglite.inference.video import VideoResult, segment_video
+
+if TYPE_CHECKING:  # for annotations only: inference modules import the Segmenter, never the reverse
+    from seglite.inference.segmenter import Segmenter
 
 DEFAULT_WEIGHTS = "espnetv2_s2.0_cityscapes_1024x512"
 

@@ -92,10 +92,27 @@ def _quiet_stderr():
             os.close(saved)
 
 
+def as_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Accept gray, BGR, BGRA and 16-bit images; return HxWx3 uint8 BGR."""
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+        raise InputError(f"{name}: expected an HxW or HxWxC image array")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.shape[2] == 4:
+        image = np.ascontiguousarray(image[:, :, :3])
+    elif image.shape[2] != 3:
+        raise InputError(f"{name}: {image.shape[2]} channels; expected 1, 3 or 4")
+    return image
+
+
 def read_image(path: Path) -> np.ndarray:
     """Any 8/16-bit grey, BGR or BGRA image as HxWx3 uint8 BGR, or an InputError naming the file."""
-    from seglite.inference.segmenter import as_bgr_uint8
-
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -24,8 +25,10 @@ import torch
 
 from seglite.errors import InputError, Interrupted, OutputError
 from seglite.inference.outputs import render
-from seglite.inference.segmenter import Segmenter
 from seglite.inference.sources import open_video
+
+if TYPE_CHECKING:  # the Segmenter imports this module lazily (predict_video, stream): no import circle
+    from seglite.inference.segmenter import Segmenter
 
 STAGES = ("decode", "preprocess", "model", "postprocess", "encode")
 
@@ -241,8 +244,8 @@ def segment_video(
             result.outputs.append(path)
         else:
             folder = out_dir / f"{stem}_{fmt}"
-            folder.mkdir(parents=True, exist_ok=True)
-            mask_dirs[fmt] = folder
+            mask_dirs[fmt] = out_dir / f"{stem}_{fmt}.partial"  # renamed to `folder` when every frame is in
+            mask_dirs[fmt].mkdir(parents=True, exist_ok=True)
             result.outputs.append(folder)
     encoder = _Encoder(segmenter, writers, mask_dirs, alpha, result, on_frames)
     encoder.start()
@@ -270,8 +273,15 @@ def segment_video(
         raise Interrupted(f"after {result.frames_written} frame(s); kept {kept} (incomplete)")
     if encoder.error is not None:
         _remove(partial.values())
+        for folder in mask_dirs.values():
+            shutil.rmtree(folder, ignore_errors=True)
         raise encoder.error
     _finish_videos(partial, result.outputs, result.frames_written)
+    for folder in mask_dirs.values():
+        final = folder.with_name(folder.name.removesuffix(".partial"))
+        if final.exists():
+            shutil.rmtree(final)  # the previous run's frames, replaced as a whole
+        os.replace(folder, final)
     return result
 
 

@@ -65,7 +65,7 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int], align_corners: 
     """The network's last upsampling, always to NCHW memory.
 
     Converting here costs ~1 ms (the logits are small before it), converting after costs ~25 ms, and NCHW lets the
-    CPU postprocess read one class plane at a time (seglite.inference.segmenter.resize_argmax).
+    CPU postprocess read one class plane at a time (seglite.inference.postprocess.resize_argmax).
     """
     if _left_out_upsamplings is not None and not align_corners:
         _left_out_upsamplings.append((int(size[0]), int(size[1])))

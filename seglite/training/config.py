@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from seglite.errors import ConfigError
+from seglite.yamlfile import read_mapping
 
 
 @dataclass
@@ -205,12 +206,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file (see configs/ for the recipes)")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of config keys")
+        raw = read_mapping(path, ConfigError, "a mapping of config keys")
         if "base" in raw:  # a recipe may extend another one in the same folder
             base_path = path.parent / str(raw.pop("base"))
             base = load_config(base_path).to_dict()

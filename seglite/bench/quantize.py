@@ -17,34 +17,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from seglite.data.datasets import DatasetSpec
 from seglite.errors import SegliteError
+from seglite.inference.backends.int8 import RunnerBackend, int8_path
 from seglite.inference.onnx_export import OnnxRunner
 
 MAX_MIOU_DROP = 1.0  # points; the issue's bar for offering INT8 at all
-
-
-class OrtModule(nn.Module):
-    """An ONNX Runtime runner behind the nn.Module call signature, so evaluation code runs it unchanged."""
-
-    def __init__(self, runner: OnnxRunner):
-        super().__init__()
-        self.runner = runner
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.runner(batch.float().contiguous().numpy()))
-
-
-def int8_path(loaded, size: tuple[int, int]) -> Path:
-    """Where the accepted INT8 model of these weights at this size lives in the cache."""
-    from seglite.inference.onnx_export import weights_fingerprint
-    from seglite.zoo.registry import seglite_home
-
-    key = f"{loaded.model_name}-{weights_fingerprint(loaded.model)}-{size[0]}x{size[1]}-b1-int8"
-    return seglite_home() / "onnx" / f"{key}.onnx"
 
 
 def quantize_onnx(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]) -> None:
@@ -144,7 +123,8 @@ def quantize_and_validate(
     from seglite.data.datasets import load_dataset
     from seglite.evaluation.evaluator import EvalOptions, evaluate
     from seglite.inference.onnx_export import export_onnx
-    from seglite.inference.segmenter import Segmenter, load_model
+    from seglite.inference.segmenter import Segmenter
+    from seglite.zoo.checkpoint import load_model
 
     loaded = load_model(model, weights)
     size = size or loaded.preprocess.size or (1024, 512)
@@ -167,8 +147,9 @@ def quantize_and_validate(
         latency = {name: runner_median_ms(runner, calibration[0], iters) for name, runner in runners.items()}
         miou = {}
         for name, runner in runners.items():
-            segmenter = Segmenter.from_loaded(loaded, size=size)
-            segmenter.model = OrtModule(runner)
+            segmenter = Segmenter.from_loaded(
+                loaded, size=size, backend=lambda context, r=runner, n=name: RunnerBackend(context, r, n)
+            )
             result = evaluate(segmenter, dataset, EvalOptions(split=eval_split, progress=progress))
             miou[name] = result.summary["miou"]
         agreements = []
