@@ -463,3 +463,20 @@ def test_trainer_rejects_a_data_set_error_before_training(tmp_path):
     )
     with pytest.raises(SegliteError, match=r"f1.png: mask value 9 is no class"):
         Trainer(config, tmp_path / "run", show_progress=False).run()
+
+
+def test_freeze_encoder_iters_trains_only_the_head_first(tmp_path):
+    from seglite.training.config import load_config
+    from seglite.training.trainer import Trainer
+
+    path = _binary_yaml(tmp_path)
+    sets = [f"data.dataset={path}", "data.root=null", "data.workers=0", "data.crop=[64,48]", "data.val_size=null"]
+    sets += ["batch_size=2", "schedule.iters=2", "freeze_encoder_iters=2", "ckpt_every=1", "val_every=100", "seed=3"]
+    config = load_config("configs/synth_espnetv2_s0.5.yaml", sets)
+    torch.manual_seed(3)
+    before = seglite.create_model("espnetv2_s0.5", num_classes=2).state_dict()
+    Trainer(config, tmp_path / "run", show_progress=False).run()
+    after = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)["state_dict"]
+    frozen = [k for k in before if k.startswith("base_net.") and k.endswith("weight") and "bn" not in k]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen if before[k].ndim > 1)
+    assert not torch.equal(before["bu_dec_l4.merge_layer.3.weight"], after["bu_dec_l4.merge_layer.3.weight"])

@@ -447,3 +447,21 @@ def test_half_on_a_cpu_without_bf16_says_to_drop_it(monkeypatch):
     monkeypatch.setattr(segmenter_module, "cpu_supports_bf16", lambda: False)
     with pytest.raises(SegliteError, match="drop --half"):
         seglite.Segmenter(model="espnetv2_s0.5", device="cpu", half=True)
+
+
+def test_the_trial_does_not_compile_when_a_run_cannot_pay_a_typical_compile_back():
+    from seglite.inference.autotune import compile_could_pay
+
+    trial = {"ms": {"torch": 175.0, "onnx": 200.0}}
+    # The 221-frame dash-cam clip at 175 ms a frame: at best ~15 s saved, less than a ~20 s compile.
+    assert not compile_could_pay(trial, 221)
+    assert compile_could_pay(trial, 1000) and compile_could_pay(trial, None)
+
+
+def test_auto_backend_goes_on_when_an_export_fails(tmp_path, monkeypatch):
+    import seglite
+
+    monkeypatch.setenv("SEGLITE_HOME", str(tmp_path))
+    # ESPNetv2 at 480x360 (not a multiple of its stride 16) cannot be exported with static pooling sizes.
+    segmenter = seglite.Segmenter(model="espnetv2_s0.5", size=(480, 360), device="cpu", backend="auto", frames=1)
+    assert segmenter.backend == "torch" and "onnx unavailable" in segmenter.backend_reason
