@@ -26,6 +26,7 @@ TINY = [
     "data.workers=0",
     "batch_size=2",
     "device=cpu",
+    "amp=bf16",  # a fixed precision (auto would time both): the resume and torchrun tests run the bf16 path
     "optim.lr=0.01",
     "val_every=1000",
     "ckpt_every=1000",

@@ -70,7 +70,10 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     batch_size: int = 8  # global, split over processes
-    amp: str = "auto"  # auto (bf16 where supported on CUDA, else fp16), fp16, bf16 or none; CPU always fp32
+    # auto: CUDA bf16 where supported, else fp16; CPU bf16 where the CPU has native bf16 and a trial on the first
+    # batch shows it faster, else fp32. fp16 (CUDA only), bf16 or none (fp32) force a precision.
+    amp: str = "auto"
+    channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and on tensor-core GPUs
     device: str = "auto"
     seed: int = 0
     sync_bn: bool = False

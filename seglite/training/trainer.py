@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -28,6 +29,15 @@ from seglite.training.finetune import init_from
 from seglite.training.losses import SegmentationLoss
 from seglite.training.sampler import ResumableBatchSampler
 from seglite.training.schedule import poly_lr_factor
+from seglite.training.step import (
+    PRECISIONS,
+    StepOptions,
+    TrainStep,
+    cpu_bf16_candidate,
+    faster_precision,
+    fused_supported,
+    time_precisions,
+)
 from seglite.zoo.checkpoint import (
     LoadedWeights,
     atomic_torch_save,
@@ -75,20 +85,29 @@ def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     ]
 
 
-def _optimizer(groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optim.name == "sgd":
-        return torch.optim.SGD(groups, lr=config.optim.lr, momentum=config.optim.momentum)
-    if config.optim.name == "adam":  # L2-coupled weight decay, as ESPNet's recipe used
-        return torch.optim.Adam(groups, lr=config.optim.lr)
-    return torch.optim.AdamW(groups, lr=config.optim.lr)
+def _optimizer(groups: list[dict], config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    name = config.optim.name
+    # L2-coupled weight decay for adam, as ESPNet's recipe used
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    kwargs = {"momentum": config.optim.momentum} if name == "sgd" else {}
+    if device.type in ("cpu", "cuda") and fused_supported(cls):
+        kwargs["fused"] = True  # one kernel over all parameters: the same update, fewer passes over memory
+    return cls(groups, lr=config.optim.lr, **kwargs)
 
 
-def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or config.amp == "none":
-        return None
-    if config.amp == "bf16" or (config.amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
+def _precision(config: TrainConfig, device: torch.device) -> str | None:
+    """The precision the config fixes on this device; None = decide by a trial on the first batch."""
+    if config.amp == "none":
+        return "fp32"
+    if device.type == "cuda":
+        if config.amp == "bf16" or (config.amp == "auto" and torch.cuda.is_bf16_supported()):
+            return "bf16"
+        return "fp16"
+    if config.amp == "fp16":
+        raise SegliteError("amp: fp16 needs a CUDA GPU; on a CPU use amp: bf16, none or auto")
+    if config.amp == "bf16":
+        return "bf16"
+    return None if cpu_bf16_candidate(device) else "fp32"
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -189,16 +208,17 @@ class Trainer:
             self.messages += report.lines()
         if self.dist.enabled and config.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model.to(self.device)
+        memory_format = torch.channels_last if config.channels_last else torch.preserve_format
+        self.model = model.to(self.device, memory_format=memory_format)
         self.net = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=ids, find_unused_parameters=config.freeze_encoder_iters > 0
             )
-        self.optimizer = _optimizer(_param_groups(self.model, config), config)
-        self.amp_dtype = _amp_dtype(config, self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.optimizer = _optimizer(_param_groups(self.model, config), config, self.device)
+        self.precision = _precision(config, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         weights = None
         if config.loss.class_weights == "espnet":
             freq = class_frequencies(self.dataset, config.data.train_split)
@@ -241,6 +261,7 @@ class Trainer:
             dataset=self.dataset.to_record(),
             optimizer=self.optimizer.state_dict(),
             scaler=self.scaler.state_dict(),
+            precision=self.precision,
             iteration=iteration,
             rng=_rng_state(self.device),
             best_miou=best_miou,
@@ -266,8 +287,22 @@ class Trainer:
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
+        if self.config.amp == "auto" and ckpt.get("precision") in PRECISIONS:
+            self.precision = ckpt["precision"]  # the run goes on in the precision its trial chose
         _restore_rng(ckpt["rng"], self.device)
         return int(ckpt["iteration"]), ckpt.get("best_miou")
+
+    def _choose_precision(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """amp: auto on a bf16-capable CPU: time fp32 and bf16 on the first batch and keep the faster; rank 0
+        decides for all ranks, so every process runs the same precision."""
+        options = [StepOptions(p, self.config.channels_last) for p in ("fp32", "bf16")]
+        seconds = time_precisions(self.net, self.criterion, images, labels, options)
+        faster = faster_precision(seconds) == "bf16" if self.dist.is_main else False
+        self.precision = "bf16" if broadcast_flag(faster, self.dist, self.device) else "fp32"
+        self.messages.append(
+            f"amp auto: {self.precision} (trial on the first batch: fp32 {seconds['fp32']:.2f} s, "
+            f"bf16 {seconds['bf16']:.2f} s per forward+backward)"
+        )
 
     # ---- validation ---------------------------------------------------------------------------------------
     def validate(self) -> dict:
@@ -320,14 +355,27 @@ class Trainer:
         base_lrs = [config.optim.lr * group["lr_mult"] for group in self.optimizer.param_groups]
         self.net.train()
         iteration = start
-        images_seen, t0 = 0, time.perf_counter()
         loader = iter(self._loader(start))
+        first = next(loader)
+        loader = itertools.chain([first], loader)
+        if self.precision is None:
+            self._choose_precision(*first)
+        step = TrainStep(
+            self.net,
+            self.criterion,
+            self.optimizer,
+            self.scaler,
+            self.device,
+            StepOptions(self.precision, config.channels_last),
+        )
+        images_seen, t0 = 0, time.perf_counter()
         encoder = [
             p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith(self.model.encoder_prefixes)
         ]
         with StopRequest() as stop, log:
             for line in self.messages:
                 log.message(line)
+            log.message(f"precision {self.precision}{', channels_last' if config.channels_last else ''}")
             if config.freeze_encoder_iters and not encoder:
                 log.message(f"freeze_encoder_iters: {config.model} names no encoder parameters; nothing frozen")
             while iteration < config.schedule.iters:
@@ -344,21 +392,13 @@ class Trainer:
                 for group, base in zip(self.optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base * factor
                 images, labels = next(loader)
-                images = images.to(self.device, non_blocking=True)
-                labels = labels.to(self.device, non_blocking=True)
-                with torch.autocast(
-                    self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-                ):
-                    loss = self.criterion(self.net(images), labels)
+                loss = step.loss(images, labels)
                 if not torch.isfinite(loss):
                     raise SegliteError(
                         f"loss is {loss.item()} at iteration {iteration}: training stopped; "
                         f"{self.out_dir / LAST} keeps the last good state (lower optim.lr?)"
                     )
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                step.apply(loss)
                 iteration += 1
                 images_seen += images.shape[0] * self.dist.world_size
                 log.step(
