@@ -153,8 +153,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data, num_classes, source = batches(args.camvid, args.steps + 1, args.batch, tuple(args.crop))
-    print(f"data: {source}, {num_classes} classes, batch {args.batch}, crop {args.crop[0]}x{args.crop[1]}, "
-          f"{args.threads} threads, torch {torch.__version__}", flush=True)
+    print(
+        f"data: {source}, {num_classes} classes, batch {args.batch}, crop {args.crop[0]}x{args.crop[1]}, "
+        f"{args.threads} threads, torch {torch.__version__}",
+        flush=True,
+    )
     rows = [r for name in args.models for r in bench_model(name, data, num_classes, args.rounds, args.compile, args.lr)]
     print("\n| model | variant | img/s | x plain | first step s | last loss | max loss gap to plain |")
     print("|---|---|---:|---:|---:|---:|---:|")

@@ -7,7 +7,6 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # e.g. V4L2's "can't open camera by index": seglite names it itself
 
 from seglite.errors import SegliteError
-from seglite.models.registry import create_model, list_models
 
 __version__ = "0.5.0"
 
@@ -15,7 +14,12 @@ __all__ = ["Segmenter", "SegliteError", "create_model", "list_models", "load_wei
 
 
 def __getattr__(name: str):
-    # Segmenter and load_weights pull in OpenCV; import them on first use to keep `import seglite` fast.
+    # Everything here pulls in torch or OpenCV: imported on first use, so `import seglite` stays fast and the CLI can
+    # set OpenMP's wait policy before torch loads (seglite.sharing).
+    if name in ("create_model", "list_models"):
+        from seglite.models import registry
+
+        return getattr(registry, name)
     if name == "Segmenter":
         from seglite.inference.segmenter import Segmenter
 

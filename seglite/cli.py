@@ -14,7 +14,12 @@ from rich.console import Console
 from rich.table import Table
 
 from seglite.errors import SegliteError
-from seglite.inference.segmenter import Segmenter
+from seglite.sharing import prepare_openmp
+
+# Before torch loads (the imports below): libgomp reads its wait policy once, at load time.
+SHARED_CPU_NOTE = prepare_openmp() if "torch" not in sys.modules else None
+
+from seglite.inference.segmenter import Segmenter  # noqa: E402
 
 app = typer.Typer(
     add_completion=False,
@@ -54,7 +59,7 @@ def doctor_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     """Versions, backends, CPU features and cache paths: paste this into a bug report."""
     from seglite.doctor import report
 
-    facts = report()
+    facts = report(SHARED_CPU_NOTE)
     if as_json:
         print_json(facts)
         return
@@ -65,6 +70,12 @@ def doctor_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
                 console.print(f"  {inner}: {item}", markup=False, highlight=False)
         else:
             console.print(f"{key}: {value}", markup=False, highlight=False)
+
+
+def _note_shared_cpu() -> None:
+    """Say so when the CPU was found shared at start: timings then reflect the other programs' load."""
+    if SHARED_CPU_NOTE:
+        err_console.print(SHARED_CPU_NOTE, markup=False, highlight=False, style="dim")
 
 
 def print_json(obj: object) -> None:
@@ -301,6 +312,7 @@ def train_cmd(
         )
     else:
         cfg = load_config(config, [*fixed, *sets])
+    _note_shared_cpu()
     result = Trainer(cfg, out, resume=resume).run()
     if result.get("interrupted"):
         raise typer.Exit(130)
@@ -486,6 +498,7 @@ def bench_cmd(
     from seglite.zoo.checkpoint import load_model
 
     loaded = load_model(model, weights)
+    _note_shared_cpu()
     result, results = benchmark_backends(
         loaded.model,
         loaded.model_name,

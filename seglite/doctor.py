@@ -15,7 +15,7 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def report() -> dict:
+def report(shared_cpu_note: str | None = None) -> dict:
     import torch
 
     from seglite import __version__
@@ -57,6 +57,8 @@ def report() -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "openmp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (spin, then sleep)"),
+        "shared_cpu": shared_cpu_note or "wait policy not changed (no core busy at start, or set by the user)",
         "cpu_features": {
             "avx2": "avx2" in flags,
             "avx512f": "avx512f" in flags,

@@ -90,6 +90,8 @@ def ort_session(model_bytes_or_path: bytes | str | os.PathLike, threads: int | N
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":  # a shared CPU (seglite.sharing): no spinning
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model_bytes_or_path if isinstance(model_bytes_or_path, bytes) else str(model_bytes_or_path)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 

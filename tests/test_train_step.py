@@ -1,0 +1,122 @@
+"""The training step's fast paths: the same step in channels_last and bf16, a precision trial that leaves no trace,
+and the precision rules per device."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seglite.errors import SegliteError
+from seglite.models.registry import create_model
+from seglite.training.config import load_config
+from seglite.training.losses import SegmentationLoss
+from seglite.training.step import StepOptions, TrainStep, faster_precision, time_precisions
+from seglite.training.trainer import _optimizer, _param_groups, _precision
+
+
+class _NoScaler:
+    def scale(self, loss):
+        return loss
+
+    def step(self, optimizer):
+        optimizer.step()
+
+    def update(self):
+        pass
+
+
+def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 5, (2, 64, 128), generator=generator)
+    labels[:, :4] = 255  # an ignored band, as padded crops have
+    return torch.randn(2, 3, 64, 128, generator=generator), labels
+
+
+def _step(model, options: StepOptions) -> TrainStep:
+    if options.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return TrainStep(model, SegmentationLoss(), optimizer, _NoScaler(), torch.device("cpu"), options)
+
+
+@pytest.mark.parametrize("name", ["espnetv2_s0.5", "deeplabv3p_lcnet_050"])
+def test_channels_last_step_is_the_plain_step(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5).train()
+    for module in model.modules():  # dropout draws its mask in memory order: NHWC would draw another mask
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+    plain, fast = copy.deepcopy(model), copy.deepcopy(model)
+    optimizer = torch.optim.SGD(plain.parameters(), lr=0.05, momentum=0.9)
+    step = _step(fast, StepOptions("fp32", channels_last=True))
+    images, labels = _batch()
+    loss = F.cross_entropy(plain(images), labels, ignore_index=255)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert step(images, labels).item() == pytest.approx(loss.item(), rel=1e-5)
+    for (key, a), b in zip(plain.state_dict().items(), fast.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), key  # the same update and BN statistics
+    assert not fast.state_dict()[next(k for k, v in fast.state_dict().items() if v.ndim == 4)].is_contiguous()
+
+
+def test_bf16_step_follows_the_fp32_loss():
+    torch.manual_seed(0)
+    model = create_model("deeplabv3p_lcnet_050", num_classes=5).train()
+    fp32, bf16 = _step(copy.deepcopy(model), StepOptions("fp32")), _step(copy.deepcopy(model), StepOptions("bf16"))
+    for seed in range(3):
+        images, labels = _batch(seed)
+        torch.manual_seed(seed)
+        a = fp32(images, labels).item()
+        torch.manual_seed(seed)
+        b = bf16(images, labels).item()
+        assert b == pytest.approx(a, rel=0.05)
+        assert b != a  # it did run in bf16
+
+
+def test_precision_trial_leaves_no_trace():
+    torch.manual_seed(0)
+    model = create_model("espnetv2_s0.5", num_classes=5).train()
+    before = copy.deepcopy(model.state_dict())
+    seconds = time_precisions(model, SegmentationLoss(), *_batch(), [StepOptions("fp32"), StepOptions("bf16")])
+    assert set(seconds) == {"fp32", "bf16"} and all(s > 0 for s in seconds.values())
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN running statistics included
+    assert all(p.grad is None for p in model.parameters())
+    assert faster_precision({"fp32": 1.0, "bf16": 0.5}) == "bf16"
+    assert faster_precision({"fp32": 1.0, "bf16": 0.97}) == "fp32"  # a tie keeps fp32's numerics
+
+
+def test_precision_rules_per_device(monkeypatch):
+    cpu = torch.device("cpu")
+    assert _precision(load_config(None, ["amp=none"]), cpu) == "fp32"
+    assert _precision(load_config(None, ["amp=bf16"]), cpu) == "bf16"
+    with pytest.raises(SegliteError, match="fp16 needs a CUDA GPU"):
+        _precision(load_config(None, ["amp=fp16"]), cpu)
+    monkeypatch.setattr("seglite.training.trainer.cpu_bf16_candidate", lambda device: False)
+    assert _precision(load_config(None), cpu) == "fp32"
+    monkeypatch.setattr("seglite.training.trainer.cpu_bf16_candidate", lambda device: True)
+    assert _precision(load_config(None), cpu) is None  # decided by the first-batch trial
+
+
+def test_optimizer_is_fused_with_the_same_update():
+    torch.manual_seed(0)
+    model = create_model("espnetv2_s0.5", num_classes=5)
+    config = load_config(None, ["optim.name=adamw", "optim.lr=0.01"])
+    fused = _optimizer(_param_groups(model, config), config, torch.device("cpu"))
+    assert fused.defaults.get("fused") is True
+    reference = copy.deepcopy(model)
+    plain = torch.optim.AdamW(
+        [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in _param_groups(reference, config)],
+        lr=0.01,
+    )
+    for net, optimizer in ((model, fused), (reference, plain)):
+        torch.manual_seed(1)
+        net.train()
+        F.cross_entropy(net(_batch()[0]), _batch()[1], ignore_index=255).backward()
+        optimizer.step()
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
