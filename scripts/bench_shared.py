@@ -46,16 +46,21 @@ def _env(mode: str) -> dict:
     return env
 
 
-def bench_ms(mode: str, iters: int) -> float:
+def _passive(stderr: str) -> bool:
+    """Whether seglite found a busy core at start and switched to passive waiting (it says so on stderr)."""
+    return "wait passively" in stderr
+
+
+def bench_ms(mode: str, iters: int) -> tuple[float, bool]:
     """Median latency of espnetv2_s1.0 (random weights; the same network cost) at 1024x512, eager PyTorch."""
     args = ["bench", "--model", "espnetv2_s1.0", "--backend", "torch", "--iters", str(iters), "--warmup", "5"]
     result = subprocess.run([*SEGLITE, *args, "--json"], capture_output=True, text=True, env=_env(mode), cwd=REPO)
     if result.returncode:
         raise SystemExit(result.stderr)
-    return json.loads(result.stdout)["median_ms"]
+    return json.loads(result.stdout)["median_ms"], _passive(result.stderr)
 
 
-def train_images_per_s(mode: str, iters: int, data: list[str]) -> float:
+def train_images_per_s(mode: str, iters: int, data: list[str]) -> tuple[float, bool]:
     """Steady-state images/s of the CamVid s1.0 fine-tune recipe (generated data if CamVid is absent), from the
     run's metrics: the time between iteration 3 and the last, so start-up and the precision trial are left out."""
     with tempfile.TemporaryDirectory() as out:
@@ -74,7 +79,8 @@ def train_images_per_s(mode: str, iters: int, data: list[str]) -> float:
     def elapsed(row: dict) -> float:
         return row["iteration"] * batch / row["images_per_second"]
 
-    return (last["iteration"] - first["iteration"]) * batch / (elapsed(last) - elapsed(first))
+    rate = (last["iteration"] - first["iteration"]) * batch / (elapsed(last) - elapsed(first))
+    return rate, _passive(result.stderr)
 
 
 def main() -> None:
