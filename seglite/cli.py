@@ -14,12 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from seglite.errors import SegliteError
-from seglite.sharing import prepare_openmp
-
-# Before torch loads (the imports below): libgomp reads its wait policy once, at load time.
-SHARED_CPU_NOTE = prepare_openmp() if "torch" not in sys.modules else None
-
-from seglite.inference.segmenter import Segmenter  # noqa: E402
+from seglite.inference.segmenter import Segmenter
+from seglite.sharing import share_cpu
 
 app = typer.Typer(
     add_completion=False,
@@ -33,7 +29,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Data sets: check, statistics,
 app.add_typer(data_app, name="data")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
-_state = {"debug": False}
+_state: dict = {"debug": False, "shared_cpu": None}
 
 
 def _print_version(value: bool) -> None:
@@ -52,6 +48,7 @@ def _root(
     ] = False,
 ) -> None:
     _state["debug"] = debug
+    _state["shared_cpu"] = share_cpu()  # one thread per free core when other programs keep cores busy
 
 
 @app.command("doctor")
@@ -59,7 +56,7 @@ def doctor_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     """Versions, backends, CPU features and cache paths: paste this into a bug report."""
     from seglite.doctor import report
 
-    facts = report(SHARED_CPU_NOTE)
+    facts = report(_state["shared_cpu"])
     if as_json:
         print_json(facts)
         return
@@ -74,8 +71,8 @@ def doctor_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 
 def _note_shared_cpu() -> None:
     """Say so when the CPU was found shared at start: timings then reflect the other programs' load."""
-    if SHARED_CPU_NOTE:
-        err_console.print(SHARED_CPU_NOTE, markup=False, highlight=False, style="dim")
+    if _state["shared_cpu"]:
+        err_console.print(_state["shared_cpu"], markup=False, highlight=False, style="dim")
 
 
 def print_json(obj: object) -> None:

@@ -57,8 +57,7 @@ def report(shared_cpu_note: str | None = None) -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "openmp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (spin, then sleep)"),
-        "shared_cpu": shared_cpu_note or "wait policy not changed (no core busy at start, or set by the user)",
+        "shared_cpu": shared_cpu_note or "all threads (no core busy at start, or OMP_NUM_THREADS set)",
         "cpu_features": {
             "avx2": "avx2" in flags,
             "avx512f": "avx512f" in flags,

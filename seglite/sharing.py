@@ -1,11 +1,11 @@
-"""Running well on a CPU that other programs use too. Imports nothing heavy: it must run before torch loads.
+"""Running well on a CPU that other programs use too. Every command calls share_cpu first.
 
-Why: PyTorch's OpenMP threads spin-wait for each other between operations (libgomp's default). When another
-program holds one of the cores, the spinning thread burns its share of the busy core while the thread it waits for
-is descheduled: on the 2-core test machine `seglite bench` ran 5x slower next to a one-line busy loop. Waiting
-passively (OMP_WAIT_POLICY=PASSIVE) fixes that, but costs ~30 % on an idle machine, where spinning is what makes
-small operations fast. libgomp reads the policy once, when torch is imported, so seglite samples the load first and
-chooses then (scripts/bench_shared.py measures both cases).
+Why: PyTorch's OpenMP threads spin-wait for each other between operations. When another program holds one of the
+cores, a thread spins on it while the thread it waits for is descheduled: on the 2-core test machine `seglite bench`
+ran 8-10x slower next to a one-line busy loop. Running only as many threads as there are free cores removes the
+waiting (one thread never waits for another) and is as fast there as passive waiting (OMP_WAIT_POLICY=PASSIVE), which
+costs ~30 % on an idle machine and cannot change once torch has loaded; a thread count can change at any time, so
+long runs re-check the load and take the cores back when the other program stops (scripts/bench_shared.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import time
 from dataclasses import dataclass
 
 SAMPLE_SECONDS = 0.15
-BUSY_CORE = 0.5  # another program using at least half a core counts as a busy core
-USER_CHOICE = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+BUSY_CORE = 0.5  # other programs using at least half a core count as a busy core
 
 
 @dataclass(frozen=True)
@@ -28,9 +27,19 @@ class CpuLoad:
     def free(self) -> int:
         return max(1, round(self.cores - self.busy_by_others))
 
+    @property
+    def shared(self) -> bool:
+        return self.busy_by_others >= BUSY_CORE
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    busy: float  # jiffies the allowed CPUs spent busy
+    total: float
+    own: float  # jiffies this process and its children (data loader workers) used
+
 
 def _cpu_times(cpus: set[int]) -> tuple[float, float]:
-    """(busy, total) jiffies over the given CPUs, from /proc/stat."""
     busy = total = 0.0
     with open("/proc/stat") as handle:
         for line in handle:
@@ -38,47 +47,113 @@ def _cpu_times(cpus: set[int]) -> tuple[float, float]:
             if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
                 continue
             values = [float(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
-            idle = values[3] + values[4]
             total += sum(values)
-            busy += sum(values) - idle
+            busy += sum(values) - values[3] - values[4]
     return busy, total
 
 
-def _own_jiffies() -> float:
-    with open("/proc/self/stat") as handle:
+def _jiffies(pid: str) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     return float(fields[11]) + float(fields[12])  # utime + stime (fields 14 and 15 of proc(5))
 
 
-def measure_load(seconds: float = SAMPLE_SECONDS) -> CpuLoad | None:
-    """How busy the cores we may use are, not counting this process; None where /proc is not there."""
+def _children() -> list[str]:
+    pids = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as handle:
+                pids += handle.read().split()
+        except OSError:  # kernels without CONFIG_PROC_CHILDREN: workers then count as others
+            pass
+    return pids
+
+
+def sample() -> CpuSample | None:
     try:
-        cpus = os.sched_getaffinity(0)
-        busy0, total0 = _cpu_times(cpus)
-        own0 = _own_jiffies()
-        time.sleep(seconds)
-        busy1, total1 = _cpu_times(cpus)
-        own1 = _own_jiffies()
+        busy, total = _cpu_times(os.sched_getaffinity(0))
+        own = _jiffies("self")
+        for pid in _children():
+            try:
+                own += _jiffies(pid)
+            except OSError:  # exited meanwhile
+                pass
     except (OSError, AttributeError, ValueError, IndexError):
         return None
-    elapsed = total1 - total0
-    if elapsed <= 0:
+    return CpuSample(busy, total, own)
+
+
+def load_between(before: CpuSample | None, after: CpuSample | None) -> CpuLoad | None:
+    if before is None or after is None or after.total <= before.total:
         return None
-    others = max(0.0, (busy1 - busy0) - (own1 - own0))
-    return CpuLoad(len(cpus), len(cpus) * others / elapsed)
+    cores = len(os.sched_getaffinity(0))
+    others = max(0.0, (after.busy - before.busy) - (after.own - before.own))
+    return CpuLoad(cores, cores * others / (after.total - before.total))
 
 
-def prepare_openmp(environ: os._Environ | dict | None = None, load: CpuLoad | None = None) -> str | None:
-    """Before torch is imported: wait passively if another program keeps a core busy. Returns what was done (for the
-    log), None if nothing. The user's own OMP settings, and SEGLITE_SHARED_CPU=0, leave everything as it is."""
-    environ = os.environ if environ is None else environ
-    if environ.get("SEGLITE_SHARED_CPU", "1") == "0" or any(key in environ for key in USER_CHOICE):
+def measure_load(seconds: float = SAMPLE_SECONDS) -> CpuLoad | None:
+    """How busy the cores we may use are, not counting this process; None where /proc is not there."""
+    before = sample()
+    time.sleep(seconds)
+    return load_between(before, sample())
+
+
+_state: dict = {"load": None, "default_threads": None}
+
+
+def _enabled() -> bool:
+    """Off with SEGLITE_SHARED_CPU=0 and when the user fixed the thread count (OMP_NUM_THREADS)."""
+    return os.environ.get("SEGLITE_SHARED_CPU", "1") != "0" and "OMP_NUM_THREADS" not in os.environ
+
+
+def _note(load: CpuLoad, threads: int) -> str:
+    return f"other programs keep {load.busy_by_others:.1f} of {load.cores} cores busy: {threads} thread(s)"
+
+
+def share_cpu(load: CpuLoad | None = None) -> str | None:
+    """At the start of a command: one thread per free core if other programs keep cores busy. Returns what was done
+    (for the log), None if nothing. `--threads` set afterwards overrides it."""
+    import torch
+
+    _state["default_threads"] = torch.get_num_threads()
+    if not _enabled():
         return None
     load = load or measure_load()
-    if load is None or load.busy_by_others < BUSY_CORE:
+    _state["load"] = load
+    if load is None or not load.shared:
         return None
-    environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return (
-        f"other programs keep {load.busy_by_others:.1f} of {load.cores} cores busy: OpenMP threads wait passively "
-        "(OMP_WAIT_POLICY=PASSIVE; set it, or SEGLITE_SHARED_CPU=0, to choose yourself)"
-    )
+    threads = min(load.free, torch.get_num_threads())
+    torch.set_num_threads(threads)
+    return _note(load, threads) + " (--threads, OMP_NUM_THREADS or SEGLITE_SHARED_CPU=0 to choose yourself)"
+
+
+def cpu_shared() -> bool:
+    """Whether share_cpu found other programs busy (ONNX Runtime then does not spin either)."""
+    load = _state["load"]
+    return load is not None and load.shared
+
+
+class ThreadGovernor:
+    """For long runs (training): every `every_s` seconds, one thread per free core, and the usual count again once
+    the other programs stop. `poll()` is cheap (a few /proc reads) and returns a message when it changed the count."""
+
+    def __init__(self, every_s: float = 10.0):
+        import torch
+
+        self.torch, self.every_s, self.enabled = torch, every_s, _enabled()
+        self.idle_threads = _state["default_threads"] or torch.get_num_threads()
+        self.last, self.when = sample(), time.monotonic()
+
+    def poll(self) -> str | None:
+        if not self.enabled or time.monotonic() - self.when < self.every_s:
+            return None
+        now = sample()
+        load = load_between(self.last, now)
+        self.last, self.when = now, time.monotonic()
+        if load is None:
+            return None
+        want = min(load.free, self.idle_threads) if load.shared else self.idle_threads
+        if want == self.torch.get_num_threads():
+            return None
+        self.torch.set_num_threads(want)
+        return _note(load, want) if load.shared else f"the cores are free again: {want} threads"

@@ -19,6 +19,7 @@ from torch import nn
 
 from seglite.errors import SegliteError
 from seglite.models.base import SegmentationNet, without_final_upsample
+from seglite.sharing import cpu_shared
 from seglite.zoo.checkpoint import atomic_write_bytes
 
 OPSET = 17
@@ -90,7 +91,7 @@ def ort_session(model_bytes_or_path: bytes | str | os.PathLike, threads: int | N
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":  # a shared CPU (seglite.sharing): no spinning
+    if cpu_shared():  # other programs keep cores busy (seglite.sharing): spinning would burn their share
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model_bytes_or_path if isinstance(model_bytes_or_path, bytes) else str(model_bytes_or_path)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

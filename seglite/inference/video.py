@@ -26,6 +26,7 @@ import torch
 from seglite.errors import InputError, Interrupted, OutputError
 from seglite.inference.outputs import render
 from seglite.inference.sources import open_video
+from seglite.sharing import ThreadGovernor
 
 if TYPE_CHECKING:  # the Segmenter imports this module lazily (predict_video, stream): no import circle
     from seglite.inference.segmenter import Segmenter
@@ -127,6 +128,7 @@ def iter_batches(
     decoder = _Decoder(capture, segmenter.preprocess, result, capacity=2 * batch + 2, realtime=realtime)
     decoder.start()
     finished = False
+    governor = ThreadGovernor() if segmenter.device.type == "cpu" else None  # other programs may start meanwhile
     with _single_threaded_opencv(segmenter.device.type == "cpu"):
         try:
             while not finished:
@@ -150,6 +152,8 @@ def iter_batches(
                 if segmenter.device.type == "cuda":
                     torch.cuda.synchronize()
                 result.stage_seconds["model"] += time.perf_counter() - start
+                if governor is not None:
+                    governor.poll()
                 yield indices, frames, logits
         finally:
             decoder.stop.set()

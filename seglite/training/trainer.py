@@ -23,6 +23,7 @@ from seglite.data.transforms import train_transform
 from seglite.devices import resolve_device
 from seglite.errors import SegliteError
 from seglite.models.registry import create_model
+from seglite.sharing import ThreadGovernor
 from seglite.training.config import TrainConfig
 from seglite.training.distributed import DistInfo, broadcast_flag, cleanup, init_distributed
 from seglite.training.finetune import init_from
@@ -368,6 +369,7 @@ class Trainer:
             self.device,
             StepOptions(self.precision, config.channels_last),
         )
+        governor = ThreadGovernor()  # fewer threads while other programs keep cores busy, all again after
         images_seen, t0 = 0, time.perf_counter()
         encoder = [
             p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith(self.model.encoder_prefixes)
@@ -399,6 +401,8 @@ class Trainer:
                         f"{self.out_dir / LAST} keeps the last good state (lower optim.lr?)"
                     )
                 step.apply(loss)
+                if change := governor.poll():
+                    log.message(change)
                 iteration += 1
                 images_seen += images.shape[0] * self.dist.world_size
                 log.step(
