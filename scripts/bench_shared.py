@@ -106,11 +106,10 @@ def main() -> None:
             for mode in ("seglite", "previous"):
                 for busy in (False, True):
                     with busy_program(busy):
-                        values.setdefault((mode, busy), []).append(run(mode))
-                    print(
-                        json.dumps({"workload": name, "mode": mode, "busy": busy, "value": values[mode, busy][-1]}),
-                        flush=True,
-                    )
+                        value, fewer = run(mode)
+                    values.setdefault((mode, busy), []).append(value)
+                    line = {"workload": name, "mode": mode, "busy": busy, "value": value, "fewer_threads": fewer}
+                    print(json.dumps(line), flush=True)
         median = {key: statistics.median(v) for key, v in values.items()}
         latency = name.startswith("bench")
         for mode in ("seglite", "previous"):
