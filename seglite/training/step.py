@@ -2,8 +2,8 @@
 
 Why a module of its own: the trainer and scripts/bench_train.py must time and run the very same step.
 CPU levers measured on a 2-core AVX512-BF16/AMX EPYC (scripts/bench_train.py): channels_last helps every network;
-bf16 autocast doubles DeepLabV3+ LCNet's speed but slows ESPNetv2 (oneDNN's bf16 depthwise-conv backward is
-slower than fp32's), so `amp: auto` on a CPU times both on the first batch and keeps the faster one.
+on top of it bf16 autocast makes DeepLabV3+ LCNet 1.6x faster but ESPNetv2 hardly (oneDNN's bf16 depth-wise conv
+backward is slower than fp32's), so `amp: auto` on a CPU times both on the first batch and keeps the faster one.
 """
 
 from __future__ import annotations
