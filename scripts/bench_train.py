@@ -69,23 +69,12 @@ class PlainLoop:
         return loss
 
 
-class NoScaler:
-    def scale(self, loss):
-        return loss
-
-    def step(self, optimizer):
-        optimizer.step()
-
-    def update(self):
-        pass
-
-
 def seglite_step(model, options: StepOptions, fused: bool, lr: float, compiled: bool = False) -> TrainStep:
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=fused)
     net = torch.compile(model) if compiled else model
-    return TrainStep(net, SegmentationLoss(), optimizer, NoScaler(), torch.device("cpu"), options)
+    return TrainStep(net, SegmentationLoss(), optimizer, None, torch.device("cpu"), options)
 
 
 def bench_model(name: str, data: list, num_classes: int, rounds: int, with_compile: bool, lr: float) -> list[dict]:

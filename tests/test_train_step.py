@@ -17,17 +17,6 @@ from seglite.training.step import StepOptions, TrainStep, faster_precision, time
 from seglite.training.trainer import _optimizer, _param_groups, _precision
 
 
-class _NoScaler:
-    def scale(self, loss):
-        return loss
-
-    def step(self, optimizer):
-        optimizer.step()
-
-    def update(self):
-        pass
-
-
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 5, (2, 64, 128), generator=generator)
@@ -39,7 +28,7 @@ def _step(model, options: StepOptions) -> TrainStep:
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    return TrainStep(model, SegmentationLoss(), optimizer, _NoScaler(), torch.device("cpu"), options)
+    return TrainStep(model, SegmentationLoss(), optimizer, None, torch.device("cpu"), options)
 
 
 @pytest.mark.parametrize("name", ["espnetv2_s0.5", "deeplabv3p_lcnet_050"])

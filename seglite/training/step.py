@@ -32,7 +32,8 @@ class StepOptions:
 
 
 class TrainStep:
-    """forward (autocast) -> loss -> backward -> optimizer step; the model must already be in its memory format."""
+    """forward (autocast) -> loss -> backward -> optimizer step; the model must already be in its memory format.
+    `scaler`: a torch.amp.GradScaler, or None."""
 
     def __init__(self, net: nn.Module, criterion: nn.Module, optimizer, scaler, device: torch.device, options):
         self.net, self.criterion, self.optimizer, self.scaler = net, criterion, optimizer, scaler
@@ -50,6 +51,10 @@ class TrainStep:
 
     def apply(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:  # no fp16 grad scaling (CPU, bf16, fp32)
+            loss.backward()
+            self.optimizer.step()
+            return
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
