@@ -69,9 +69,10 @@ def doctor_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
             console.print(f"{key}: {value}", markup=False, highlight=False)
 
 
-def _note_shared_cpu() -> None:
-    """Say so when the CPU was found shared at start: timings then reflect the other programs' load."""
-    if _state["shared_cpu"]:
+def _note_shared_cpu(threads: int | None = None) -> None:
+    """Say so when the CPU was found shared at start: timings then reflect the other programs' load. Silent when
+    --threads chose the count (it overrides the choice)."""
+    if _state["shared_cpu"] and threads is None:
         err_console.print(_state["shared_cpu"], markup=False, highlight=False, style="dim")
 
 
@@ -495,7 +496,7 @@ def bench_cmd(
     from seglite.zoo.checkpoint import load_model
 
     loaded = load_model(model, weights)
-    _note_shared_cpu()
+    _note_shared_cpu(threads)
     result, results = benchmark_backends(
         loaded.model,
         loaded.model_name,
