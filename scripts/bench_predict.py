@@ -1,8 +1,10 @@
 """End-to-end `predict` throughput against model-only FPS, and peak memory against video length.
 
-Usage: python scripts/bench_predict.py [--video PATH] [--weights W] [--backend torch|onnx] [--device cpu|cuda] [--half]
-                                      [--compile] [--no-memory]
+Usage: python scripts/bench_predict.py [--video PATH] [--weights W] [--size WxH] [--backend torch|onnx]
+                                      [--device cpu|cuda] [--half] [--compile] [--rounds N] [--no-memory]
 Defaults: ../shared/realdata/video/solidWhiteRight.mp4 with the published ESPNetv2 s2.0 (random init if absent).
+Each round times the model alone, then the whole video, in one process; the ratio of each round uses that round's
+model-only figure, and the median over rounds is reported (a shared VM's speed drifts by 10-30 % within minutes).
 """
 
 from __future__ import annotations
@@ -24,22 +26,28 @@ from seglite.bench.latency import benchmark
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 seg = Segmenter(model=args["model"], weights=args["weights"], device=args["device"], backend=args["backend"],
-                half=args["half"], compile=args["compile"])
-out = {}
-if args["model_only"]:
-    r = benchmark(seg.loaded.model, seg.model_name, seg.preprocess.size, device=seg.device, threads=args["threads"],
-                  backend=args["backend"], precision="fp16" if args["half"] else "fp32", warmup=5, iters=30,
-                  compile=args["compile"])
-    out["model_only_fps"] = r.fps
+                half=args["half"], compile=args["compile"], size=args["size"])
 if args["compile"]:  # compile before the clock starts: the video then measures the steady state
     width, height = seg.preprocess.size
     seg.forward(torch.zeros(args["batch"], 3, height, width, dtype=seg.dtype, device=seg.device))
-with tempfile.TemporaryDirectory() as tmp:
-    result = seg.predict_video(args["video"], tmp, batch=args["batch"])
-out.update(frames=result.frames_written, seconds=result.seconds, end_to_end_fps=result.throughput,
-           stages_ms_per_frame={k: 1000 * v / max(1, result.frames_written) for k, v in result.stage_seconds.items()},
-           peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-print(json.dumps(out))
+rounds = []
+for _ in range(args["rounds"]):
+    out = {}
+    if args["model_only"]:
+        r = benchmark(seg.loaded.model, seg.model_name, seg.preprocess.size, device=seg.device,
+                      threads=args["threads"], backend=args["backend"], precision="fp16" if args["half"] else "fp32",
+                      warmup=5, iters=20, compile=args["compile"])
+        out["model_only_fps"] = r.fps
+    with tempfile.TemporaryDirectory() as tmp:
+        result = seg.predict_video(args["video"], tmp, batch=args["batch"])
+    out.update(frames=result.frames_written, seconds=result.seconds, end_to_end_fps=result.throughput,
+               stages_ms_per_frame={k: round(1000 * v / max(1, result.frames_written), 1)
+                                    for k, v in result.stage_seconds.items()},
+               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if args["model_only"]:
+        out["ratio"] = out["end_to_end_fps"] / out["model_only_fps"]
+    rounds.append(out)
+print(json.dumps(rounds))
 """
 
 
@@ -63,6 +71,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile (compile time not counted)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--size", default=None, help="network input WxH (default: the weights' own)")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory-vs-length runs")
     args = parser.parse_args()
     weights = args.weights if Path(args.weights).is_file() else None
@@ -76,14 +86,18 @@ def main() -> None:
         compile=args.compile,
         threads=args.threads,
         batch=args.batch,
+        size=[int(v) for v in args.size.lower().split("x")] if args.size else None,
     )
-    main_run = run_child(video=args.video, model_only=True, **common)
-    ratio = main_run["end_to_end_fps"] / main_run["model_only_fps"]
-    print(json.dumps(main_run, indent=1))
+    rounds = run_child(video=args.video, model_only=True, rounds=args.rounds, **common)
+    for run in rounds:
+        print(json.dumps(run))
+    middle = sorted(rounds, key=lambda run: run["ratio"])[len(rounds) // 2]
     print(
-        f"\nend to end {main_run['end_to_end_fps']:.2f} FPS vs model only {main_run['model_only_fps']:.2f} FPS "
-        f"({args.backend}{' + torch.compile' if args.compile else ''}, {args.device}, {args.threads} threads): "
-        f"ratio {ratio:.2f}"
+        f"\n{Path(args.weights).name if weights else model}: end to end {middle['end_to_end_fps']:.2f} FPS vs model "
+        f"only {middle['model_only_fps']:.2f} FPS ({args.backend}{' + torch.compile' if args.compile else ''}, "
+        f"{args.device}, {args.threads} threads): ratio {middle['ratio']:.2f} (median of {len(rounds)}; rounds "
+        + ", ".join(f"{run['ratio']:.2f}" for run in rounds)
+        + ")"
     )
 
     if args.no_memory:
@@ -95,7 +109,7 @@ def main() -> None:
         peaks = {}
         for frames in (50, 200):
             video = write_video(Path(tmp) / f"drive{frames}.mp4", frames=frames, size=(960, 540))
-            peaks[frames] = run_child(video=str(video), model_only=False, **common)["peak_rss_mb"]
+            peaks[frames] = run_child(video=str(video), model_only=False, rounds=1, **common)[0]["peak_rss_mb"]
     print(
         f"peak RSS: {peaks[50]:.0f} MB for 50 frames, {peaks[200]:.0f} MB for 200 frames "
         f"({peaks[200] - peaks[50]:+.0f} MB)"

@@ -326,6 +326,79 @@ def test_resize_argmax_equals_torch_upsample_then_argmax(out_size):
     assert (labels == expected).mean() >= 0.999
 
 
+@pytest.mark.parametrize("classes", [19, 3])
+def test_resize_argmax_in_threads_gives_the_same_labels(classes):
+    import torch
+
+    from seglite.inference.postprocess import resize_argmax
+
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(classes, 32, 64, generator=generator).round()  # rounded: many exact ties between classes
+    single = resize_argmax(logits, (45, 70))
+    assert len(np.unique(single)) == classes
+    for threads in (2, 3, 5):
+        assert np.array_equal(resize_argmax(logits, (45, 70), threads), single)
+
+
+def test_segmenter_batches_channels_last_without_copying_one_image(street):
+    import torch
+
+    from seglite.inference.segmenter import Segmenter
+
+    seg = Segmenter(model="espnetv2_s0.5", size=(128, 64))
+    prepared = seg.prepare(cv2.imread(str(street / "a.png")))
+    batch = seg.stack([prepared])
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    assert batch.data_ptr() == prepared.data_ptr()
+    two = seg.stack([prepared, prepared])
+    assert two.is_contiguous(memory_format=torch.channels_last) and torch.equal(two[1], prepared)
+
+
+def test_decoding_and_encoding_wait_for_the_model(video, tmp_path):
+    """On a CPU, the pipeline's decoder and encoder never work while the model runs (Turns)."""
+    import contextlib
+    import threading
+    import time
+
+    from seglite.inference import video as video_module
+    from seglite.inference.segmenter import Segmenter
+
+    seg = Segmenter(model="espnetv2_s0.5", size=(160, 96))
+    spans: dict[str, list[tuple[float, float]]] = {"model": [], "side": []}
+    lock = threading.Lock()
+
+    def recorded(kind, context):
+        def wrapper(self, *args, **kwargs):
+            with context(self, *args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    yield
+                finally:
+                    with lock:
+                        spans[kind].append((start, time.perf_counter()))
+
+        return contextlib.contextmanager(wrapper)
+
+    original_model, original_side = video_module.Turns.model, video_module.Turns.side
+    video_module.Turns.model = recorded("model", original_model)
+    video_module.Turns.side = recorded("side", original_side)
+    try:
+        result = seg.predict_video(str(video), str(tmp_path))
+    finally:
+        video_module.Turns.model, video_module.Turns.side = original_model, original_side
+    assert result.frames_written == 12
+    assert len(spans["model"]) == 12 and len(spans["side"]) >= 24  # 12 decodes (+ the end) and 12 encodes
+    for model_start, model_end in spans["model"]:
+        for side_start, side_end in spans["side"]:
+            assert side_end <= model_start or side_start >= model_end
+
+
+def test_video_files_decode_in_one_thread_on_a_cpu(video):
+    from seglite.inference.sources import open_video
+
+    assert open_video(str(video), decode_threads=1)[0].get(cv2.CAP_PROP_N_THREADS) == 1
+
+
 def test_resize_argmax_ties_keep_the_first_class_and_channels_last_input_works():
     import torch
 

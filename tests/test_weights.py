@@ -280,6 +280,10 @@ def test_fast_preprocessing_equals_the_reference_formula():
         else:
             expected = (rgb.astype(np.float32) - np.float32(pre.mean)) / np.float32(pre.std) * pre.post_scale
         assert np.allclose(pre.to_array(image), expected.transpose(2, 0, 1), atol=1e-5)
+        # The channels-last input the Segmenter feeds its channels_last model: the same numbers, to the bit.
+        channels_last = pre.channels_last(image)
+        assert channels_last.permute(1, 2, 0).is_contiguous()
+        assert np.array_equal(channels_last.numpy(), pre.to_array(image))
 
 
 def test_onnx_runner_agrees_with_eager_pytorch_on_a_real_frame(home):

@@ -140,22 +140,30 @@ class Segmenter:
             self._palette_lut = palette_lut(self.loaded.palette)
         return self._palette_lut
 
+    def prepare(self, image_bgr: np.ndarray) -> torch.Tensor:
+        """One BGR uint8 image -> its 3xHxW network input, already in the model's channels_last memory order."""
+        return self.preprocess.channels_last(image_bgr)
+
     def to_tensor(self, images_bgr: list[np.ndarray]) -> torch.Tensor:
-        return self.stack([self.preprocess(image) for image in images_bgr])
+        return self.stack([self.prepare(image) for image in images_bgr])
 
     def stack(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """Preprocessed 3xHxW tensors -> a batch on the device, in the model's dtype and memory format."""
-        batch = torch.stack(tensors).to(self.device, self.dtype, non_blocking=True)
-        return batch.contiguous(memory_format=self.memory_format)
+        # Stacked pixels-last: channels_last inputs (prepare) then need no copy for one image and one for a batch.
+        pixels_last = [tensor.permute(1, 2, 0) for tensor in tensors]
+        batch = (pixels_last[0][None] if len(tensors) == 1 else torch.stack(pixels_last)).permute(0, 3, 1, 2)
+        return batch.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=self.memory_format)
 
     def logits(self, image_bgr: np.ndarray) -> torch.Tensor:
         """Raw network output (C x h x w) at the network's input size."""
         return self.forward(self.to_tensor([as_bgr_uint8(image_bgr)]))[0].float()
 
     def labels_from_logits(self, logits: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray:
-        """Upsample logits (N x C x h x w) bilinearly to out_size (H, W), argmax, background channels -> 255."""
+        """Upsample logits (N x C x h x w) bilinearly to out_size (H, W), argmax, background channels -> 255.
+        On a CPU it takes the model's threads: call it between model calls, not beside one."""
         if logits.device.type == "cpu":
-            labels = np.stack([resize_argmax(frame, out_size) for frame in logits])
+            threads = torch.get_num_threads()
+            labels = np.stack([resize_argmax(frame, out_size, threads) for frame in logits])
         else:
             if tuple(logits.shape[-2:]) != tuple(out_size):
                 logits = F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False)

@@ -129,9 +129,15 @@ def read_image(path: Path) -> np.ndarray:
     return as_bgr_uint8(image, str(path))
 
 
-def open_video(video: str | int) -> tuple[cv2.VideoCapture, float, tuple[int, int], int]:
-    """(capture, fps, (W, H), frame count or 0 when unknown) or an InputError naming the video."""
-    capture = cv2.VideoCapture(video)
+def open_video(video: str | int, decode_threads: int = 0) -> tuple[cv2.VideoCapture, float, tuple[int, int], int]:
+    """(capture, fps, (W, H), frame count or 0 when unknown) or an InputError naming the video.
+
+    `decode_threads` > 0 caps FFmpeg's decoding threads for a file (0: its default, one per core); its frame threads
+    keep decoding in the background after each read."""
+    if isinstance(video, str) and decode_threads > 0:
+        capture = cv2.VideoCapture(video, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, decode_threads])
+    else:
+        capture = cv2.VideoCapture(video)
     if not capture.isOpened():
         if isinstance(video, int):
             raise InputError(f"camera {video}: cannot be opened (no such camera here, or another program uses it)")

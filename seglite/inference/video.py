@@ -46,6 +46,51 @@ def _single_threaded_opencv(enabled: bool) -> Iterator[None]:
         cv2.setNumThreads(previous)
 
 
+class Turns:
+    """On a CPU the model's threads take every core, and a thread that works beside them makes them wait on each
+    other at every step: the model ran 6-12 % slower beside decoding and encoding on 2 cores. So on a CPU the
+    pipeline takes turns: decoding and encoding run only between model calls, beside the labels, and a model call
+    waits for the pieces of them already started. Off where the model runs elsewhere (CUDA) or for live sources
+    (their newest frame is read at once)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._changed = threading.Condition()
+        self._model_running = False
+        self._side_work = 0
+
+    @contextlib.contextmanager
+    def model(self) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
+        with self._changed:
+            self._changed.wait_for(lambda: self._side_work == 0)
+            self._model_running = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._model_running = False
+                self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def side(self) -> Iterator[None]:
+        """Decoding or encoding one frame: starts when the model is not running."""
+        if not self.enabled:
+            yield
+            return
+        with self._changed:
+            self._changed.wait_for(lambda: not self._model_running)
+            self._side_work += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._side_work -= 1
+                self._changed.notify_all()
+
+
 VIDEO_FORMATS = ("overlay", "color")
 _END = object()
 
@@ -74,25 +119,35 @@ class VideoResult:
 class _Decoder(threading.Thread):
     """Reads and preprocesses frames into a bounded queue (or, for live sources, a one-slot 'latest frame' box)."""
 
-    def __init__(self, capture: cv2.VideoCapture, preprocess, result: VideoResult, capacity: int, realtime: bool):
+    def __init__(
+        self,
+        capture: cv2.VideoCapture,
+        preprocess,
+        result: VideoResult,
+        capacity: int,
+        realtime: bool,
+        turns: Turns | None = None,
+    ):
         super().__init__(daemon=True, name="seglite-decode")
         self.capture, self.preprocess, self.result, self.realtime = capture, preprocess, result, realtime
         self.frames: queue.Queue = queue.Queue(maxsize=1 if realtime else capacity)
         self.stop = threading.Event()
+        self.turns = turns or Turns(enabled=False)
 
     def run(self) -> None:
         index = 0
         try:
             while not self.stop.is_set():
-                start = time.perf_counter()
-                ok, frame = self.capture.read()
-                self.result.stage_seconds["decode"] += time.perf_counter() - start
+                with self.turns.side():
+                    start = time.perf_counter()
+                    ok, frame = self.capture.read()
+                    middle = time.perf_counter()
+                    item = (index, frame, self.preprocess(frame)) if ok else None
+                self.result.stage_seconds["decode"] += middle - start
                 if not ok:
                     break
                 self.result.frames_read += 1
-                start = time.perf_counter()
-                item = (index, frame, self.preprocess(frame))
-                self.result.stage_seconds["preprocess"] += time.perf_counter() - start
+                self.result.stage_seconds["preprocess"] += time.perf_counter() - middle
                 if self.realtime:
                     try:  # replace a stale frame nobody took yet
                         self.frames.get_nowait()
@@ -113,6 +168,11 @@ class _Decoder(threading.Thread):
             self.frames.put(_END)
 
 
+def _decode_threads(segmenter: Segmenter) -> int:
+    """One on a CPU: FFmpeg's frame threads would go on decoding during the model's turn (see Turns)."""
+    return 1 if segmenter.device.type == "cpu" else 0
+
+
 def iter_batches(
     segmenter: Segmenter,
     video: str | int,
@@ -120,12 +180,18 @@ def iter_batches(
     realtime: bool = False,
     result: VideoResult | None = None,
     opened: tuple | None = None,
-) -> Iterator[tuple[list[int], list[np.ndarray], torch.Tensor]]:
-    """Decode in a thread and yield (frame indices, frames, logits) batch by batch."""
-    capture, fps, size, count = opened or open_video(video)
+    turns: Turns | None = None,
+) -> Iterator[tuple[list[int], list[np.ndarray], np.ndarray]]:
+    """Decode in a thread and yield (frame indices, frames, trainId maps) batch by batch.
+
+    The labels are made here, between model calls, not in a thread beside the model: on a CPU they then share the
+    model's idle threads instead of taking a core from it (the model's threads wait on each other when one lacks a
+    core), and the queue to the encoder holds small label maps, not logits."""
+    capture, fps, size, count = opened or open_video(video, _decode_threads(segmenter))
     result = result if result is not None else VideoResult()
     result.fps, result.size, result.expected_frames = fps, size, count
-    decoder = _Decoder(capture, segmenter.preprocess, result, capacity=2 * batch + 2, realtime=realtime)
+    turns = turns or Turns(segmenter.device.type == "cpu" and not realtime)
+    decoder = _Decoder(capture, segmenter.prepare, result, 2 * batch + 2, realtime, turns)
     decoder.start()
     finished = False
     governor = ThreadGovernor() if segmenter.device.type == "cpu" else None  # other programs may start meanwhile
@@ -148,13 +214,17 @@ def iter_batches(
                 indices = [i for i, _, _ in items]
                 frames = [f for _, f, _ in items]
                 start = time.perf_counter()
-                logits = segmenter.forward(segmenter.stack([t for _, _, t in items]))
-                if segmenter.device.type == "cuda":
-                    torch.cuda.synchronize()
-                result.stage_seconds["model"] += time.perf_counter() - start
+                with turns.model():
+                    logits = segmenter.forward(segmenter.stack([t for _, _, t in items]))
+                    if segmenter.device.type == "cuda":
+                        torch.cuda.synchronize()
+                middle = time.perf_counter()
+                labels = segmenter.labels_from_logits(logits, frames[0].shape[:2])
+                result.stage_seconds["model"] += middle - start
+                result.stage_seconds["postprocess"] += time.perf_counter() - middle
                 if governor is not None:
                     governor.poll()
-                yield indices, frames, logits
+                yield indices, frames, labels
         finally:
             decoder.stop.set()
             decoder.join(timeout=5)
@@ -164,13 +234,12 @@ def iter_frames(
     segmenter: Segmenter, video: str | int, batch: int = 1, realtime: bool = False
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(frame index, BGR frame, trainId map at the frame's size) for every frame, or the newest ones when realtime."""
-    for indices, frames, logits in iter_batches(segmenter, video, batch, realtime):
-        labels = segmenter.labels_from_logits(logits, frames[0].shape[:2])
+    for indices, frames, labels in iter_batches(segmenter, video, batch, realtime):
         yield from zip(indices, frames, labels, strict=True)
 
 
 class _Encoder(threading.Thread):
-    """Post-processes batches (upsample, argmax, render) and writes them, so inference never waits on I/O."""
+    """Renders and writes batches, so inference never waits on I/O."""
 
     def __init__(
         self,
@@ -180,8 +249,10 @@ class _Encoder(threading.Thread):
         alpha: float,
         result: VideoResult,
         on_frames: Callable[[int], None] | None,
+        turns: Turns,
     ):
         super().__init__(daemon=True, name="seglite-encode")
+        self.turns = turns
         self.segmenter, self.writers, self.mask_dirs, self.alpha = segmenter, writers, mask_dirs, alpha
         self.result, self.on_frames = result, on_frames
         self.batches: queue.Queue = queue.Queue(maxsize=2)
@@ -196,21 +267,18 @@ class _Encoder(threading.Thread):
             except BaseException as exc:  # surfaced in the main thread after join
                 self.error = exc
 
-    def _write(self, indices: list[int], frames: list[np.ndarray], logits: torch.Tensor) -> None:
-        start = time.perf_counter()
-        labels = self.segmenter.labels_from_logits(logits, frames[0].shape[:2])
-        middle = time.perf_counter()
+    def _write(self, indices: list[int], frames: list[np.ndarray], labels: np.ndarray) -> None:
         for index, frame, train_ids in zip(indices, frames, labels, strict=True):
-            for fmt, writer in self.writers.items():
-                writer.write(render(fmt, frame, train_ids, self.alpha, self.segmenter.palette_lut))
-            for fmt, folder in self.mask_dirs.items():
-                cv2.imwrite(
-                    str(folder / f"{index:06d}.png"),
-                    render(fmt, frame, train_ids, self.alpha, self.segmenter.palette_lut),
-                )
-        end = time.perf_counter()
-        self.result.stage_seconds["postprocess"] += middle - start
-        self.result.stage_seconds["encode"] += end - middle
+            with self.turns.side():
+                start = time.perf_counter()
+                for fmt, writer in self.writers.items():
+                    writer.write(render(fmt, frame, train_ids, self.alpha, self.segmenter.palette_lut))
+                for fmt, folder in self.mask_dirs.items():
+                    cv2.imwrite(
+                        str(folder / f"{index:06d}.png"),
+                        render(fmt, frame, train_ids, self.alpha, self.segmenter.palette_lut),
+                    )
+                self.result.stage_seconds["encode"] += time.perf_counter() - start
         self.result.frames_written += len(indices)
         if self.on_frames:
             self.on_frames(len(indices))
@@ -230,7 +298,7 @@ def segment_video(
 ) -> VideoResult:
     """Segment a video into `<stem>_<format>.mp4` (overlay/color) and `<stem>_<format>/` PNG folders (masks)."""
     result = VideoResult()
-    opened = open_video(video)
+    opened = open_video(video, _decode_threads(segmenter))
     _, fps, size, count = opened
     writers: dict[str, cv2.VideoWriter] = {}
     mask_dirs: dict[str, Path] = {}
@@ -251,12 +319,13 @@ def segment_video(
             mask_dirs[fmt] = out_dir / f"{stem}_{fmt}.partial"  # renamed to `folder` when every frame is in
             mask_dirs[fmt].mkdir(parents=True, exist_ok=True)
             result.outputs.append(folder)
-    encoder = _Encoder(segmenter, writers, mask_dirs, alpha, result, on_frames)
+    turns = Turns(segmenter.device.type == "cpu" and not realtime)
+    encoder = _Encoder(segmenter, writers, mask_dirs, alpha, result, on_frames, turns)
     encoder.start()
     start = time.perf_counter()
     interrupted = False
     try:
-        batches = iter_batches(segmenter, video, batch, realtime, result, opened)
+        batches = iter_batches(segmenter, video, batch, realtime, result, opened, turns)
         if on_start:
             result.expected_frames = count
             on_start(result)

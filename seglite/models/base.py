@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,35 +41,24 @@ class SegmentationNet(nn.Module):
         raise NotImplementedError
 
 
-class FinalUpsample(NamedTuple):
-    """A last bilinear upsampling a net left out (see without_final_upsample)."""
-
-    size: tuple[int, int]  # height, width
-    align_corners: bool
-
-
-_left_out_upsamplings: list[FinalUpsample] | None = None  # set by without_final_upsample
-_leave_out_align_corners = False
+_left_out_upsamplings: list[tuple[int, int]] | None = None  # set by without_final_upsample
 
 
 @contextmanager
-def without_final_upsample(align_corners_too: bool = False) -> Iterator[list[FinalUpsample]]:
-    """Within it, nets skip a last bilinear upsampling and return the logits at their own resolution; yields the
-    list of upsamplings they skipped. Only half-pixel ones (align_corners=False) unless `align_corners_too`.
+def without_final_upsample() -> Iterator[list[tuple[int, int]]]:
+    """Within it, nets skip a last half-pixel bilinear upsampling (align_corners=False) and return the logits at
+    their own resolution; yields the list of (height, width) sizes they skipped.
 
-    Why: the step is cheaper outside the net. seglite's ONNX Runtime runner does it with OpenCV
-    (`seglite.inference.onnx_export.upsample_planes`, the same half-pixel formula), ~4 ms faster at 1024x512 than ONNX
-    Runtime's Resize plus the reorder of 40 MB of logits out of its blocked layout; the CPU video path folds it into
-    the resize to the frame (`seglite.inference.postprocess.UpsampledArgmax`). Only for inputs the net does not pad
-    (sizes divisible by its stride).
+    Why: seglite's ONNX Runtime runner does that step with OpenCV (`seglite.inference.onnx_export.upsample_planes`,
+    the same half-pixel formula), ~4 ms faster at 1024x512 than ONNX Runtime's Resize plus the reorder of 40 MB of
+    logits out of its blocked layout. Only for inputs the net does not pad (sizes divisible by its stride).
     """
-    global _left_out_upsamplings, _leave_out_align_corners
-    outer = _left_out_upsamplings, _leave_out_align_corners
-    _left_out_upsamplings, _leave_out_align_corners = [], align_corners_too
+    global _left_out_upsamplings
+    outer, _left_out_upsamplings = _left_out_upsamplings, []
     try:
         yield _left_out_upsamplings
     finally:
-        _left_out_upsamplings, _leave_out_align_corners = outer
+        _left_out_upsamplings = outer
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
@@ -79,7 +67,7 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int], align_corners: 
     Converting here costs ~1 ms (the logits are small before it), converting after costs ~25 ms, and NCHW lets the
     CPU postprocess read one class plane at a time (seglite.inference.postprocess.resize_argmax).
     """
-    if _left_out_upsamplings is not None and (_leave_out_align_corners or not align_corners):
-        _left_out_upsamplings.append(FinalUpsample((int(size[0]), int(size[1])), align_corners))
+    if _left_out_upsamplings is not None and not align_corners:
+        _left_out_upsamplings.append((int(size[0]), int(size[1])))
         return logits.contiguous()
     return F.interpolate(logits.contiguous(), size=size, mode="bilinear", align_corners=align_corners)
