@@ -9,6 +9,7 @@ every frame is segmented and written, in order.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import shutil
@@ -181,12 +182,13 @@ def iter_batches(
     result: VideoResult | None = None,
     opened: tuple | None = None,
     turns: Turns | None = None,
-) -> Iterator[tuple[list[int], list[np.ndarray], np.ndarray]]:
-    """Decode in a thread and yield (frame indices, frames, trainId maps) batch by batch.
+) -> Iterator[tuple[list[int], list[np.ndarray], Callable[[], np.ndarray]]]:
+    """Decode in a thread and yield (frame indices, frames, labels()) batch by batch; labels() returns the trainId maps.
 
-    The labels are made here, between model calls, not in a thread beside the model: on a CPU they then share the
+    On a CPU the labels are made here, between model calls, not in a thread beside the model: they then share the
     model's idle threads instead of taking a core from it (the model's threads wait on each other when one lacks a
-    core), and the queue to the encoder holds small label maps, not logits."""
+    core), and the queue to the encoder holds small label maps, not logits. On CUDA whoever calls labels() makes
+    them (the encode thread), so the next batch's model call overlaps them."""
     capture, fps, size, count = opened or open_video(video, _decode_threads(segmenter))
     result = result if result is not None else VideoResult()
     result.fps, result.size, result.expected_frames = fps, size, count
@@ -218,10 +220,10 @@ def iter_batches(
                     logits = segmenter.forward(segmenter.stack([t for _, _, t in items]))
                     if segmenter.device.type == "cuda":
                         torch.cuda.synchronize()
-                middle = time.perf_counter()
-                labels = segmenter.labels_from_logits(logits, frames[0].shape[:2])
-                result.stage_seconds["model"] += middle - start
-                result.stage_seconds["postprocess"] += time.perf_counter() - middle
+                result.stage_seconds["model"] += time.perf_counter() - start
+                labels = functools.partial(_labels, segmenter, logits, frames[0].shape[:2], result)
+                if segmenter.device.type == "cpu":
+                    labels = functools.partial(_made, labels())
                 if governor is not None:
                     governor.poll()
                 yield indices, frames, labels
@@ -235,11 +237,23 @@ def iter_frames(
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(frame index, BGR frame, trainId map at the frame's size) for every frame, or the newest ones when realtime."""
     for indices, frames, labels in iter_batches(segmenter, video, batch, realtime):
-        yield from zip(indices, frames, labels, strict=True)
+        yield from zip(indices, frames, labels(), strict=True)
+
+
+def _labels(segmenter: Segmenter, logits: torch.Tensor, size: tuple[int, int], result: VideoResult) -> np.ndarray:
+    start = time.perf_counter()
+    labels = segmenter.labels_from_logits(logits, size)
+    result.stage_seconds["postprocess"] += time.perf_counter() - start
+    return labels
+
+
+def _made(labels: np.ndarray) -> np.ndarray:
+    return labels
 
 
 class _Encoder(threading.Thread):
-    """Renders and writes batches, so inference never waits on I/O."""
+    """Renders and writes batches (making their labels first where the main thread left them: CUDA), so inference
+    never waits on I/O."""
 
     def __init__(
         self,
@@ -267,8 +281,8 @@ class _Encoder(threading.Thread):
             except BaseException as exc:  # surfaced in the main thread after join
                 self.error = exc
 
-    def _write(self, indices: list[int], frames: list[np.ndarray], labels: np.ndarray) -> None:
-        for index, frame, train_ids in zip(indices, frames, labels, strict=True):
+    def _write(self, indices: list[int], frames: list[np.ndarray], labels: Callable[[], np.ndarray]) -> None:
+        for index, frame, train_ids in zip(indices, frames, labels(), strict=True):
             with self.turns.side():
                 start = time.perf_counter()
                 for fmt, writer in self.writers.items():
