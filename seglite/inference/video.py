@@ -49,10 +49,11 @@ def _single_threaded_opencv(enabled: bool) -> Iterator[None]:
 
 class Turns:
     """On a CPU the model's threads take every core, and a thread that works beside them makes them wait on each
-    other at every step: the model ran 6-12 % slower beside decoding and encoding on 2 cores. So on a CPU the
+    other at every step (the model ran ~5-10 % slower beside decoding and encoding on 2 cores). So on a CPU the
     pipeline takes turns: decoding and encoding run only between model calls, beside the labels, and a model call
-    waits for the pieces of them already started. Off where the model runs elsewhere (CUDA) or for live sources
-    (their newest frame is read at once)."""
+    waits for the pieces of them already started (end to end it measured a few points better than without, within
+    this VM's noise). Off where the model runs elsewhere (CUDA) or for live sources (their newest frame is read at
+    once)."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
