@@ -538,3 +538,17 @@ def test_auto_backend_goes_on_when_an_export_fails(tmp_path, monkeypatch):
     # ESPNetv2 at 480x360 (not a multiple of its stride 16) cannot be exported with static pooling sizes.
     segmenter = seglite.Segmenter(model="espnetv2_s0.5", size=(480, 360), device="cpu", backend="auto", frames=1)
     assert segmenter.backend == "torch" and "onnx unavailable" in segmenter.backend_reason
+
+
+def test_colorize_paints_each_class_its_palette_colour():
+    from seglite.inference.visualize import PALETTE_BGR, colorize, overlay, palette_lut
+
+    ids = np.arange(256, dtype=np.uint8).repeat(3).reshape(16, 48)
+    assert np.array_equal(colorize(ids), PALETTE_BGR[ids])
+    custom = palette_lut([[10, 20, 30], [40, 50, 60]])  # RGB, as checkpoints store it
+    painted = colorize(np.array([[0, 1, 2, 255]], np.uint8), custom)
+    assert painted.tolist() == [[[30, 20, 10], [60, 50, 40], [0, 0, 0], [0, 0, 0]]]
+    image = np.full((1, 4, 3), 100, np.uint8)
+    blended = overlay(image, np.array([[0, 1, 255, 255]], np.uint8), alpha=0.5, lut=custom)
+    assert blended[0, 2].tolist() == [100, 100, 100]  # ignored pixels keep the image
+    assert blended[0, 0].tolist() == [65, 60, 55]
