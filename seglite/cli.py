@@ -704,7 +704,10 @@ def _print_video_summary(result, out: Path) -> None:
     for stage, seconds in result.stage_seconds.items():
         table.add_row(stage, f"{seconds:.2f}", f"{1000 * seconds / max(1, result.frames_written):.1f}")
     console.print(table)
-    console.print("stages run in parallel threads (decode+preprocess | model | postprocess+encode), so they overlap")
+    console.print(
+        "threads: decode+preprocess | model+postprocess (on CUDA: postprocess with encode) | encode; on a CPU decode "
+        "and encode run between model calls, so the model stage includes waiting for them"
+    )
     for path in result.outputs:
         console.print(f"wrote {path}", markup=False)
 
