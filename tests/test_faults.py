@@ -47,9 +47,11 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_disk(tmp_path):
+    """64 kB: below the smallest overlay video of the tests (a random net that paints one class everywhere gives
+    ~120 kB; at 200 kB it sometimes fitted and the full-disk test passed through)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root): the full-disk case is not exercised")
     yield mount
     subprocess.run(["umount", str(mount)], capture_output=True)
