@@ -230,3 +230,25 @@ def test_ohem_averages_only_the_hard_pixels():
     assert ohem == pytest.approx(float(hard_only)) and ohem > plain
     ignore = torch.full_like(target, 255)
     assert float(SegmentationLoss(ohem=True)(logits, ignore)) == 0.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator tuning is Linux-only")
+def test_cpu_training_reuses_freed_memory(data, tmp_path):
+    # Each step re-allocates activations and gradients, the large ones (> 32 MB: logits at batch 8) from fresh
+    # mmaps the OS zero-fills on first touch, unless the trainer keeps freed memory for reuse.
+    code = (
+        "import resource, sys, torch\n"
+        "from seglite.training.config import load_config\n"
+        "from seglite.training.trainer import Trainer\n"
+        f"config = load_config('configs/synth_espnetv2_s0.5.yaml', {[f'data.root={data}', *TINY]!r})\n"
+        f"Trainer(config, {str(tmp_path / 'run')!r}, show_progress=False)\n"
+        "for _ in range(20):\n"
+        "    torch.empty(10_000_000).fill_(1)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(5):\n"
+        "    torch.empty(10_000_000).fill_(1)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SEGLITE_REUSE_MEMORY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert int(out.stdout.split()[-1]) < 5 * 40_000_000 // 4096 // 20
