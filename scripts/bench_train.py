@@ -2,13 +2,18 @@
 
 Every variant starts from the same weights and sees the same batches (real CamVid crops when ../shared/realdata/camvid
 is there, else generated frames), decoded once up front so only the step is timed. Variants run in turns, round after
-round, and each ratio is taken within a round (same machine state), then the median over rounds.
+round, and each ratio is taken within a round (same machine state), then the median over rounds. Each variant runs in
+a process of its own (see VariantProcess), and each turn starts with an untimed step on the warm-up batch: a process's
+first step after the others ran took up to 2.5x its usual time (its freed memory went back to the OS and comes back
+page by page).
   plain          model(x) -> F.cross_entropy -> backward -> torch.optim.Adam (default), NCHW fp32
+  allocator      the plain loop with freed memory kept for reuse (seglite.devices.reuse_freed_memory)
   channels_last  NHWC activations and weights
   bf16           CPU autocast to bf16 (native on AVX512-BF16 / AMX CPUs, emulated and slow elsewhere)
   fused          fused Adam (one kernel for the whole update)
   compile        torch.compile of the model (--compile; minutes of compilation first)
-  seglite        what `seglite train` runs: channels_last + fused + the precision its first-batch trial picks
+  seglite        what `seglite train` runs: allocator + channels_last + fused + the precision its first-batch trial
+                 picks
 The loss columns show the curves agree: the last step's loss per variant, and the largest gap to plain's curve.
 Run alone on the machine. Usage: python scripts/bench_train.py [--models ...] [--rounds 3] [--steps 4] [--compile]
 """
@@ -19,6 +24,8 @@ import argparse
 import copy
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +37,7 @@ from seglite.data.dataset import SegmentationDataset
 from seglite.data.datasets import load_dataset
 from seglite.data.synth import write_dataset
 from seglite.data.transforms import train_transform
+from seglite.devices import reuse_freed_memory
 from seglite.models.registry import create_model
 from seglite.training.losses import SegmentationLoss
 from seglite.training.step import StepOptions, TrainStep, faster_precision, time_precisions
@@ -69,6 +77,70 @@ class PlainLoop:
         return loss
 
 
+def _step_for(variant: str, model, lr: float, data: list) -> tuple:
+    """The step a variant runs, built inside its own process; and the seglite variant's precision trial."""
+    if variant in ("allocator", "seglite"):
+        reuse_freed_memory()
+    if variant in ("plain", "allocator"):
+        return PlainLoop(model, lr), None
+    if variant == "seglite":
+        trial_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        options = [StepOptions(p, True) for p in ("fp32", "bf16")]
+        seconds = time_precisions(trial_model, SegmentationLoss(), *data[0], options)
+        picked = faster_precision(seconds)
+        return seglite_step(model, StepOptions(picked, True), True, lr), {"picked": picked, "trial_s": seconds}
+    options = {
+        "channels_last": (StepOptions("fp32", True), False, False),
+        "bf16": (StepOptions("bf16", False), False, False),
+        "fused": (StepOptions("fp32", False), True, False),
+        "compile": (StepOptions("fp32", False), False, True),
+    }[variant]
+    return seglite_step(model, options[0], options[1], lr, options[2]), None
+
+
+class VariantProcess:
+    """One variant in a child process of its own (this script, --worker): it holds the same weights and batches and
+    runs the batch it is sent. Why processes: a user's loop runs alone in its process, and glibc's allocator state (a
+    lever of its own) is per process; several networks in one process also made the default allocator's page faults
+    up to 1.5x costlier than in a process with one network."""
+
+    def __init__(self, variant: str, name: str, num_classes: int, state: dict, data: list, lr: float, threads: int):
+        self.file = Path(tempfile.mkdtemp()) / "job.pt"
+        job = {"name": name, "num_classes": num_classes, "state": state, "data": data, "lr": lr, "threads": threads}
+        torch.save({**job, "variant": variant}, self.file)
+        command = [sys.executable, __file__, "--worker", str(self.file)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = json.loads(self._reply())
+
+    def _reply(self) -> str:
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit("a variant's worker process stopped; see its error above")
+        return line
+
+    def __call__(self, index: int) -> float:
+        self.process.stdin.write(f"{index}\n")
+        self.process.stdin.flush()
+        return float(self._reply())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+        self.file.unlink()
+
+
+def worker(file: Path) -> None:
+    job = torch.load(file, weights_only=True)
+    torch.set_num_threads(job["threads"])
+    model = create_model(job["name"], num_classes=job["num_classes"]).train()
+    model.load_state_dict(job["state"])
+    data = job["data"]
+    step, info = _step_for(job["variant"], model, job["lr"], data)
+    print(json.dumps(info), flush=True)
+    for line in sys.stdin:
+        print(step(*data[int(line)]).item(), flush=True)
+
+
 def seglite_step(model, options: StepOptions, fused: bool, lr: float, compiled: bool = False) -> TrainStep:
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -77,36 +149,32 @@ def seglite_step(model, options: StepOptions, fused: bool, lr: float, compiled: 
     return TrainStep(net, SegmentationLoss(), optimizer, None, torch.device("cpu"), options)
 
 
-def bench_model(name: str, data: list, num_classes: int, rounds: int, with_compile: bool, lr: float) -> list[dict]:
+def bench_model(
+    name: str, data: list, num_classes: int, rounds: int, with_compile: bool, lr: float, threads: int
+) -> list[dict]:
     torch.manual_seed(0)
-    initial = create_model(name, num_classes=num_classes).train()
-    trial_model = copy.deepcopy(initial).to(memory_format=torch.channels_last)
-    seconds = time_precisions(
-        trial_model, SegmentationLoss(), *data[0], [StepOptions(p, True) for p in ("fp32", "bf16")]
-    )
-    picked = faster_precision(seconds)
-    variants = {
-        "plain": PlainLoop(copy.deepcopy(initial), lr),
-        "channels_last": seglite_step(copy.deepcopy(initial), StepOptions("fp32", True), False, lr),
-        "bf16": seglite_step(copy.deepcopy(initial), StepOptions("bf16", False), False, lr),
-        "fused": seglite_step(copy.deepcopy(initial), StepOptions("fp32", False), True, lr),
-        "seglite": seglite_step(copy.deepcopy(initial), StepOptions(picked, True), True, lr),
-    }
-    if with_compile:
-        variants["compile"] = seglite_step(copy.deepcopy(initial), StepOptions("fp32", False), False, lr, True)
+    state = create_model(name, num_classes=num_classes).state_dict()
+    names = ["plain", "allocator", "channels_last", "bf16", "fused", "seglite"] + (["compile"] if with_compile else [])
+    variants = {}
+    for v in names:  # one at a time: their start-up (and the seglite trial) is not timed against another's
+        variants[v] = VariantProcess(v, name, num_classes, state, data, lr, threads)
     losses: dict[str, list[float]] = {v: [] for v in variants}
     warm = {}
     for v, step in variants.items():  # warm-up on batch 0 (oneDNN primitives, compilation); not timed, not counted
         start = time.perf_counter()
-        losses[v].append(step(*data[0]).item())
+        losses[v].append(step(0))
         warm[v] = time.perf_counter() - start
     times: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(rounds):
         for v, step in variants.items():
+            losses[v].append(step(0))  # untimed: see the module's docstring
             start = time.perf_counter()
-            for images, labels in data[1:]:
-                losses[v].append(step(images, labels).item())
+            for index in range(1, len(data)):
+                losses[v].append(step(index))
             times[v].append(time.perf_counter() - start)
+    for step in variants.values():
+        step.close()
+    seglite = variants["seglite"].info
     images = (len(data) - 1) * data[0][0].shape[0]
     rows = []
     for v in variants:
@@ -115,13 +183,13 @@ def bench_model(name: str, data: list, num_classes: int, rounds: int, with_compi
         rows.append(
             {
                 "model": name,
-                "variant": v + (f" ({picked})" if v == "seglite" else ""),
+                "variant": v + (f" ({seglite['picked']})" if v == "seglite" else ""),
                 "images_per_s": round(images / statistics.median(times[v]), 2),
                 "vs_plain": round(statistics.median(ratios), 2),
                 "first_step_s": round(warm[v], 1),
                 "loss_last": round(losses[v][-1], 4),
                 "loss_max_rel_gap": round(gap, 4),
-                "trial_s": {k: round(s, 3) for k, s in seconds.items()} if v == "seglite" else None,
+                "trial_s": {k: round(s, 3) for k, s in seglite["trial_s"].items()} if v == "seglite" else None,
             }
         )
         print(json.dumps(rows[-1]), flush=True)
@@ -139,7 +207,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--camvid", type=Path, default=CAMVID)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(args.worker)
+        return
     torch.set_num_threads(args.threads)
     data, num_classes, source = batches(args.camvid, args.steps + 1, args.batch, tuple(args.crop))
     print(
@@ -147,7 +219,11 @@ def main() -> None:
         f"{args.threads} threads, torch {torch.__version__}",
         flush=True,
     )
-    rows = [r for name in args.models for r in bench_model(name, data, num_classes, args.rounds, args.compile, args.lr)]
+    rows = [
+        r
+        for name in args.models
+        for r in bench_model(name, data, num_classes, args.rounds, args.compile, args.lr, args.threads)
+    ]
     print("\n| model | variant | img/s | x plain | first step s | last loss | max loss gap to plain |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
