@@ -2,8 +2,12 @@
 
 Each workload runs as the user would start it (the `seglite` command), with seglite's default (it samples the load at
 start and runs one thread per free core; training re-checks every 10 s) and with the previous behaviour
-(SEGLITE_SHARED_CPU=0: all cores' threads, OpenMP spinning), once alone and once next to `python -c "while True: pass"`. Reported: the median latency or
-throughput, the slowdown busy/alone, and the idle cost of the default against the previous behaviour.
+(SEGLITE_SHARED_CPU=0: all cores' threads, OpenMP spinning), once alone and once next to `python -c "while True: pass"`.
+Reported: the median latency or throughput, the slowdown busy/alone, the idle cost of the default against the previous
+behaviour, and the floor: one thread alone against the default alone, i.e. the slowdown of running on the one core
+another program leaves (PyTorch splits each operation evenly over its threads, so a thread on the busy core holds the
+others up: two passive-waiting threads next to a busy loop measured as slow as one, four 3-9 % faster than one but
+only with passive waiting, which costs ~30 % on an idle machine).
 Run it alone on the machine (nothing else running). Usage: python scripts/bench_shared.py [--rounds 2] [--quick]
 """
 
@@ -43,6 +47,8 @@ def _env(mode: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "SEGLITE_SHARED_CPU")}
     if mode == "previous":
         env["SEGLITE_SHARED_CPU"] = "0"
+    if mode == "one thread":
+        env["OMP_NUM_THREADS"] = "1"
     return env
 
 
@@ -110,6 +116,8 @@ def main() -> None:
                     values.setdefault((mode, busy), []).append(value)
                     line = {"workload": name, "mode": mode, "busy": busy, "value": value, "fewer_threads": fewer}
                     print(json.dumps(line), flush=True)
+            value, _ = run("one thread")  # alone: the speed of the one core left when another program holds one
+            values.setdefault(("one thread", False), []).append(value)
         median = {key: statistics.median(v) for key, v in values.items()}
         latency = name.startswith("bench")
         for mode in ("seglite", "previous"):
@@ -117,10 +125,15 @@ def main() -> None:
             slowdown = busy / alone if latency else alone / busy
             idle_cost = (alone / median["previous", False] - 1) if latency else (median["previous", False] / alone - 1)
             rows.append((name, mode, alone, busy, slowdown, idle_cost))
+        one = median["one thread", False]
+        floor = one / median["seglite", False] if latency else median["seglite", False] / one
+        rows.append((name, "floor: one thread, alone", one, None, floor, None))
     print("\n| workload | mode | alone | one core busy | slowdown | idle cost vs previous |")
     print("|---|---|---:|---:|---:|---:|")
     for name, mode, alone, busy, slowdown, idle_cost in rows:
-        print(f"| {name} | {mode} | {alone:.1f} | {busy:.1f} | {slowdown:.2f}x | {idle_cost * 100:+.1f} % |")
+        busy_cell = "" if busy is None else f"{busy:.1f}"
+        cost_cell = "" if idle_cost is None else f"{idle_cost * 100:+.1f} %"
+        print(f"| {name} | {mode} | {alone:.1f} | {busy_cell} | {slowdown:.2f}x | {cost_cell} |")
 
 
 if __name__ == "__main__":
