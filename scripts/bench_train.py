@@ -11,9 +11,10 @@ page by page).
   channels_last  NHWC activations and weights
   bf16           CPU autocast to bf16 (native on AVX512-BF16 / AMX CPUs, emulated and slow elsewhere)
   fused          fused Adam (one kernel for the whole update)
+  fused_norm     BatchNorm(+residual)+PReLU as compiled kernels (seglite.models.fused; compiled in the warm-up step)
   compile        torch.compile of the model (--compile; minutes of compilation first)
-  seglite        what `seglite train` runs: allocator + channels_last + fused + the precision its first-batch trial
-                 picks
+  seglite        what `seglite train` runs: allocator + channels_last + fused + fused_norm + the precision its
+                 first-batch trial picks (fused_norm applies to fp32 only)
 The loss columns show the curves agree: the last step's loss per variant, and the largest gap to plain's curve.
 Run alone on the machine. Usage: python scripts/bench_train.py [--models ...] [--rounds 3] [--steps 4] [--compile]
 """
@@ -38,6 +39,7 @@ from seglite.data.datasets import load_dataset
 from seglite.data.synth import write_dataset
 from seglite.data.transforms import train_transform
 from seglite.devices import reuse_freed_memory
+from seglite.models import fused
 from seglite.models.registry import create_model
 from seglite.training.losses import SegmentationLoss
 from seglite.training.step import StepOptions, TrainStep, faster_precision, time_precisions
@@ -81,6 +83,8 @@ def _step_for(variant: str, model, lr: float, data: list) -> tuple:
     """The step a variant runs, built inside its own process; and the seglite variant's precision trial."""
     if variant in ("allocator", "seglite"):
         reuse_freed_memory()
+    if variant in ("fused_norm", "seglite"):
+        fused.enable(fused.compiler_found())
     if variant in ("plain", "allocator"):
         return PlainLoop(model, lr), None
     if variant == "seglite":
@@ -93,6 +97,7 @@ def _step_for(variant: str, model, lr: float, data: list) -> tuple:
         "channels_last": (StepOptions("fp32", True), False, False),
         "bf16": (StepOptions("bf16", False), False, False),
         "fused": (StepOptions("fp32", False), True, False),
+        "fused_norm": (StepOptions("fp32", False), False, False),
         "compile": (StepOptions("fp32", False), False, True),
     }[variant]
     return seglite_step(model, options[0], options[1], lr, options[2]), None
@@ -154,7 +159,9 @@ def bench_model(
 ) -> list[dict]:
     torch.manual_seed(0)
     state = create_model(name, num_classes=num_classes).state_dict()
-    names = ["plain", "allocator", "channels_last", "bf16", "fused", "seglite"] + (["compile"] if with_compile else [])
+    names = ["plain", "allocator", "channels_last", "bf16", "fused", "fused_norm", "seglite"] + (
+        ["compile"] if with_compile else []
+    )
     variants = {}
     for v in names:  # one at a time: their start-up (and the seglite trial) is not timed against another's
         variants[v] = VariantProcess(v, name, num_classes, state, data, lr, threads)

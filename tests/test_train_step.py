@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from seglite.errors import SegliteError
+from seglite.models import fused
 from seglite.models.registry import create_model
 from seglite.training.config import load_config
 from seglite.training.losses import SegmentationLoss
@@ -109,3 +110,71 @@ def test_optimizer_is_fused_with_the_same_update():
         optimizer.step()
     for a, b in zip(model.parameters(), reference.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def _compiled_nodes(loss: torch.Tensor) -> int:
+    """Nodes of the autograd graph that torch.compile made (the fused kernels' backward)."""
+    seen, stack, count = set(), [loss.grad_fn], 0
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        count += "CompiledFunction" in type(node).__name__
+        stack += [next_node for next_node, _ in node.next_functions]
+    return count
+
+
+@pytest.mark.skipif(not fused.compiler_found(), reason="the fused kernels need a C++ compiler (g++ or clang)")
+@pytest.mark.parametrize("name", ["espnetv2_s0.5", "espnetv1"])
+def test_fused_norm_step_is_the_eager_step(name):
+    # Every BatchNorm(+residual)+PReLU of the network runs compiled: the same loss, updates and BN statistics.
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5).train()
+    eager, fast = _step(copy.deepcopy(model), StepOptions("fp32", True)), _step(model, StepOptions("fp32", True))
+    images, labels = _batch()
+    expected = eager(images, labels)
+    with fused.fusing(True) as on:
+        assert on
+        loss = fast.loss(images, labels)
+        fast.apply(loss)
+    prelus = sum(isinstance(m, torch.nn.PReLU) and m.weight.requires_grad for m in model.modules())
+    assert _compiled_nodes(loss) >= prelus  # one per fused BN+PReLU (ESPNet v1 adds BN-only ones)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for (key, a), b in zip(eager.net.state_dict().items(), fast.net.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), key
+    assert not fused.enabled()  # only inside the block
+
+
+def test_fused_norm_leaves_eval_mode_and_bf16_alone():
+    torch.manual_seed(0)
+    model = create_model("espnetv2_s0.5", num_classes=5)
+    images, labels = _batch()
+    with torch.no_grad():
+        expected = model.eval()(images)
+    with fused.fusing(True):
+        with torch.no_grad():
+            assert torch.equal(model(images), expected)
+        model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(images).float(), labels, ignore_index=255)
+        assert _compiled_nodes(loss) == 0
+
+
+def test_fused_norm_falls_back_to_eager_when_compiling_fails(monkeypatch):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+
+    torch.manual_seed(0)
+    model = create_model("espnetv2_s0.5", num_classes=5).train()
+    twin = copy.deepcopy(model)
+    images, _ = _batch()
+    fused.enable(True)
+    monkeypatch.setitem(fused._compiled, "bn_prelu", no_compiler)
+    try:
+        with pytest.warns(UserWarning, match="fused BatchNorm\\+PReLU unavailable.*InvalidCxxCompiler"):
+            out = model(images)
+    finally:
+        fused.enable(False)
+    assert torch.equal(out, twin(images))
+    assert torch.equal(model.state_dict()["base_net.level1.bn.num_batches_tracked"], torch.tensor(1))

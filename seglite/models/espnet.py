@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seglite.models.base import SegmentationNet, upsample_logits
+from seglite.models.fused import bn_prelu
 from seglite.models.layers import BNPReLU, ConvBNPReLU, dilated_conv
 from seglite.models.registry import register_model
 
@@ -64,8 +65,7 @@ class ESPModule(nn.Module):
         out = torch.cat(branches, 1)
         if self.residual:
             out = out + x
-        out = self.bn(out)
-        return self.act(out) if self.act is not None else out
+        return self.bn(out) if self.act is None else bn_prelu(self.bn, self.act, out)
 
 
 def bnprelu_parts(br: BNPReLU, parts: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -181,7 +181,7 @@ class ESPNet(SegmentationNet):
         out_l1, out_l2_cat, logits_l3 = self.encoder.encode(x)
         up_l3 = self.up_l3(self.br(logits_l3))
         merged = self.up_l2(self.combine_l2_l3(torch.cat([conv_parts(self.level3_C, out_l2_cat), up_l3], 1)))
-        merged = self.conv.act(self.conv.bn(conv_parts(self.conv.conv, [merged, out_l1])))
+        merged = bn_prelu(self.conv.bn, self.conv.act, conv_parts(self.conv.conv, [merged, out_l1]))
         return self.classifier(merged)
 
 

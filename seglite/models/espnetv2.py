@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seglite.models.base import SegmentationNet, upsample_logits
+from seglite.models.fused import bn_prelu
 from seglite.models.layers import BNPReLU, ConvBN, ConvBNPReLU, adaptive_avg_pool, dilated_conv
 from seglite.models.registry import register_model
 
@@ -61,12 +62,12 @@ class EESP(nn.Module):
         branches = [self.spp_dw[0](reduced)]
         for conv in self.spp_dw[1:]:
             branches.append(conv(reduced) + branches[-1])  # HFF, including the first branch
-        out = self.conv_1x1_exp(self.br_after_cat(torch.cat(branches, 1)))
+        merged = self.br_after_cat(torch.cat(branches, 1))
         if self.strided:
-            return out
-        if out.shape == x.shape:
-            out = out + x
-        return self.module_act(out)
+            return self.conv_1x1_exp(merged)
+        expanded = self.conv_1x1_exp.conv(merged)
+        residual = x if expanded.shape == x.shape else None
+        return bn_prelu(self.conv_1x1_exp.bn, self.module_act, expanded, residual)
 
 
 class DownSampler(nn.Module):
@@ -80,7 +81,8 @@ class DownSampler(nn.Module):
 
     def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         out = torch.cat([F.avg_pool2d(x, 3, 2, 1), self.eesp(x)], 1)
-        return self.act(out + self.inp_reinf(image))
+        reinforce, projection = self.inp_reinf
+        return bn_prelu(projection.bn, self.act, projection.conv(reinforce(image)), out)  # out + BN(...), then PReLU
 
 
 class EESPNetBackbone(nn.Module):
@@ -225,7 +227,7 @@ class ESPNetv2(SegmentationNet):
             (out_l1, self.merge_enc_dec_l4, self.bu_br_l4, self.bu_dec_l4),
         ):
             up = F.interpolate(decoded, scale_factor=2, mode="bilinear", align_corners=True)
-            decoded = dec(br(merge(skip) + up))
+            decoded = dec(bn_prelu(br[0], br[1], merge(skip) + up))
         return upsample_logits(decoded, x.shape[-2:], align_corners=True)
 
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglite.models.fused import bn_prelu
+
 
 class ConvBNPReLU(nn.Module):
     """Conv -> BatchNorm -> per-channel PReLU (the ESPNet 'CBR')."""
@@ -17,7 +19,7 @@ class ConvBNPReLU(nn.Module):
         self.act = nn.PReLU(c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        return bn_prelu(self.bn, self.act, self.conv(x))
 
 
 class ConvBN(nn.Module):
@@ -29,7 +31,7 @@ class ConvBN(nn.Module):
         self.bn = nn.BatchNorm2d(c_out, eps=bn_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
+        return bn_prelu(self.bn, None, self.conv(x))
 
 
 class BNPReLU(nn.Module):
@@ -41,7 +43,7 @@ class BNPReLU(nn.Module):
         self.act = nn.PReLU(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(x))
+        return bn_prelu(self.bn, self.act, x)
 
 
 def dilated_conv(c_in: int, c_out: int, dilation: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:

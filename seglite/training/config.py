@@ -74,6 +74,8 @@ class TrainConfig:
     # batch shows it faster, else fp32. fp16 (CUDA only), bf16 or none (fp32) force a precision.
     amp: str = "auto"
     channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and on tensor-core GPUs
+    # CPU, fp32: BatchNorm(+residual)+PReLU as compiled kernels (seglite.models.fused); needs a C++ compiler
+    fused_norm: bool = True
     device: str = "auto"
     seed: int = 0
     sync_bn: bool = False

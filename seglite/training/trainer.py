@@ -22,6 +22,7 @@ from seglite.data.datasets import load_dataset
 from seglite.data.transforms import train_transform
 from seglite.devices import resolve_device, reuse_freed_memory
 from seglite.errors import SegliteError
+from seglite.models import fused
 from seglite.models.registry import create_model
 from seglite.sharing import ThreadGovernor
 from seglite.training.config import TrainConfig
@@ -155,6 +156,7 @@ class Trainer:
                 f"{self.dataset.num_classes} classes; leave num_classes out to use its count"
             )
         self.messages: list[str] = []
+        self.fused = False  # whether run() trains with seglite.models.fused on
         device = resolve_device(config.device)
         self.dist: DistInfo = init_distributed(device.type)
         if self.dist.enabled and device.type == "cuda":
@@ -338,6 +340,10 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def run(self) -> dict:
+        with fused.fusing(self.config.fused_norm and self.device.type == "cpu") as self.fused:
+            return self._run()
+
+    def _run(self) -> dict:
         config = self.config
         self._check_data()
         self._build()
@@ -379,7 +385,13 @@ class Trainer:
         with StopRequest() as stop, log:
             for line in self.messages:
                 log.message(line)
-            log.message(f"precision {self.precision}{', channels_last' if config.channels_last else ''}")
+            fusion = (
+                self.fused and self.precision == "fp32" and any(isinstance(m, nn.PReLU) for m in self.model.modules())
+            )
+            log.message(
+                f"precision {self.precision}{', channels_last' if config.channels_last else ''}"
+                f"{', fused BatchNorm+PReLU (compiled on the first step)' if fusion else ''}"
+            )
             if config.freeze_encoder_iters and not encoder:
                 log.message(f"freeze_encoder_iters: {config.model} names no encoder parameters; nothing frozen")
             while iteration < config.schedule.iters:
