@@ -1,8 +1,8 @@
 """Training on a CPU: BatchNorm (+ a residual) + PReLU as compiled kernels, the convolutions left to oneDNN.
 
 Why: eagerly these are 3-5 passes over memory forward and as many backward, ~40 % of an ESPNetv2 training step on a
-2-core CPU; Inductor's kernels for just this function run them 2.2-2.6x faster (torch.compile of the whole network
-was no faster: its convolutions lost what the fusion won). Shapes are dynamic, so one network compiles it 2-4 times.
+2-core CPU; Inductor's kernels for just these functions run them 2.2-2.6x faster (torch.compile of the whole network
+measured no faster than eager). Shapes are dynamic, so one network compiles each 1-2 times.
 Off unless `enable()` was called (seglite train does on a CPU); eval mode, autocast, other devices and other norm
 layers always take the eager path, so inference and exported models never see it.
 """
