@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,3 +19,25 @@ def require_realdata(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} is absent (../shared/realdata is not checked out here)")
     return path
+
+
+LARGE_TENSOR_PAGES = 5 * 40_000_000 // 4096  # what five fresh 40 MB tensors (full-resolution logits) touch
+
+
+def large_tensor_page_faults(setup: str, env: dict) -> tuple[list[str], int]:
+    """Run `setup` in a fresh Python, then count minor page faults while five 40 MB tensors are allocated and
+    filled after twenty warm-up rounds (the heap grows a few blocks before glibc's bins serve every request).
+    Returns what `setup` printed and the count."""
+    code = (
+        "import resource, torch\n"
+        f"{setup}\n"
+        "for _ in range(20):\n"
+        "    torch.empty(10_000_000).fill_(1)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(5):\n"
+        "    torch.empty(10_000_000).fill_(1)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    *printed, count = out.stdout.split()
+    return printed, int(count)

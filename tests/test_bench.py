@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import LARGE_TENSOR_PAGES, large_tensor_page_faults
 
 from seglite.bench.report import pareto_front
 from seglite.data.synth import write_dataset
@@ -109,29 +110,15 @@ def test_report_with_data_writes_table_and_plot(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator tuning is Linux-only")
 def test_reused_memory_stops_page_faults_on_repeated_large_tensors():
-    # Minor page faults while allocating and filling a 40 MB tensor (full-resolution logits) five times, after
-    # twenty warm-up rounds (the heap grows a few blocks before glibc's bins serve every request).
-    code = (
-        "import resource, sys, torch\n"
-        "from seglite.devices import reuse_freed_memory\n"
-        "print(reuse_freed_memory())\n"
-        "for _ in range(20):\n"
-        "    torch.empty(10_000_000).fill_(1)\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "for _ in range(5):\n"
-        "    torch.empty(10_000_000).fill_(1)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
-    )
     faults = {}
     for setting in ("1", "0"):
         env = {**os.environ, "SEGLITE_REUSE_MEMORY": setting}
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-        took_effect, count = out.stdout.split()
-        assert took_effect == ("True" if setting == "1" else "False")
-        faults[setting] = int(count)
-    pages = 5 * 40_000_000 // 4096
-    assert faults["0"] > pages // 2  # glibc maps each one afresh...
-    assert faults["1"] < pages // 20  # ...unless freed memory is kept for reuse
+        printed, faults[setting] = large_tensor_page_faults(
+            "from seglite.devices import reuse_freed_memory\nprint(reuse_freed_memory())", env
+        )
+        assert printed == ["True" if setting == "1" else "False"]
+    assert faults["0"] > LARGE_TENSOR_PAGES // 2  # glibc maps each one afresh...
+    assert faults["1"] < LARGE_TENSOR_PAGES // 20  # ...unless freed memory is kept for reuse
 
 
 FAKE_AUTHORS_MODEL = """

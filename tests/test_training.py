@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import LARGE_TENSOR_PAGES, large_tensor_page_faults
 
 from seglite.data.synth import write_dataset
 from seglite.training.config import load_config
@@ -236,19 +237,12 @@ def test_ohem_averages_only_the_hard_pixels():
 def test_cpu_training_reuses_freed_memory(data, tmp_path):
     # Each step re-allocates activations and gradients, the large ones (> 32 MB: logits at batch 8) from fresh
     # mmaps the OS zero-fills on first touch, unless the trainer keeps freed memory for reuse.
-    code = (
-        "import resource, sys, torch\n"
+    setup = (
         "from seglite.training.config import load_config\n"
         "from seglite.training.trainer import Trainer\n"
         f"config = load_config('configs/synth_espnetv2_s0.5.yaml', {[f'data.root={data}', *TINY]!r})\n"
-        f"Trainer(config, {str(tmp_path / 'run')!r}, show_progress=False)\n"
-        "for _ in range(20):\n"
-        "    torch.empty(10_000_000).fill_(1)\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "for _ in range(5):\n"
-        "    torch.empty(10_000_000).fill_(1)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+        f"Trainer(config, {str(tmp_path / 'run')!r}, show_progress=False)"
     )
     env = {k: v for k, v in os.environ.items() if k != "SEGLITE_REUSE_MEMORY"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert int(out.stdout.split()[-1]) < 5 * 40_000_000 // 4096 // 20
+    _, faults = large_tensor_page_faults(setup, env)
+    assert faults < LARGE_TENSOR_PAGES // 20
