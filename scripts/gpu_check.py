@@ -78,10 +78,10 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def _train_args(plan: Plan, data: Path, out: Path, iters: int) -> list[str]:
+def _train_args(plan: Plan, data: Path, out: Path, iters: int, amp: str = "auto") -> list[str]:
     sets = [
         f"schedule.iters={iters}", f"batch_size={plan.train_batch}", f"data.crop={plan.train_crop}",
-        f"device={plan.device}", "amp=auto", f"val_every={iters}", "ckpt_every=5", "data.workers=2",
+        f"device={plan.device}", f"amp={amp}", f"val_every={iters}", "ckpt_every=5", "data.workers=2",
         "data.val_size=null", "log_every=10",
     ]  # fmt: skip
     args = ["train", "configs/synth_espnetv2_s0.5.yaml", "--data-root", str(data), "--out", str(out)]
@@ -115,8 +115,12 @@ def step_train(plan: Plan, out: Path) -> dict:
     record["backend"] = "nccl" if plan.device == "cuda" else "gloo"
     # Resume: SIGTERM mid-run, --resume to the end, compare with an uninterrupted run.
     seglite(*_train_args(plan, data, out / "straight", plan.resume_iters))
+    # amp auto on a CPU times fp32 and bf16 on the first batch: near a tie two runs can choose differently, so the
+    # interrupted run takes the straight run's choice (a resumed run keeps its own, which is what is checked).
+    chosen = torch.load(out / "straight" / "last.pt", map_location="cpu", weights_only=True)["precision"]
+    amp = {"fp32": "none"}.get(chosen, chosen)
     child = subprocess.Popen(
-        [sys.executable, "-m", "seglite", *_train_args(plan, data, out / "cut", plan.resume_iters)],
+        [sys.executable, "-m", "seglite", *_train_args(plan, data, out / "cut", plan.resume_iters, amp)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 300
@@ -127,7 +131,7 @@ def step_train(plan: Plan, out: Path) -> dict:
             break
         time.sleep(0.2)
     child.wait(timeout=300)
-    seglite(*_train_args(plan, data, out / "cut", plan.resume_iters), "--resume")
+    seglite(*_train_args(plan, data, out / "cut", plan.resume_iters, amp), "--resume")
     a, b = (
         torch.load(out / r / "last.pt", map_location="cpu", weights_only=True)["state_dict"]
         for r in ("straight", "cut")
