@@ -72,7 +72,7 @@ def export_onnx(
     if len(left_out) > 1:  # the trace runs once: more than one upsampling is not one final step, keep them all
         return export_onnx(model, size, path, batch, metadata, dynamic)
     if left_out:
-        metadata = {**(metadata or {}), "final_upsample": list(left_out[0])}
+        metadata = {**(metadata or {}), "final_upsample": list(left_out[0].size)}
     proto = onnx.load_from_string(buffer.getvalue())
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()

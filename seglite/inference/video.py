@@ -218,11 +218,11 @@ def iter_batches(
                 frames = [f for _, f, _ in items]
                 start = time.perf_counter()
                 with turns.model():
-                    logits = segmenter.forward(segmenter.stack([t for _, _, t in items]))
+                    logits, left_out = segmenter.forward_for_labels(segmenter.stack([t for _, _, t in items]))
                     if segmenter.device.type == "cuda":
                         torch.cuda.synchronize()
                 result.stage_seconds["model"] += time.perf_counter() - start
-                labels = functools.partial(_labels, segmenter, logits, frames[0].shape[:2], result)
+                labels = functools.partial(_labels, segmenter, logits, left_out, frames[0].shape[:2], result)
                 if segmenter.device.type == "cpu":
                     labels = functools.partial(_made, labels())
                 if governor is not None:
@@ -241,9 +241,11 @@ def iter_frames(
         yield from zip(indices, frames, labels(), strict=True)
 
 
-def _labels(segmenter: Segmenter, logits: torch.Tensor, size: tuple[int, int], result: VideoResult) -> np.ndarray:
+def _labels(
+    segmenter: Segmenter, logits: torch.Tensor, left_out: list, size: tuple[int, int], result: VideoResult
+) -> np.ndarray:
     start = time.perf_counter()
-    labels = segmenter.labels_from_logits(logits, size)
+    labels = segmenter.labels_from_logits(logits, size, left_out)
     result.stage_seconds["postprocess"] += time.perf_counter() - start
     return labels
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,24 +43,31 @@ class SegmentationNet(nn.Module):
         raise NotImplementedError
 
 
-_left_out_upsamplings: list[tuple[int, int]] | None = None  # set by without_final_upsample
+class FinalUpsample(NamedTuple):
+    size: tuple[int, int]  # (height, width)
+    align_corners: bool
+
+
+_leaving_out = threading.local()  # .kinds, .skipped: set by without_final_upsample, in the thread that runs the net
 
 
 @contextmanager
-def without_final_upsample() -> Iterator[list[tuple[int, int]]]:
-    """Within it, nets skip a last half-pixel bilinear upsampling (align_corners=False) and return the logits at
-    their own resolution; yields the list of (height, width) sizes they skipped.
+def without_final_upsample(align_corners: tuple[bool, ...] = (False,)) -> Iterator[list[FinalUpsample]]:
+    """Within it (in this thread), nets skip a last bilinear upsampling of the kinds in `align_corners` and return
+    the logits at their own resolution, NCHW; yields the list of upsamplings they skipped.
 
-    Why: seglite's ONNX Runtime runner does that step with OpenCV (`seglite.inference.onnx_export.upsample_planes`,
-    the same half-pixel formula), ~4 ms faster at 1024x512 than ONNX Runtime's Resize plus the reorder of 40 MB of
-    logits out of its blocked layout. Only for inputs the net does not pad (sizes divisible by its stride).
+    Why: the callers do that step faster where it comes out: seglite's ONNX Runtime runner with OpenCV
+    (`seglite.inference.onnx_export.upsample_planes`, half-pixel only: ~4 ms faster at 1024x512 than ONNX Runtime's
+    Resize plus the reorder of 40 MB of logits out of its blocked layout), the CPU labels fused with the resize to the
+    frame and the argmax (`seglite.inference.postprocess.ResizeChainArgmax`, either kind). Only for inputs the net
+    does not pad (sizes divisible by its stride).
     """
-    global _left_out_upsamplings
-    outer, _left_out_upsamplings = _left_out_upsamplings, []
+    outer = getattr(_leaving_out, "state", None)
+    _leaving_out.state = (align_corners, [])
     try:
-        yield _left_out_upsamplings
+        yield _leaving_out.state[1]
     finally:
-        _left_out_upsamplings = outer
+        _leaving_out.state = outer
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
@@ -67,7 +76,8 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int], align_corners: 
     Converting here costs ~1 ms (the logits are small before it), converting after costs ~25 ms, and NCHW lets the
     CPU postprocess read one class plane at a time (seglite.inference.postprocess.resize_argmax).
     """
-    if _left_out_upsamplings is not None and not align_corners:
-        _left_out_upsamplings.append((int(size[0]), int(size[1])))
+    leaving_out = getattr(_leaving_out, "state", None)
+    if leaving_out is not None and align_corners in leaving_out[0]:
+        leaving_out[1].append(FinalUpsample((int(size[0]), int(size[1])), align_corners))
         return logits.contiguous()
     return F.interpolate(logits.contiguous(), size=size, mode="bilinear", align_corners=align_corners)
