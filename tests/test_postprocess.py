@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from conftest import require_realdata
 
 import seglite
-from seglite.inference import native
-from seglite.inference.postprocess import ResizeChainArgmax, bilinear_taps, upsample_argmax_library
 from seglite.data.labels import CLASS_NAMES
 from seglite.data.synth import render_scene
+from seglite.inference import native
+from seglite.inference.postprocess import ResizeChainArgmax, bilinear_taps, upsample_argmax_library
 from seglite.inference.segmenter import Segmenter
 from seglite.zoo.checkpoint import LoadedWeights
 from seglite.zoo.preprocess import IMAGENET
@@ -79,8 +79,6 @@ def test_resize_chain_argmax_equals_resizing_every_class_then_argmax(classes, lo
     clear = margin > 1e-4  # float32 and float64 may order near-exact ties either way
     assert clear.mean() > 0.99
     assert np.array_equal(labels[clear], expected[clear])
-    for threads in (2, 3, 7):
-        assert np.array_equal(chain(logits, threads), labels)
     channels_last = logits[None].contiguous(memory_format=torch.channels_last)[0]
     assert np.array_equal(chain(channels_last), labels)
 

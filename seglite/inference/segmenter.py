@@ -195,13 +195,12 @@ class Segmenter:
         """Upsample logits (N x C x h x w) bilinearly to out_size (H, W), argmax, background channels -> 255.
         `left_out`: the net's upsamplings forward_for_labels left out, done here first.
         On a CPU it takes the model's threads: call it between model calls, not beside one."""
-        if logits.device.type == "cpu":
+        if left_out:
+            chain = self._resize_chain(logits, left_out, out_size)
+            labels = np.stack([chain(frame) for frame in logits])
+        elif logits.device.type == "cpu":
             threads = torch.get_num_threads()
-            if left_out:
-                chain = self._resize_chain(logits, left_out, out_size)
-                labels = np.stack([chain(frame, threads) for frame in logits])
-            else:
-                labels = np.stack([resize_argmax(frame, out_size, threads) for frame in logits])
+            labels = np.stack([resize_argmax(frame, out_size, threads) for frame in logits])
         else:
             if tuple(logits.shape[-2:]) != tuple(out_size):
                 logits = F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False)
