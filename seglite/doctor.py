@@ -20,6 +20,7 @@ def report(shared_cpu_note: str | None = None) -> dict:
 
     from seglite import __version__
     from seglite.devices import cpu_supports_bf16
+    from seglite.inference import native
     from seglite.zoo.registry import seglite_home
 
     try:
@@ -67,9 +68,11 @@ def report(shared_cpu_note: str | None = None) -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device visible",
         "onnxruntime_providers": providers,
         "torch.compile C++ compiler": shutil.which("g++") or shutil.which("clang++") or shutil.which("c++") or "none",
+        "C compiler (native CPU labels kernel)": native.compiler() or "none: the OpenCV labels path, slower",
         "caches": {
             "SEGLITE_HOME": str(home),
             "weights": str(home / "weights"),
             "onnx exports and backend choices": str(home / "onnx"),
+            "native kernels": str(native.library_dir()),
         },
     }

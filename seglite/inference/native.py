@@ -42,7 +42,7 @@ def library_dir() -> Path:
 
 
 def load(name: str) -> ctypes.CDLL | None:
-    """The kernel library built from `<name>.c` beside this module (cached per source, flags and compiler)."""
+    """The kernel library built from `<name>.c` beside this module (cached per source, flags, compiler and CPU)."""
     with _lock:
         if name not in _loaded:
             _loaded[name] = _build_and_load(name)
@@ -57,7 +57,7 @@ def _build_and_load(name: str) -> ctypes.CDLL | None:
         log.info("no C compiler found: %s kernels off", name)
         return None
     source = _SOURCES / f"{name}.c"
-    key = hashlib.sha256(source.read_bytes() + " ".join([cc, *_FLAGS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source.read_bytes() + " ".join([cc, *_FLAGS, _cpu_identity()]).encode()).hexdigest()[:16]
     target = library_dir() / f"{name}-{key}.so"
     try:
         if not target.is_file():
@@ -73,3 +73,15 @@ def _build_and_load(name: str) -> ctypes.CDLL | None:
         detail = getattr(exc, "stderr", b"") or b""
         log.warning("building the %s kernels failed (%s %s): using the slower path", name, exc, detail.decode()[-500:])
         return None
+
+
+def _cpu_identity() -> str:
+    """-march=native code may not run on another CPU (a home directory shared between machines, a VM moved to other
+    hardware): the cache key holds the CPU's model and instruction-set flags."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return platform.machine() + platform.processor()
+    wanted = ("model name", "flags", "Features", "CPU part")  # x86 and ARM spellings
+    return platform.machine() + "".join(sorted({line for line in lines if line.startswith(wanted)}))
