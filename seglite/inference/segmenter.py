@@ -215,6 +215,8 @@ class Segmenter:
         size = tuple(logits.shape[-2:])
         key = (size, tuple(left_out), tuple(out_size))
         if key not in self._resize_chains:
+            if len(self._resize_chains) >= 16:  # a folder of many image sizes: keep the table small
+                self._resize_chains.clear()
             steps = [(*step.size, step.align_corners) for step in left_out] + [(*out_size, False)]
             self._resize_chains[key] = ResizeChainArgmax(size, steps)
         return self._resize_chains[key]
