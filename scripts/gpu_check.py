@@ -24,6 +24,8 @@ import time
 import traceback
 from pathlib import Path
 
+from seglite.files import atomic_write_bytes
+
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
 S2 = REALDATA / "weights" / "espnetv2" / "espnetv2_s_2.0_city_1024x512.pth"
@@ -271,9 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:8s} {'ok' if record['ok'] else 'FAILED':6s} {record['seconds']:7.1f} s  "
               f"{json.dumps({k: v for k, v in record.items() if k not in ('ok', 'seconds', 'rows', 'trace')})}")  # fmt: skip
         path = args.out / "gpu_check.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(report, indent=1))
-        os.replace(tmp, path)
+        atomic_write_bytes(json.dumps(report, indent=1).encode(), path)
     rows = report["steps"].get("latency", {}).get("rows", [])
     if rows:
         print(f"\n{'model':24s} {'size':>10s} {'batch':>5s} {'prec':>5s} {'eager ms':>9s} {'compile ms':>10s}")

@@ -14,6 +14,13 @@ from rich.console import Console
 from rich.table import Table
 
 from seglite.errors import SegliteError
+from seglite.files import (
+    choose_output,
+    existing_file,
+    existing_files,
+    prepare_output_folder,
+    write_failure,
+)
 from seglite.inference.segmenter import Segmenter
 from seglite.sharing import share_cpu
 
@@ -151,15 +158,19 @@ def weights_import(
     original: Annotated[Path, typer.Argument(help="An original ESPNet/EdgeNets .pth, or a seglite checkpoint.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the seglite checkpoint.")],
     model: Annotated[str | None, typer.Option("--model", help="Expected model name (checked).")] = None,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", "--overwrite", help="Replace an existing --out file.")
+    ] = False,
 ) -> None:
     """Convert a checkpoint once into seglite's format (model, classes and preprocessing inside)."""
     from seglite.zoo.checkpoint import load_weights, save_checkpoint
 
+    choose_output(out, out, existing_file, exist_ok)
     loaded = load_weights(original, model_name=model)
     try:
         save_checkpoint(out, loaded)
     except OSError as exc:
-        raise SegliteError(f"{out}: cannot write checkpoint ({exc.strerror or exc})") from None
+        raise write_failure(exc, out) from None
     console.print(f"wrote {out} ({loaded.model_name}, {loaded.model.num_classes} outputs)")
 
 
@@ -275,18 +286,36 @@ def train_cmd(
         str | None,
         typer.Option("--init", help="Fine-tune from these weights (zoo name, checkpoint or the authors' file)."),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, metrics.jsonl, tensorboard/.")] = Path(
-        "runs/train"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Run folder: checkpoints, metrics.jsonl, tensorboard/ (default: runs/train, runs/train2, ... "
+            "whichever holds no run; with --resume, the newest run under runs/).",
+        ),
+    ] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="key=value, e.g. schedule.iters=2000.")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue exactly from OUT/last.pt, with the run's own settings.")
     ] = False,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", "--overwrite", help="Train afresh in an --out that holds a run, replacing it.")
+    ] = False,
 ) -> None:
     """Train on Cityscapes or your own data set (torchrun for several GPUs or nodes); Ctrl-C saves and stops."""
+    from seglite.files import next_free_name
     from seglite.training.config import load_config, resume_config
-    from seglite.training.trainer import LAST, Trainer
+    from seglite.training.trainer import DEFAULT_RUNS, LAST, Trainer, describe_run, newest_run
     from seglite.zoo.checkpoint import read_checkpoint_file
+
+    if out is None and resume:
+        out = newest_run(DEFAULT_RUNS)
+        if out is None:
+            raise SegliteError(f"--resume: no run with a {LAST} under {DEFAULT_RUNS}/; pass --out RUN")
+        err_console.print(f"resuming the newest run, {out}", markup=False, highlight=False)
+    elif out is None:
+        out = next_free_name(Path(DEFAULT_RUNS) / "train", taken=lambda p: describe_run(p) is not None)
+        err_console.print(f"run folder: {out}", markup=False, highlight=False)
 
     sets = list(overrides or [])
     fixed = []
@@ -311,7 +340,7 @@ def train_cmd(
     else:
         cfg = load_config(config, [*fixed, *sets])
     _note_shared_cpu()
-    result = Trainer(cfg, out, resume=resume).run()
+    result = Trainer(cfg, out, resume=resume, exist_ok=exist_ok).run()
     if result.get("interrupted"):
         raise typer.Exit(130)
     best = result.get("best_miou")
@@ -356,6 +385,12 @@ def eval_cmd(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    exist_ok: Annotated[
+        bool,
+        typer.Option(
+            "--exist-ok", "--overwrite", help="Write --save-predictions into a folder that holds earlier ones."
+        ),
+    ] = False,
 ) -> None:
     """mIoU, per-class IoU and pixel accuracy on a split, as the official Cityscapes evaluator computes them."""
     from seglite.bench.sizes import parse_size
@@ -370,6 +405,9 @@ def eval_cmd(
         weights = DEFAULT_WEIGHTS
         err_console.print(f"no --weights: evaluating {DEFAULT_WEIGHTS}", markup=False)
     frames = _eval_frames(spec, split, limit, flip, sliding_window)
+    if save_predictions is not None:
+        choose_output(save_predictions, save_predictions, _pngs, exist_ok, "--save-predictions")
+        prepare_output_folder(save_predictions, "--save-predictions")
     segmenter = _segmenter(model, weights, device, size, half, backend, frames=frames)
     result = evaluate(
         segmenter,
@@ -419,6 +457,10 @@ def eval_cmd(
         + (f"\nclass map: {record['class_map']}" if record["class_map"] != "same classes" else ""),
         markup=False,
     )
+
+
+def _pngs(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.png")) if folder.is_dir() else []
 
 
 def _trained_on(weights: str | None) -> str | None:
@@ -537,16 +579,19 @@ def report_cmd(
     size: Annotated[
         list[str] | None, typer.Option("--size", help="WxH; repeat for several (default: the weights' own).")
     ] = None,
-    out: Annotated[Path, typer.Option("--out")] = Path("outputs/report"),
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder (default: outputs/report, or report2, ... if it holds one).")
+    ] = None,
     device: Annotated[str, typer.Option()] = "cpu",
     threads: Annotated[int | None, typer.Option()] = None,
     backend: Annotated[
         str, typer.Option(help="auto (CPU: fastest of torch, onnx, torch.compile per model), torch or onnx.")
     ] = "auto",
     iters: Annotated[int, typer.Option(min=1)] = 20,
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", "--overwrite", help="Replace the report in --out.")] = False,
 ) -> None:
     """Evaluate (when data is given) and benchmark several models; write report.{md,csv,json} and pareto.png."""
-    from seglite.bench.report import ReportOptions, build_report
+    from seglite.bench.report import REPORT_FILES, ReportOptions, build_report
     from seglite.bench.sizes import parse_size
     from seglite.models.registry import get_spec, list_models
 
@@ -562,6 +607,7 @@ def report_cmd(
     for name, _ in entries:
         if name:
             get_spec(name)
+    out = choose_output(out, Path("outputs/report"), existing_files(*REPORT_FILES), exist_ok)
     options = ReportOptions(
         sizes=tuple(parse_size(s) for s in size) if size else None,
         data_root=data_root,
@@ -603,19 +649,29 @@ def predict_cmd(
     ] = "auto",
     formats: Annotated[str, typer.Option("--format", help="overlay,color,trainid,labelid")] = "overlay",
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Overlay opacity.")] = 0.5,
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("outputs/predict"),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Output folder (default: outputs/predict, or predict2, ... where it holds outputs of these inputs).",
+        ),
+    ] = None,
     batch: Annotated[int, typer.Option(min=1, help="Images or frames per forward pass.")] = 1,
     realtime: Annotated[bool, typer.Option("--realtime", help="Live sources: drop stale frames.")] = False,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", "--overwrite", help="Replace outputs of an earlier run in --out.")
+    ] = False,
 ) -> None:
     """Segment images, folders, videos, cameras or streams; write overlays and masks named after each input."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from seglite.inference.outputs import check_formats, parse_formats
-    from seglite.inference.predict import DEFAULT_WEIGHTS, predict_images, predict_video
+    from seglite.inference.predict import DEFAULT_WEIGHTS, choose_output_folder, predict_images, predict_video
     from seglite.inference.sources import resolve_source
 
     fmt = parse_formats(formats)
     src = resolve_source(source)
+    out = choose_output_folder(src, out, fmt, exist_ok)
     if model is None and weights is None:
         weights = DEFAULT_WEIGHTS
     elif weights is None:
@@ -724,6 +780,9 @@ def export_cmd(
     image: Annotated[
         Path | None, typer.Option(help="Frame for the ONNX Runtime check (default: a generated street).")
     ] = None,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", "--overwrite", help="Replace an existing --out file.")
+    ] = False,
 ) -> None:
     """Export to ONNX (opset 17, static shape), then check ONNX Runtime against PyTorch on a real frame."""
     from seglite.bench.sizes import parse_size
@@ -731,6 +790,7 @@ def export_cmd(
 
     if fmt != "onnx":
         raise SegliteError(f"--format {fmt!r}: only onnx is supported")
+    choose_output(out, out, existing_file, exist_ok)
     report = verify_export(model, weights, out, parse_size(size), half=half, dynamic=dynamic, image=image)
     console.print(
         f"wrote {out} ({report['model']}, {report['size']}, opset {report['opset']}); ONNX Runtime vs "
@@ -797,6 +857,12 @@ def main() -> None:
         label = "interrupted" if exc.exit_code == 130 else "[bold red]error:[/]"
         err_console.print(f"{label} {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a write or read that no command wrapped: still one line, and the right exit code
+        if _state["debug"]:
+            raise
+        failure = write_failure(exc, exc.filename or "a file", kept="see `seglite --debug` for where")
+        err_console.print(f"[bold red]error:[/] {failure}", highlight=False, soft_wrap=True)
+        sys.exit(failure.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):

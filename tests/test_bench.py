@@ -21,7 +21,7 @@ def _seglite(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "seglite", *args], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnx", "auto"])
+@pytest.mark.parametrize("backend", ["torch", "onnx", pytest.param("auto", marks=pytest.mark.slow)])
 def test_bench_json_has_the_promised_fields(backend):
     result = _seglite(
         "bench",

@@ -80,6 +80,7 @@ def test_mean_matches_the_official_evaluator(synth_root, tmp_path, monkeypatch):
             assert value == pytest.approx(100 * theirs, abs=1e-4)
 
 
+@pytest.mark.slow  # CI's second step (-m slow)
 def test_published_weights_score_on_real_frames():
     weights = require_realdata("weights", "espnetv2", "espnetv2_s_2.0_city_1024x512.pth")
     root = require_realdata("cityscapes_val_sample")

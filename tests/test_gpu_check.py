@@ -6,9 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 
+@pytest.mark.slow  # CI's second step (-m slow)
 def test_gpu_check_dry_run_passes_every_step(tmp_path):
     result = subprocess.run(
         [sys.executable, "scripts/gpu_check.py", "--dry-run", "--out", str(tmp_path)],

@@ -343,6 +343,7 @@ def _loss_on_frames(data: Path, state: dict) -> float:
     return total / len(dataset)
 
 
+@pytest.mark.slow  # CI's second step (-m slow)
 def test_short_finetune_on_camvid_lowers_the_loss_and_predicts_camvid_classes(tmp_path):
     data = _camvid_subset(tmp_path, train=8, val=2)
     weights = require_realdata("weights", "espnetv2", "espnetv2_s_0.5_city_512x256.pth")
@@ -405,6 +406,7 @@ def test_shipped_class_map_names_real_classes():
     assert sorted(links) == list(range(11))
 
 
+@pytest.mark.slow  # CI's second step (-m slow)
 def test_published_cityscapes_weights_evaluate_zero_shot_on_camvid_through_the_class_map(tmp_path):
     data = _camvid_subset(tmp_path, train=1, val=3)
     weights = require_realdata("weights", "espnetv2", "espnetv2_s_0.5_city_512x256.pth")

@@ -452,6 +452,7 @@ def test_int8_is_cached_only_when_accepted_and_predict_int8_runs_it(tmp_path, mo
     assert labels[0].shape == frame.shape[:2] and np.array_equal(labels[0], labels[1])
 
 
+@pytest.mark.slow  # CI's second step (-m slow)
 def test_quantize_refuses_int8_for_the_published_espnetv2_and_says_why(tmp_path):
     weights = require_realdata("weights", "espnetv2/espnetv2_s_0.5_city_1024x512.pth")
     data = require_realdata("cityscapes_val_sample")

@@ -215,6 +215,7 @@ def test_full_disk_names_the_checkpoint_and_keeps_the_old_one(data, tmp_path, mo
     with pytest.raises(SegliteError, match="No space left on device") as info:
         Trainer(config, out, resume=True, show_progress=False).run()
     assert ("last.pt" in str(info.value) or "best.pt" in str(info.value)) and "intact" in str(info.value)
+    assert info.value.exit_code == 1  # a full disk is the machine's failure, not the user's
     assert (out / "last.pt").read_bytes() == before
 
 

@@ -8,7 +8,6 @@ by less than `max_miou_drop` points. `Segmenter(..., precision="int8")` then run
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 import tempfile
@@ -20,6 +19,7 @@ import numpy as np
 
 from seglite.data.datasets import DatasetSpec
 from seglite.errors import SegliteError
+from seglite.files import atomic_write, atomic_write_bytes
 from seglite.inference.backends.int8 import RunnerBackend, int8_path
 from seglite.inference.onnx_export import OnnxRunner
 
@@ -63,10 +63,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]
 
 def move_atomically(source: Path, target: Path) -> None:
     """Copy next to the target, then rename over it (the temp folder may be on another filesystem)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, partial)
-    os.replace(partial, target)
+    atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 @dataclass
@@ -181,5 +178,5 @@ def quantize_and_validate(
         path=str(path) if path else None,
     )
     if path is not None:
-        path.with_suffix(".json").write_text(json.dumps(report.to_dict(), indent=1))
+        atomic_write_bytes(json.dumps(report.to_dict(), indent=1).encode(), path.with_suffix(".json"))
     return report

@@ -11,7 +11,7 @@ from pathlib import Path
 from seglite.bench.latency import benchmark_backends
 from seglite.data.datasets import load_dataset
 from seglite.devices import resolve_device
-from seglite.zoo.checkpoint import atomic_write_bytes
+from seglite.files import atomic_write_bytes, prepare_output_folder, write_failure
 
 
 @dataclass
@@ -44,7 +44,7 @@ def build_report(entries: list[tuple[str, str | None]], options: ReportOptions, 
     from seglite.evaluation.evaluator import EvalOptions, evaluate
     from seglite.inference.segmenter import Segmenter
 
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(out)
     rows, machine = [], {}
     for model, weights in entries:
         base = Segmenter(model=model, weights=weights, device=options.device)
@@ -95,9 +95,15 @@ def build_report(entries: list[tuple[str, str | None]], options: ReportOptions, 
             )
             if progress:
                 progress(rows[-1])
-    _write_tables(rows, machine, out)
-    _plot(rows, machine, out / "pareto.png")
+    try:
+        _write_tables(rows, machine, out)
+        _plot(rows, machine, out / "pareto.png")
+    except OSError as exc:
+        raise write_failure(exc, f"report in {out}", kept="files already renamed into place are complete") from None
     return rows
+
+
+REPORT_FILES = ("report.md", "report.csv", "report.json", "pareto.png")
 
 
 def _write_tables(rows: list[dict], machine: dict, out: Path) -> None:

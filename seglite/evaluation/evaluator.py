@@ -19,6 +19,7 @@ from seglite.data.datasets import DatasetSpec, load_dataset
 from seglite.data.labels import IGNORE_INDEX, train_ids_to_label_ids
 from seglite.errors import DataError
 from seglite.evaluation.metrics import ConfusionMatrix
+from seglite.files import atomic_write_bytes, write_failure
 from seglite.inference.segmenter import Segmenter
 
 
@@ -154,16 +155,7 @@ def evaluate(segmenter: Segmenter, data: DatasetSpec | str | Path, options: Eval
             seconds_metric += time.perf_counter() - middle
             seconds_model += middle - start
             if options.save_predictions:
-                class_ids = prediction.to(torch.uint8).cpu().numpy()
-                if dataset.layout == "cityscapes":  # the submission format: labelIds, named after the image
-                    cv2.imwrite(
-                        str(options.save_predictions / f"{sample.stem}_leftImg8bit.png"),
-                        train_ids_to_label_ids(class_ids),
-                    )
-                else:
-                    path = options.save_predictions / f"{sample.stem}.png"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(path), class_ids)
+                _save_prediction(options.save_predictions, sample.stem, prediction, dataset.layout == "cityscapes")
             progress.advance(task)
     return EvalResult(
         matrix.summary(dataset.names),
@@ -173,3 +165,21 @@ def evaluate(segmenter: Segmenter, data: DatasetSpec | str | Path, options: Eval
         seconds_metric,
         {"dataset": dataset.name, "data_root": str(dataset.root()), "split": options.split, "class_map": mapping},
     )
+
+
+def prediction_name(stem: str, cityscapes: bool) -> str:
+    """Cityscapes' submission format names a prediction after its image; other data sets use the stem."""
+    return f"{stem}_leftImg8bit.png" if cityscapes else f"{stem}.png"
+
+
+def _save_prediction(folder: Path, stem: str, prediction: torch.Tensor, cityscapes: bool) -> None:
+    """One class-id PNG (labelIds for Cityscapes, the submission format), written atomically."""
+    class_ids = prediction.to(torch.uint8).cpu().numpy()
+    path = folder / prediction_name(stem, cityscapes)
+    ok, encoded = cv2.imencode(".png", train_ids_to_label_ids(class_ids) if cityscapes else class_ids)
+    try:
+        if not ok:
+            raise OSError(f"{path}: could not be encoded as PNG")
+        atomic_write_bytes(encoded.tobytes(), path)
+    except OSError as exc:
+        raise write_failure(exc, path) from None

@@ -12,9 +12,9 @@ import torch
 
 from seglite import __version__
 from seglite.errors import SegliteError
+from seglite.files import atomic_write_bytes
 from seglite.inference.backends import Backend, BackendContext, create_backend
 from seglite.inference.backends.compiled import FRESH_COMPILE_S
-from seglite.zoo.checkpoint import atomic_write_bytes
 
 BACKEND_TRIAL_FIELDS = ("ms", "agreement", "compile_s", "unavailable")  # one cached entry of backend_choices.json
 # The most torch.compile has saved over the faster static backend on any seglite network on CPU (ESPNetv2 s2.0:

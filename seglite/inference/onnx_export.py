@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from seglite.errors import SegliteError
+from seglite.files import atomic_write_bytes, write_failure
 from seglite.models.base import SegmentationNet, without_final_upsample
 from seglite.sharing import cpu_shared
-from seglite.zoo.checkpoint import atomic_write_bytes
 
 OPSET = 17
 
@@ -222,7 +222,7 @@ def verify_export(
     try:
         atomic_write_bytes(data, out)
     except OSError as exc:
-        raise SegliteError(f"{out}: cannot write ({exc.strerror or exc})") from None
+        raise write_failure(exc, out) from None
     return {
         "model": loaded.model_name,
         "size": f"{size[0]}x{size[1]}",

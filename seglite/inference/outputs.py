@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 
 from seglite.data.labels import train_ids_to_label_ids
-from seglite.errors import InputError, OutputError
+from seglite.errors import InputError
+from seglite.files import atomic_write_bytes, write_failure
 from seglite.inference.visualize import colorize, overlay
-from seglite.zoo.checkpoint import atomic_write_bytes
 
 FORMATS = ("overlay", "color", "trainid", "labelid")
 
@@ -45,17 +45,6 @@ def render(
     return train_ids_to_label_ids(train_ids)
 
 
-def ensure_writable(folder: Path) -> Path:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".seglite-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"{folder}: output folder cannot be written ({exc.strerror or exc}); pass --out DIR") from None
-    return folder
-
-
 def write_outputs(
     out_dir: Path,
     stem: str,
@@ -74,8 +63,6 @@ def write_outputs(
         try:
             atomic_write_bytes(encoded.tobytes(), path)
         except OSError as exc:
-            raise OutputError(
-                f"{path}: could not be written ({exc.strerror or exc}); nothing partial was left"
-            ) from None
+            raise write_failure(exc, path) from None
         written.append(path)
     return written

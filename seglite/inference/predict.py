@@ -10,14 +10,16 @@ from typing import TYPE_CHECKING
 import cv2
 
 from seglite.errors import InputError, OutputError, SegliteError
-from seglite.inference.outputs import ensure_writable, write_outputs
+from seglite.files import choose_output, prepare_output_folder
+from seglite.inference.outputs import write_outputs
 from seglite.inference.sources import Source, read_image
-from seglite.inference.video import VideoResult, segment_video
+from seglite.inference.video import VIDEO_FORMATS, VideoResult, segment_video
 
 if TYPE_CHECKING:  # for annotations only: inference modules import the Segmenter, never the reverse
     from seglite.inference.segmenter import Segmenter
 
 DEFAULT_WEIGHTS = "espnetv2_s2.0_cityscapes_1024x512"
+DEFAULT_OUT = "outputs/predict"
 
 
 @dataclass
@@ -40,7 +42,7 @@ def predict_images(
     """Segment images in batches; a bad file is reported and skipped, the rest still run. Outputs keep each
     image's folder below the source folder (`source.output_stem`), so equal file names never overwrite."""
     run = ImageRun()
-    ensure_writable(out_dir)
+    prepare_output_folder(out_dir)
     pending: list[tuple[Path, object]] = []
 
     def write(path: Path, image, train_ids) -> None:
@@ -104,15 +106,9 @@ def predict_video(
     on_start=None,
     on_frames=None,
 ) -> VideoResult:
-    ensure_writable(out_dir)
+    prepare_output_folder(out_dir)
     video = source.video
-    stem = (
-        Path(video).stem
-        if isinstance(video, str) and "://" not in video
-        else f"camera{video}"
-        if isinstance(video, int)
-        else "stream"
-    )
+    stem = video_stem(video)
     result = segment_video(
         segmenter,
         video,
@@ -128,3 +124,30 @@ def predict_video(
     if result.frames_read == 0:
         raise SegliteError(f"{video}: no frame could be decoded (empty or damaged video)")
     return result
+
+
+def video_stem(video: str | int | None) -> str:
+    """The output name of a video (its file name), a camera (`camera0`) or a stream (`stream`)."""
+    if isinstance(video, int):
+        return f"camera{video}"
+    return Path(video).stem if isinstance(video, str) and "://" not in video else "stream"
+
+
+def planned_outputs(source: Source, out_dir: Path, formats: tuple[str, ...]) -> list[Path]:
+    """Every file or folder `predict` will write for `source`: checked before the model loads, so an earlier
+    result is never replaced unless the user asks (`--exist-ok`)."""
+    if source.kind == "images":
+        return [out_dir / f"{source.output_stem(path)}_{fmt}.png" for path in source.images for fmt in formats]
+    stem = video_stem(source.video)
+    return [out_dir / (f"{stem}_{fmt}.mp4" if fmt in VIDEO_FORMATS else f"{stem}_{fmt}") for fmt in formats]
+
+
+def choose_output_folder(source: Source, out_dir: Path | None, formats: tuple[str, ...], exist_ok: bool) -> Path:
+    """`--out` given: refuse (one line) if any output already exists, unless `exist_ok`. Not given: the default
+    folder, or `outputs/predict2`, `3`, ... where the default holds outputs of these inputs (Ultralytics' rule)."""
+    return choose_output(
+        out_dir,
+        Path(DEFAULT_OUT),
+        lambda folder: [p for p in planned_outputs(source, folder, formats) if p.exists()],
+        exist_ok,
+    )

@@ -9,9 +9,12 @@ every frame is segmented and written, in order.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import queue
+import re
+import secrets
 import shutil
 import threading
 import time
@@ -323,8 +326,9 @@ def segment_video(
     for fmt in formats:
         if fmt in VIDEO_FORMATS:
             path = out_dir / f"{stem}_{fmt}.mp4"
-            # Written under a name that says it is incomplete; renamed only once checked (see _finish_videos).
-            partial[fmt] = out_dir / f"{stem}_{fmt}.partial.mp4"
+            # Written under a name that says it is incomplete, unique to this process (two runs on one output never
+            # share it); renamed only once checked (see _finish_videos).
+            partial[fmt] = unique_partial(path)
             writer = cv2.VideoWriter(str(partial[fmt]), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
             if not writer.isOpened():
                 opened[0].release()
@@ -333,7 +337,7 @@ def segment_video(
             result.outputs.append(path)
         else:
             folder = out_dir / f"{stem}_{fmt}"
-            mask_dirs[fmt] = out_dir / f"{stem}_{fmt}.partial"  # renamed to `folder` when every frame is in
+            mask_dirs[fmt] = unique_partial(folder)  # renamed to `folder` when every frame is in
             mask_dirs[fmt].mkdir(parents=True, exist_ok=True)
             result.outputs.append(folder)
     turns = Turns(segmenter.device.type == "cpu" and not realtime)
@@ -359,20 +363,51 @@ def segment_video(
             writer.release()
         result.seconds = time.perf_counter() - start
     if interrupted:
-        kept = ", ".join(str(p) for p in partial.values()) or ", ".join(str(p) for p in mask_dirs.values())
-        raise Interrupted(f"after {result.frames_written} frame(s); kept {kept} (incomplete)")
+        kept = [_keep_partial(p) for p in [*partial.values(), *mask_dirs.values()]]
+        raise Interrupted(f"after {result.frames_written} frame(s); kept {', '.join(map(str, kept))} (incomplete)")
     if encoder.error is not None:
         _remove(partial.values())
         for folder in mask_dirs.values():
             shutil.rmtree(folder, ignore_errors=True)
         raise encoder.error
     _finish_videos(partial, result.outputs, result.frames_written)
-    for folder in mask_dirs.values():
-        final = folder.with_name(folder.name.removesuffix(".partial"))
-        if final.exists():
-            shutil.rmtree(final)  # the previous run's frames, replaced as a whole
-        os.replace(folder, final)
+    for fmt, folder in mask_dirs.items():
+        _replace_folder(folder, out_dir / f"{stem}_{fmt}")
     return result
+
+
+def unique_partial(final: Path) -> Path:
+    """`clip_overlay.mp4` -> `clip_overlay.partial-<pid>-<random>.mp4`: says it is incomplete, keeps the suffix
+    the encoder reads, and is this process's alone."""
+    base, ext = (final.name[:-4], ".mp4") if final.name.endswith(".mp4") else (final.name, "")
+    return final.with_name(f"{base}.partial-{os.getpid()}-{secrets.token_hex(3)}{ext}")
+
+
+def _keep_partial(path: Path) -> Path:
+    """After Ctrl-C: the incomplete output under the stable name `NAME.partial.mp4` (or folder `NAME.partial`)."""
+    stable = path.with_name(re.sub(r"\.partial-\d+-[0-9a-f]+", ".partial", path.name))
+    if stable.is_dir():
+        shutil.rmtree(stable, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.replace(path, stable)
+        return stable
+    return path
+
+
+def _replace_folder(done: Path, final: Path) -> None:
+    """Give a complete folder its final name. An earlier one there (the user passed --exist-ok, or another run
+    finished first) is moved aside and removed: the later rename wins, and no frame of two runs is mixed."""
+    while True:
+        try:
+            os.replace(done, final)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR, errno.ENOTDIR):
+                raise
+            aside = final.with_name(f".{final.name}.old-{os.getpid()}-{secrets.token_hex(3)}")
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(final, aside)
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def _remove(paths) -> None:
@@ -392,7 +427,8 @@ def _finish_videos(partial: dict[str, Path], outputs: list[Path], frames: int) -
             _remove(partial.values())
             free = shutil.disk_usage(path.parent).free
             raise OutputError(
-                f"{path.with_name(path.name.replace('.partial', ''))}: the video could not be written completely "
+                f"{next(p for p in outputs if p.suffix == '.mp4' and path.name.startswith(p.stem + '.partial'))}: "
+                "the video could not be written completely "
                 f"({count} of {frames} frames readable; {free / 1e6:.0f} MB free on that disk); nothing was kept"
             )
     for fmt, path in partial.items():

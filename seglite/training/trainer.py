@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import random
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -21,7 +22,8 @@ from seglite.data.dataset import SegmentationDataset
 from seglite.data.datasets import load_dataset
 from seglite.data.transforms import train_transform
 from seglite.devices import resolve_device, reuse_freed_memory
-from seglite.errors import SegliteError
+from seglite.errors import InputError, SegliteError
+from seglite.files import prepare_output_folder, write_failure
 from seglite.models import fused
 from seglite.models.registry import create_model
 from seglite.sharing import ThreadGovernor
@@ -50,6 +52,36 @@ from seglite.zoo.checkpoint import (
 from seglite.zoo.preprocess import ESPNET_V1, IMAGENET
 
 LAST, BEST = "last.pt", "best.pt"
+DEFAULT_RUNS = "runs"  # `seglite train` without --out: runs/train, runs/train2, ...
+RUN_FILES = (LAST, BEST, "metrics.jsonl", "tensorboard")  # what makes a folder a run folder
+
+
+def describe_run(out_dir: str | Path) -> str | None:
+    """What a run folder holds, in words for the user (None: no run there): finished or not, iteration, best mIoU."""
+    out_dir = Path(out_dir)
+    if not any((out_dir / name).exists() for name in RUN_FILES):
+        return None
+    for name in (LAST, BEST):
+        if (out_dir / name).is_file():
+            try:
+                ckpt = read_checkpoint_file(out_dir / name)
+            except SegliteError:
+                return f"a run whose {name} cannot be read"
+            total = ((ckpt.get("config") or {}).get("schedule") or {}).get("iters")
+            done = int(ckpt.get("iteration") or 0)
+            best = ckpt.get("best_miou")
+            state = "a finished run" if total and done >= total else "an unfinished run"
+            return (
+                f"{state} ({name} at iteration {done} of {total or '?'}, best val mIoU "
+                f"{'-' if best is None else f'{best:.2f} %'})"
+            )
+    return "a run's log (metrics.jsonl or tensorboard/) without checkpoints"
+
+
+def newest_run(parent: str | Path = DEFAULT_RUNS) -> Path | None:
+    """The most recently written run folder below `parent` that `--resume` can continue (holds last.pt)."""
+    found = [p.parent for p in Path(parent).glob(f"*/{LAST}")]
+    return max(found, key=lambda p: (p / LAST).stat().st_mtime) if found else None
 
 
 class StopRequest:
@@ -145,8 +177,18 @@ def _restore_rng(state: dict, device: torch.device) -> None:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, out_dir: str | Path, resume: bool = False, show_progress: bool = True):
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir: str | Path,
+        resume: bool = False,
+        show_progress: bool = True,
+        exist_ok: bool = False,
+    ):
+        """`exist_ok`: train afresh in a folder that holds a run, replacing it; otherwise such a folder is refused
+        (a finished run's best.pt is hours of work) unless `resume` continues it."""
         self.config, self.out_dir, self.resume, self.show_progress = config, Path(out_dir), resume, show_progress
+        self.exist_ok = exist_ok
         self.dataset = load_dataset(config.data.dataset, config.data.root)
         self.dataset.root()
         self.num_classes = config.num_classes or self.dataset.num_classes
@@ -159,6 +201,11 @@ class Trainer:
         self.fused = False  # whether run() trains with seglite.models.fused on
         device = resolve_device(config.device)
         self.dist: DistInfo = init_distributed(device.type)
+        if not resume and not exist_ok and self.dist.is_main and (held := describe_run(self.out_dir)):
+            raise InputError(
+                f"{self.out_dir}: holds {held}; pass --resume to continue it, another --out for a new run, "
+                "or --exist-ok to train over it"
+            )
         if self.dist.enabled and device.type == "cuda":
             device = torch.device("cuda", self.dist.local_rank)
         self.device = device
@@ -275,9 +322,7 @@ class Trainer:
         try:
             atomic_torch_save(ckpt, path)
         except OSError as exc:
-            raise SegliteError(
-                f"cannot write checkpoint {path} ({exc.strerror or exc}); the previous {name} is intact"
-            ) from None
+            raise write_failure(exc, f"checkpoint {path}", kept=f"the previous {name} is intact") from None
 
     def _load_resume(self) -> tuple[int, float | None]:
         path = self.out_dir / LAST
@@ -348,15 +393,11 @@ class Trainer:
         self._check_data()
         self._build()
         if self.dist.is_main:
-            try:
-                self.out_dir.mkdir(parents=True, exist_ok=True)
-                probe = self.out_dir / ".seglite-write-test"
-                probe.write_bytes(b"")
-                probe.unlink()
-            except OSError as exc:
-                raise SegliteError(
-                    f"{self.out_dir}: cannot write the run folder ({exc.strerror or exc}); pass --out DIR"
-                ) from None
+            prepare_output_folder(self.out_dir)
+            if self.exist_ok and not self.resume:  # asked for: the earlier run's files go, none is mixed in
+                for name in RUN_FILES:
+                    target = self.out_dir / name
+                    shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         start, best = self._load_resume() if self.resume else (0, None)
         if start >= config.schedule.iters:
             return {"iteration": start, "best_miou": best, "message": "already finished"}

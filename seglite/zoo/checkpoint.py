@@ -6,9 +6,9 @@ Writes are atomic (temp file + rename) so an interruption never leaves a half-wr
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,7 @@ from torch import nn
 
 from seglite.data.labels import CLASS_NAMES
 from seglite.errors import CheckpointError, SegliteError
+from seglite.files import atomic_write
 from seglite.models.registry import create_model, get_spec
 from seglite.zoo import preprocess as pp
 from seglite.zoo.convert import detect_original, rename_keys
@@ -50,33 +51,12 @@ class LoadedWeights:
         return (self.dataset or {}).get("palette")
 
 
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    """Write next to the target, then rename over it: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Serialise in memory, write to a unique temporary file, fsync, then rename over the target. In memory first:
+    torch.save straight to a file turns a full disk into a RuntimeError ("unexpected pos"), not an OSError."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()), fsync=True)
 
 
 def checkpoint_dict(
