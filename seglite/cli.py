@@ -394,6 +394,8 @@ def eval_cmd(
 ) -> None:
     """mIoU, per-class IoU and pixel accuracy on a split, as the official Cityscapes evaluator computes them."""
     from seglite.bench.sizes import parse_size
+    from seglite.devices import resolve_device
+    from seglite.distributed import cleanup, init_distributed
     from seglite.evaluation.evaluator import EvalOptions, evaluate
     from seglite.inference.predict import DEFAULT_WEIGHTS
 
@@ -404,10 +406,12 @@ def eval_cmd(
             raise SegliteError(f"pass --weights: the default weights ({DEFAULT_WEIGHTS}) predict Cityscapes classes")
         weights = DEFAULT_WEIGHTS
         err_console.print(f"no --weights: evaluating {DEFAULT_WEIGHTS}", markup=False)
-    frames = _eval_frames(spec, split, limit, flip, sliding_window)
+    dist = init_distributed(resolve_device(device).type)  # under torchrun: each rank evaluates a shard
+    if dist.enabled and resolve_device(device).type == "cuda":
+        device = f"cuda:{dist.local_rank}"
+    frames = _eval_frames(spec, split, limit, flip, sliding_window) // dist.world_size
     if save_predictions is not None:
-        choose_output(save_predictions, save_predictions, _pngs, exist_ok, "--save-predictions")
-        prepare_output_folder(save_predictions, "--save-predictions")
+        _on_main(dist, lambda: _prediction_folder(save_predictions, exist_ok))
     segmenter = _segmenter(model, weights, device, size, half, backend, frames=frames)
     result = evaluate(
         segmenter,
@@ -422,7 +426,11 @@ def eval_cmd(
             progress=not as_json,
             window=parse_size(sliding_window),
         ),
+        dist,
     )
+    cleanup(dist)
+    if not dist.is_main:
+        return
     record = {
         **result.summary,
         "num_images": result.num_images,
@@ -437,6 +445,7 @@ def eval_cmd(
         "sliding_window": sliding_window,
         "model_ms_per_image": round(1000 * result.seconds_model / max(1, result.num_images), 2),
         "metric_ms_per_image": round(1000 * result.seconds_metric / max(1, result.num_images), 2),
+        "processes": dist.world_size,
     }
     if as_json:
         print_json(record)
@@ -459,8 +468,11 @@ def eval_cmd(
     )
 
 
-def _pngs(folder: Path) -> list[Path]:
-    return sorted(folder.rglob("*.png")) if folder.is_dir() else []
+def _prediction_folder(folder: Path, exist_ok: bool) -> Path:
+    """`eval --save-predictions`: a folder with PNGs in it holds an earlier eval's predictions."""
+    found = lambda f: sorted(f.rglob("*.png")) if f.is_dir() else []  # noqa: E731
+    choose_output(folder, folder, found, exist_ok, "--save-predictions")
+    return prepare_output_folder(folder, "--save-predictions")
 
 
 def _trained_on(weights: str | None) -> str | None:
@@ -629,7 +641,13 @@ def report_cmd(
 
 @app.command("predict")
 def predict_cmd(
-    source: Annotated[str, typer.Argument(help="Image, folder, glob, video file, camera index (0) or stream URL.")],
+    source: Annotated[
+        list[str],
+        typer.Argument(
+            help="Images, folders, globs, video files, .txt lists of those; or one camera index (0) or stream URL.",
+            show_default=False,
+        ),
+    ],
     model: Annotated[str | None, typer.Option("--model", help="Model name (default: the zoo's ESPNetv2 s2.0).")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -662,31 +680,106 @@ def predict_cmd(
         bool, typer.Option("--exist-ok", "--overwrite", help="Replace outputs of an earlier run in --out.")
     ] = False,
 ) -> None:
-    """Segment images, folders, videos, cameras or streams; write overlays and masks named after each input."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """Segment images, folders, videos, cameras or streams; write overlays and masks named after each input.
 
+    Under torchrun the inputs are shared out by rank (each image, or each whole video, on one process)."""
+    from seglite.devices import resolve_device
+    from seglite.distributed import cleanup, gather_objects, init_distributed, shard
     from seglite.inference.outputs import check_formats, parse_formats
-    from seglite.inference.predict import DEFAULT_WEIGHTS, choose_output_folder, predict_images, predict_video
-    from seglite.inference.sources import resolve_source
+    from seglite.inference.predict import (
+        DEFAULT_WEIGHTS,
+        check_distinct_outputs,
+        choose_output_folder,
+        expand_sources,
+        predict_units,
+        work_units,
+    )
 
     fmt = parse_formats(formats)
-    src = resolve_source(source)
-    out = choose_output_folder(src, out, fmt, exist_ok)
+    sources = expand_sources(source)
+    dist = init_distributed(resolve_device(device).type)
+    if dist.enabled and resolve_device(device).type == "cuda":
+        device = f"cuda:{dist.local_rank}"
+    # Rank 0 alone decides the folder (another rank deciding later could see rank 0's first outputs).
+    out = _on_main(dist, lambda: choose_output_folder(sources, out, fmt, exist_ok))
+    check_distinct_outputs(sources, out, fmt)
+    units = shard(work_units(sources), dist)
     if model is None and weights is None:
         weights = DEFAULT_WEIGHTS
-    elif weights is None:
+    elif weights is None and dist.is_main:
         err_console.print(f"warning: no --weights: {model} is randomly initialised, its predictions mean nothing")
-    frames = src.expected_frames()
+    frames = _expected_frames(sources, units)
     started = time.perf_counter()
     segmenter = _segmenter(model, weights, device, size, half, backend, int8=int8, compile=compile, frames=frames)
     set_up = time.perf_counter() - started
     check_formats(fmt, segmenter.loaded.dataset_name)
-    err_console.print(
-        f"{segmenter.model_name} ({segmenter.loaded.source}) on {segmenter.device}, backend "
-        f"{segmenter.backend} ({segmenter.backend_reason}), input {segmenter.preprocess.size or 'native size'}"
-        + (f"; set-up took {set_up:.0f} s (not in the FPS below)" if set_up >= 2 else ""),
-        markup=False,
-    )
+    if dist.is_main:
+        err_console.print(
+            f"{segmenter.model_name} ({segmenter.loaded.source}) on {segmenter.device}, backend "
+            f"{segmenter.backend} ({segmenter.backend_reason}), input {segmenter.preprocess.size or 'native size'}"
+            + (f"; set-up took {set_up:.0f} s (not in the FPS below)" if set_up >= 2 else "")
+            + (f"; {dist.world_size} processes share the inputs" if dist.world_size > 1 else ""),
+            markup=False,
+        )
+    with _predict_progress(dist.is_main) as (on_image, on_start, on_frames):
+        run = predict_units(
+            segmenter,
+            sources,
+            units,
+            out,
+            fmt,
+            alpha=alpha,
+            batch=batch,
+            realtime=realtime,
+            on_image=on_image,
+            on_start=on_start,
+            on_frames=on_frames,
+        )
+    runs = gather_objects(run, dist)
+    cleanup(dist)
+    failed = any(r.failures for r in runs)
+    if dist.is_main:
+        _print_predict_summary(runs, out)
+    if failed:
+        sys.exit(2)
+
+
+def _on_main(dist, decide):
+    """`decide()` on rank 0 only, its result (or its one-line error) on every rank."""
+    from seglite.distributed import gather_objects
+
+    if not dist.enabled:
+        return decide()
+    try:
+        outcome = ("ok", decide()) if dist.is_main else None
+    except SegliteError as exc:
+        outcome = ("error", exc)
+    outcome = gather_objects(outcome, dist)[0]
+    if outcome[0] == "error":
+        raise outcome[1]
+    return outcome[1]
+
+
+def _expected_frames(sources, units) -> int | None:
+    """Frames this process will segment (None if a source does not say): what `--backend auto` weighs a compile
+    against."""
+    total = 0
+    for unit in units:
+        if unit.image is not None:
+            total += 1
+            continue
+        count = sources[unit.source].expected_frames()
+        if count is None:
+            return None
+        total += count
+    return total
+
+
+@contextlib.contextmanager
+def _predict_progress(show: bool):
+    """Progress callbacks for images and video frames (rank 0 only under torchrun)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -694,58 +787,49 @@ def predict_cmd(
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=True) as progress:
-        if src.kind == "images":
-            task = progress.add_task("images", total=len(src.images), rate="")
-            run = predict_images(
-                segmenter,
-                src.images,
-                out,
-                fmt,
-                alpha=alpha,
-                batch=batch,
-                on_image=lambda _: progress.advance(task),
-                source=src,
-            )
-        else:
-            task = progress.add_task("frames", total=None, rate="")
-            started = {}
+    with Progress(*columns, console=err_console, transient=True, disable=not show) as progress:
+        tasks: dict = {}
 
-            def on_start(result) -> None:
-                progress.update(task, total=result.expected_frames or None)
-                started["t"] = time.perf_counter()
+        def on_image(_) -> None:
+            if "images" not in tasks:
+                tasks["images"] = progress.add_task("images", total=None, rate="")
+            progress.advance(tasks["images"])
 
-            def on_frames(n: int) -> None:
-                progress.advance(task, n)
-                done = progress.tasks[0].completed
-                progress.update(task, rate=f"{done / max(1e-9, time.perf_counter() - started['t']):.1f} FPS")
+        def on_start(result) -> None:
+            tasks["frames"] = progress.add_task("frames", total=result.expected_frames or None, rate="")
+            tasks["t"] = time.perf_counter()
 
-            result = predict_video(
-                segmenter,
-                src,
-                out,
-                fmt,
-                alpha=alpha,
-                batch=batch,
-                realtime=realtime,
-                on_start=on_start,
-                on_frames=on_frames,
-            )
-    if src.kind == "images":
-        for failure in run.failures:
-            err_console.print(f"error: {failure}", markup=False, highlight=False)
+        def on_frames(n: int) -> None:
+            progress.advance(tasks["frames"], n)
+            done = progress.tasks[tasks["frames"]].completed
+            progress.update(tasks["frames"], rate=f"{done / max(1e-9, time.perf_counter() - tasks['t']):.1f} FPS")
+
+        yield on_image, on_start, on_frames
+
+
+def _print_predict_summary(runs: list, out: Path) -> None:
+    """Rank 0: every rank's failures once, the images line, each video (the stage table for a lone video)."""
+    for failure in (f for r in runs for f in r.failures):
+        err_console.print(f"error: {failure}", markup=False, highlight=False)
+    images = sum(r.images for r in runs)
+    videos = [v for r in runs for v in r.videos]
+    if images:
+        processed = sum(r.processed for r in runs)
+        written = sum(len(r.written) for r in runs) - sum(len(v.outputs) for v in videos)
+        console.print(f"{processed} of {images} image(s) segmented; {written} file(s) written to {out}", markup=False)
+    if len(videos) == 1 and len(runs) == 1 and not images:
+        _print_video_summary(videos[0], out)
+    else:
+        for video in videos:
+            for path in video.outputs:
+                console.print(f"wrote {path} ({video.frames_written} frames, {video.throughput:.2f} FPS)", markup=False)
+    if len(runs) > 1:
+        seconds = max(r.seconds for r in runs)
+        frames = images + sum(v.frames_written for v in videos)
         console.print(
-            f"{run.processed} of {len(src.images)} image(s) segmented; {len(run.written)} file(s) written to {out}",
+            f"{len(runs)} processes: {frames} image(s)/frame(s) in {seconds:.1f} s = {frames / max(seconds, 1e-9):.2f} "
+            f"per second ({', '.join(f'rank {i}: {r.images} image(s), {len(r.videos)} video(s)' for i, r in enumerate(runs))})",
             markup=False,
-        )
-        if run.failures:
-            sys.exit(2)
-        return
-    _print_video_summary(result, out)
-    if result.truncated:
-        raise SegliteError(
-            f"{src.video}: video ends after {result.frames_read} of {result.expected_frames} frames "
-            f"(damaged?); the {result.frames_written} decoded frames were written to {out}"
         )
 
 

@@ -101,6 +101,16 @@ def measure_load(seconds: float = SAMPLE_SECONDS) -> CpuLoad | None:
 _state: dict = {"load": None, "default_threads": None}
 
 
+def launched() -> bool:
+    """Whether torchrun (or a launcher setting WORLD_SIZE > 1 the same way) started this process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def local_processes() -> int:
+    """How many processes of this run share this machine's cores (torchrun's LOCAL_WORLD_SIZE; 1 without it)."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) if launched() else 1
+
+
 def _enabled() -> bool:
     """Off with SEGLITE_SHARED_CPU=0 and when the user fixed the thread count (OMP_NUM_THREADS)."""
     return os.environ.get("SEGLITE_SHARED_CPU", "1") != "0" and "OMP_NUM_THREADS" not in os.environ
@@ -116,6 +126,14 @@ def share_cpu(load: CpuLoad | None = None) -> str | None:
     import torch
 
     _state["default_threads"] = torch.get_num_threads()
+    ranks = local_processes()
+    if ranks > 1 and os.environ.get("SEGLITE_SHARED_CPU", "1") != "0":
+        # torchrun sets OMP_NUM_THREADS=1 for every process; on a CPU the ranks split the cores between them.
+        cores = len(os.sched_getaffinity(0))
+        threads = max(1, cores // ranks)
+        torch.set_num_threads(threads)
+        _state["default_threads"] = threads
+        return f"{ranks} processes on this machine share its {cores} cores: {threads} thread(s) each"
     if not _enabled():
         return None
     load = load or measure_load()

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
+import os
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -11,6 +17,10 @@ from PIL import Image
 
 from seglite.data.datasets import SPLITS, DatasetSpec
 from seglite.errors import DataError
+
+T, R = TypeVar("T"), TypeVar("R")
+PARALLEL_FROM = 200  # images from which `data check` / `data stats` use worker processes
+MAX_WORKERS = 8
 
 FULL_COUNTS = {
     "cityscapes": {"train": 2975, "val": 500, "test": 1525},
@@ -44,34 +54,59 @@ def check_dataset(
             reports.append(report)
             continue
         report.images = len(samples)
-        for sample in samples:
-            if progress:
-                progress()
-            if sample.label is None:
-                if split != "test":
-                    report.problems.append(f"{sample.image}: no mask")
-                continue
-            report.labelled += 1
-            try:
-                with Image.open(sample.image) as image, Image.open(sample.label) as label:
-                    if image.size != label.size:
-                        report.problems.append(
-                            f"{sample.label}: mask is {label.size[0]}x{label.size[1]}, image "
-                            f"{image.size[0]}x{image.size[1]}"
-                        )
-                        continue
-                if read_labels:
-                    spec.read_label(sample)
-                    if spec.label_mapping is not None and spec.mask_format == "index":
-                        report.unmapped.update(_unmapped_values(spec, sample.label))
-            except (OSError, DataError) as exc:
-                report.problems.append(
-                    str(exc) if isinstance(exc, DataError) else f"{sample.image}: unreadable ({exc})"
-                )
+        check = functools.partial(_check_sample, spec, split, read_labels)
+        for labelled, problems, unmapped in _map(check, samples, progress):
+            report.labelled += labelled
+            report.problems += problems
+            report.unmapped.update(unmapped)
         reports.append(report)
     if not reports:
         raise DataError(f"data set {spec.name!r} at {spec.root()}: none of the splits {', '.join(splits or SPLITS)}")
     return reports
+
+
+def _check_sample(spec: DatasetSpec, split: str, read_labels: bool, sample) -> tuple[int, list[str], Counter]:
+    """One image and its mask: (1 if labelled, problems, raw mask values that label_mapping leaves out)."""
+    if sample.label is None:
+        return 0, ([f"{sample.image}: no mask"] if split != "test" else []), Counter()
+    try:
+        with Image.open(sample.image) as image, Image.open(sample.label) as label:
+            if image.size != label.size:
+                size = f"mask is {label.size[0]}x{label.size[1]}, image {image.size[0]}x{image.size[1]}"
+                return 1, [f"{sample.label}: {size}"], Counter()
+        if read_labels:
+            spec.read_label(sample)
+            if spec.label_mapping is not None and spec.mask_format == "index":
+                return 1, [], _unmapped_values(spec, sample.label)
+    except (OSError, DataError) as exc:
+        return 1, [str(exc) if isinstance(exc, DataError) else f"{sample.image}: unreadable ({exc})"], Counter()
+    return 1, [], Counter()
+
+
+def _map(function: Callable[[T], R], items: Sequence[T], progress=None) -> Iterator[R]:
+    """`function` over `items` in order; a large data set in worker processes (its images are independent, and
+    decoding PNGs is most of the time), a small one in this process (workers take ~1 s to start)."""
+    workers = min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+    if len(items) < PARALLEL_FROM or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        for item in items:
+            result = function(item)
+            if progress:
+                progress()
+            yield result
+        return
+    # fork, as PyTorch's DataLoader workers: the workers only decode images (no torch), and unlike spawn it never
+    # re-runs the caller's script (a user script without `if __name__ == "__main__"` would run again in each worker).
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for result in pool.map(function, items, chunksize=16):
+            if progress:
+                progress()
+            yield result
+
+
+def _label_counts(spec: DatasetSpec, sample) -> np.ndarray:
+    labels = spec.read_label(sample)
+    return np.bincount(labels[labels < spec.num_classes].ravel(), minlength=spec.num_classes)
 
 
 def _unmapped_values(spec: DatasetSpec, path) -> Counter:
@@ -84,11 +119,8 @@ def _unmapped_values(spec: DatasetSpec, path) -> Counter:
 def class_frequencies(spec: DatasetSpec, split: str = "train", progress=None) -> np.ndarray:
     """Pixel frequency of each class over a split's masks (ignore excluded)."""
     counts = np.zeros(spec.num_classes, np.int64)
-    for sample in spec.samples(split):
-        labels = spec.read_label(sample)
-        counts += np.bincount(labels[labels < spec.num_classes].ravel(), minlength=spec.num_classes)
-        if progress:
-            progress()
+    for sample_counts in _map(functools.partial(_label_counts, spec), spec.samples(split), progress):
+        counts += sample_counts
     total = counts.sum()
     if total == 0:
         raise DataError(f"data set {spec.name!r}: split {split!r} has no labelled pixels")

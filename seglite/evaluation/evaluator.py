@@ -17,6 +17,7 @@ from seglite.data.cityscapes import read_image
 from seglite.data.classmap import describe_links, link_classes, load_class_map
 from seglite.data.datasets import DatasetSpec, load_dataset
 from seglite.data.labels import IGNORE_INDEX, train_ids_to_label_ids
+from seglite.distributed import DistInfo, all_reduce_sum, shard
 from seglite.errors import DataError
 from seglite.evaluation.metrics import ConfusionMatrix
 from seglite.files import atomic_write_bytes, write_failure
@@ -114,14 +115,24 @@ def prediction_lookup(
     return table, describe_links(links, dataset.names, predicted)
 
 
-def evaluate(segmenter: Segmenter, data: DatasetSpec | str | Path, options: EvalOptions | None = None) -> EvalResult:
-    """`data`: a data set (seglite.data.datasets), or a Cityscapes root."""
+def evaluate(
+    segmenter: Segmenter,
+    data: DatasetSpec | str | Path,
+    options: EvalOptions | None = None,
+    dist: DistInfo | None = None,
+) -> EvalResult:
+    """`data`: a data set (seglite.data.datasets), or a Cityscapes root. Under torchrun (`dist`), each rank
+    evaluates its shard of the split and the integer confusion matrices are summed: every rank returns the totals,
+    the same figures as one process (only rank 0 shows progress)."""
     options = options or EvalOptions()
+    dist = dist or DistInfo()
     dataset = data if isinstance(data, DatasetSpec) else load_dataset("cityscapes", data)
     lookup, mapping = prediction_lookup(segmenter.loaded.classes, dataset, options.class_map)
     samples = dataset.samples(options.split)
     if options.limit:
         samples = samples[: options.limit]
+    total_images = len(samples)
+    samples = shard(samples, dist)
     matrix = ConfusionMatrix(dataset.num_classes, device=segmenter.device)
     if lookup is not None:
         lookup = lookup.to(segmenter.device)
@@ -129,7 +140,7 @@ def evaluate(segmenter: Segmenter, data: DatasetSpec | str | Path, options: Eval
     if options.save_predictions:
         options.save_predictions.mkdir(parents=True, exist_ok=True)
     columns = (TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not options.progress, transient=True) as progress:
+    with Progress(*columns, disable=not (options.progress and dist.is_main), transient=True) as progress:
         task = progress.add_task(segmenter.model_name, total=len(samples))
         for sample in samples:
             image = read_image(sample.image)
@@ -157,12 +168,15 @@ def evaluate(segmenter: Segmenter, data: DatasetSpec | str | Path, options: Eval
             if options.save_predictions:
                 _save_prediction(options.save_predictions, sample.stem, prediction, dataset.layout == "cityscapes")
             progress.advance(task)
+    all_reduce_sum(matrix.matrix, dist)
+    seconds = torch.tensor([seconds_model, seconds_metric], dtype=torch.float64, device=matrix.matrix.device)
+    seconds = all_reduce_sum(seconds, dist).cpu()
     return EvalResult(
         matrix.summary(dataset.names),
-        len(samples),
+        total_images,
         segmenter.preprocess.size,
-        seconds_model,
-        seconds_metric,
+        float(seconds[0]),  # summed over ranks: per image, the time one frame took
+        float(seconds[1]),
         {"dataset": dataset.name, "data_root": str(dataset.root()), "split": options.split, "class_map": mapping},
     )
 

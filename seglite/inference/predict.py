@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +12,7 @@ import cv2
 from seglite.errors import InputError, OutputError, SegliteError
 from seglite.files import choose_output, prepare_output_folder
 from seglite.inference.outputs import write_outputs
-from seglite.inference.sources import Source, read_image
+from seglite.inference.sources import Source, read_image, resolve_source
 from seglite.inference.video import VIDEO_FORMATS, VideoResult, segment_video
 
 if TYPE_CHECKING:  # for annotations only: inference modules import the Segmenter, never the reverse
@@ -142,12 +142,146 @@ def planned_outputs(source: Source, out_dir: Path, formats: tuple[str, ...]) -> 
     return [out_dir / (f"{stem}_{fmt}.mp4" if fmt in VIDEO_FORMATS else f"{stem}_{fmt}") for fmt in formats]
 
 
-def choose_output_folder(source: Source, out_dir: Path | None, formats: tuple[str, ...], exist_ok: bool) -> Path:
+def choose_output_folder(
+    sources: Sequence[Source], out_dir: Path | None, formats: tuple[str, ...], exist_ok: bool
+) -> Path:
     """`--out` given: refuse (one line) if any output already exists, unless `exist_ok`. Not given: the default
     folder, or `outputs/predict2`, `3`, ... where the default holds outputs of these inputs (Ultralytics' rule)."""
     return choose_output(
         out_dir,
         Path(DEFAULT_OUT),
-        lambda folder: [p for p in planned_outputs(source, folder, formats) if p.exists()],
+        lambda folder: [p for p in sources_outputs(sources, folder, formats) if p.exists()],
         exist_ok,
     )
+
+
+LIST_SUFFIXES = {".txt", ".lst"}  # a file that lists SOURCES, one per line
+
+
+def expand_sources(specs: Sequence[str]) -> list[Source]:
+    """SOURCES of `seglite predict`: images, folders, globs, videos and list files of those (one per line, relative
+    to the list's folder; `#` comments). A camera or stream is live and endless: it must be the only source."""
+    sources: list[Source] = []
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if path.suffix.lower() in LIST_SUFFIXES and path.is_file():
+            lines = [line.strip() for line in path.read_text().splitlines()]
+            entries = [line for line in lines if line and not line.startswith("#")]
+            if not entries:
+                raise InputError(f"{path}: the list names no images or videos")
+            sources += [resolve_source(str(path.parent / entry)) for entry in entries]
+        else:
+            sources.append(resolve_source(spec))
+    if len(sources) > 1 and any(source.kind == "stream" for source in sources):
+        raise InputError("a camera or stream is segmented on its own: pass it as the only SOURCE")
+    return sources
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One image, or one whole video (never split: its frames are one output file)."""
+
+    source: int  # index into the sources
+    image: Path | None = None
+
+
+def work_units(sources: Sequence[Source]) -> list[WorkUnit]:
+    return [
+        unit
+        for index, source in enumerate(sources)
+        for unit in (
+            [WorkUnit(index, image) for image in source.images] if source.kind == "images" else [WorkUnit(index)]
+        )
+    ]
+
+
+def unit_outputs(sources: Sequence[Source], unit: WorkUnit, out_dir: Path, formats: tuple[str, ...]) -> list[Path]:
+    source = sources[unit.source]
+    if unit.image is not None:
+        source = Source("images", images=(unit.image,), base=source.base)
+    return planned_outputs(source, out_dir, formats)
+
+
+def check_distinct_outputs(sources: Sequence[Source], out_dir: Path, formats: tuple[str, ...]) -> None:
+    """Two inputs that would write one output name (x.png in two SOURCES) are refused before any work."""
+    owner: dict[Path, WorkUnit] = {}
+    for unit in work_units(sources):
+        for path in unit_outputs(sources, unit, out_dir, formats):
+            if path in owner:
+                first = owner[path].image or sources[owner[path].source].video
+                second = unit.image or sources[unit.source].video
+                raise InputError(
+                    f"{first} and {second} would both write {path.name}: pass their common folder as one SOURCE "
+                    "(outputs then keep the sub-folders) or run them with different --out"
+                )
+            owner[path] = unit
+
+
+def sources_outputs(sources: Sequence[Source], out_dir: Path, formats: tuple[str, ...]) -> list[Path]:
+    return [p for u in work_units(sources) for p in unit_outputs(sources, u, out_dir, formats)]
+
+
+@dataclass
+class PredictRun:
+    """What one process did; gathered from every rank under torchrun (so it is plain, picklable data)."""
+
+    images: int = 0  # images given to this process
+    processed: int = 0
+    written: list[Path] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # one line per input that could not be processed
+    videos: list[VideoResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def predict_units(
+    segmenter: Segmenter,
+    sources: Sequence[Source],
+    units: Sequence[WorkUnit],
+    out_dir: Path,
+    formats: tuple[str, ...],
+    alpha: float = 0.5,
+    batch: int = 1,
+    realtime: bool = False,
+    on_image: Callable[[Path], None] | None = None,
+    on_start=None,
+    on_frames=None,
+) -> PredictRun:
+    """Segment these units (this rank's shard): images batched per source, each video whole. A bad input is a
+    line in `failures` and the others still run; a failure of the machine (OutputError) or Ctrl-C ends the run."""
+    import time
+
+    run, start = PredictRun(), time.perf_counter()
+    images: dict[int, list[Path]] = {}
+    for unit in units:
+        if unit.image is not None:
+            images.setdefault(unit.source, []).append(unit.image)
+    for index, paths in images.items():
+        part = predict_images(
+            segmenter, tuple(paths), out_dir, formats, alpha, batch, on_image=on_image, source=sources[index]
+        )
+        run.images += len(paths)
+        run.processed += part.processed
+        run.written += part.written
+        run.failures += part.failures
+    for unit in units:
+        if unit.image is not None:
+            continue
+        source = sources[unit.source]
+        try:
+            result = predict_video(
+                segmenter, source, out_dir, formats, alpha, batch, realtime, on_start=on_start, on_frames=on_frames
+            )
+        except (InputError, SegliteError) as exc:
+            if isinstance(exc, OutputError) or exc.exit_code != 2:
+                raise
+            run.failures.append(str(exc))
+            continue
+        run.videos.append(result)
+        run.written += result.outputs
+        if result.truncated:
+            run.failures.append(
+                f"{source.video}: video ends after {result.frames_read} of {result.expected_frames} frames "
+                f"(damaged?); the {result.frames_written} decoded frames were written to {out_dir}"
+            )
+    run.seconds = time.perf_counter() - start
+    return run

@@ -22,13 +22,13 @@ from seglite.data.dataset import SegmentationDataset
 from seglite.data.datasets import load_dataset
 from seglite.data.transforms import train_transform
 from seglite.devices import resolve_device, reuse_freed_memory
+from seglite.distributed import DistInfo, broadcast_buffers, broadcast_flag, cleanup, init_distributed
 from seglite.errors import InputError, SegliteError
 from seglite.files import prepare_output_folder, write_failure
 from seglite.models import fused
 from seglite.models.registry import create_model
 from seglite.sharing import ThreadGovernor
 from seglite.training.config import TrainConfig
-from seglite.training.distributed import DistInfo, broadcast_flag, cleanup, init_distributed
 from seglite.training.finetune import init_from
 from seglite.training.losses import SegmentationLoss
 from seglite.training.sampler import ResumableBatchSampler
@@ -356,6 +356,8 @@ class Trainer:
 
     # ---- validation ---------------------------------------------------------------------------------------
     def validate(self) -> dict:
+        """Every rank evaluates its shard of the validation split (none idles at the next collective) with rank 0's
+        network, the one that is saved; the matrices are summed, so every rank gets the single-process figures."""
         from seglite.evaluation.evaluator import EvalOptions, evaluate
         from seglite.inference.segmenter import Segmenter
 
@@ -371,6 +373,7 @@ class Trainer:
             self.dataset.to_record(),
         )
         was_training = self.model.training
+        broadcast_buffers(self.model, self.dist)
         self.model.eval()
         try:
             segmenter = Segmenter.from_loaded(loaded, self.device, size)
@@ -378,6 +381,7 @@ class Trainer:
                 segmenter,
                 self.dataset,
                 EvalOptions(split=self.config.data.val_split, limit=self.config.data.val_limit, progress=False),
+                self.dist,
             )
         finally:
             self.model.train(was_training)
@@ -467,7 +471,7 @@ class Trainer:
                     images_seen / (time.perf_counter() - t0),
                 )
                 last_iteration = iteration == config.schedule.iters
-                if self.dist.is_main and (iteration % config.val_every == 0 or last_iteration):
+                if iteration % config.val_every == 0 or last_iteration:
                     summary = self.validate()
                     log.validation(iteration, summary)
                     if best is None or summary["miou"] > best:
