@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Fresh machine -> test run: creates .venv, installs seglite with its dev extras, lints, runs the default tests and
-# prints the ten slowest. Extra arguments go to pytest: `bash scripts/test.sh -m slow` runs the long tests.
+# Fresh machine -> test run: creates .venv, installs seglite with its dev and docs extras, lints, builds the docs
+# (strict: a broken link or reference fails), runs the default tests and prints the ten slowest. Extra arguments go
+# to pytest: `bash scripts/test.sh -m slow` runs the long tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e ".[dev]"
+.venv/bin/pip install -q -e ".[dev,docs]"
 .venv/bin/ruff check seglite tests scripts
+site="$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet -d "$site"
+rm -rf "$site"
 .venv/bin/python -m pytest -q --durations=10 "$@"

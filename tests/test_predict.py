@@ -222,8 +222,11 @@ def test_onnx_backend_runs_a_cached_export(street, tmp_path):
 
 
 def test_usage_errors_show_usage_not_a_traceback(street):
-    result = _seglite("predict", str(street), "extra-argument")
+    result = _seglite("predict", str(street), "--no-such-option")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "Usage" in result.stderr
+    # A second SOURCE is no usage error now (predict takes several): a missing one is named in one line.
+    missing = _seglite("predict", str(street), "no-such-file.png")
+    assert missing.returncode == 2 and "no-such-file.png: no such file or folder" in missing.stderr
 
 
 def test_export_stores_preprocessing_and_checks_ort(tmp_path):

@@ -161,6 +161,7 @@ def test_dataset_damage_is_named(data, tmp_path, damage):
     assert (image.name if image else str(root)) in result.stderr, result.stderr
 
 
+@pytest.mark.slow  # CI's second step (-m slow)
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
     good = _train(data, tmp_path / "run", "schedule.iters=2", "ckpt_every=1")
     assert good.returncode == 0, good.stderr

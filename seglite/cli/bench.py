@@ -1,0 +1,185 @@
+"""`seglite bench`, `report` and `quantize`: latency, the mIoU-vs-latency report, INT8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from seglite.cli.common import (
+    DataOption,
+    _dataset,
+    _note_shared_cpu,
+    app,
+    console,
+    print_json,
+)
+from seglite.errors import SegliteError
+from seglite.files import (
+    choose_output,
+    existing_files,
+)
+
+
+@app.command("bench")
+def bench_cmd(
+    model: Annotated[str | None, typer.Option("--model", help="Model name.")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name (optional).")] = None,
+    size: Annotated[str, typer.Option(help="Input WxH.")] = "1024x512",
+    batch: Annotated[int, typer.Option(min=1)] = 1,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: torch's).")] = None,
+    backend: Annotated[
+        str,
+        typer.Option(help="auto (CPU fp32: times torch, onnx and torch.compile, reports the fastest), torch or onnx."),
+    ] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile (Inductor) the network first; same predictions.")
+    ] = False,
+    warmup: Annotated[int, typer.Option(min=0)] = 10,
+    iters: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Latency of the model alone (median, p90, mean, min), FPS, memory, params and GFLOPs."""
+    from seglite.bench.latency import benchmark_backends
+    from seglite.bench.sizes import parse_size
+    from seglite.devices import resolve_device
+    from seglite.zoo.checkpoint import load_model
+
+    loaded = load_model(model, weights)
+    _note_shared_cpu(threads)
+    result, results = benchmark_backends(
+        loaded.model,
+        loaded.model_name,
+        parse_size(size),
+        backend=backend,
+        device=resolve_device(device),
+        precision=precision,
+        compile=compile,
+        batch=batch,
+        threads=threads,
+        warmup=warmup,
+        iters=iters,
+    )
+    compared = ", ".join(f"{r.backend} {r.median_ms:.1f} ms" for r in results)
+    if as_json:
+        print_json({**result.to_dict(), "backends_compared": {r.backend: r.median_ms for r in results}})
+        return
+    if len(results) > 1:
+        console.print(f"backend auto: {compared} -> {result.backend}", markup=False, highlight=False)
+    console.print(
+        f"{result.model} [{result.backend}, {result.device}, {result.precision}, {size}, batch {batch}, "
+        f"{result.threads} threads]\n  median {result.median_ms:.1f} ms  p90 {result.p90_ms:.1f}  "
+        f"mean {result.mean_ms:.1f}  min {result.min_ms:.1f}  ->  {result.fps:.1f} FPS\n"
+        f"  params {result.params:,}  GFLOPs {result.gflops:.2f}  peak memory {result.peak_memory_mb:.0f} MB\n"
+        f"  machine: {result.machine}",
+        markup=False,
+        highlight=False,
+    )
+
+
+@app.command("report")
+def report_cmd(
+    models: Annotated[str | None, typer.Option("--models", help="Comma-separated MODEL or MODEL=WEIGHTS.")] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="Every registered model (random init).")] = False,
+    data: DataOption = None,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Data root for mIoU.")] = None,
+    split: Annotated[str, typer.Option()] = "val",
+    size: Annotated[
+        list[str] | None, typer.Option("--size", help="WxH; repeat for several (default: the weights' own).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder (default: outputs/report, or report2, ... if it holds one).")
+    ] = None,
+    device: Annotated[str, typer.Option()] = "cpu",
+    threads: Annotated[int | None, typer.Option()] = None,
+    backend: Annotated[
+        str, typer.Option(help="auto (CPU: fastest of torch, onnx, torch.compile per model), torch or onnx.")
+    ] = "auto",
+    iters: Annotated[int, typer.Option(min=1)] = 20,
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", "--overwrite", help="Replace the report in --out.")] = False,
+) -> None:
+    """Evaluate (when data is given) and benchmark several models; write report.{md,csv,json} and pareto.png."""
+    from seglite.bench.report import REPORT_FILES, ReportOptions, build_report
+    from seglite.bench.sizes import parse_size
+    from seglite.models.registry import get_spec, list_models
+
+    if all_models:
+        entries = [(name, None) for name in list_models()]
+    elif models:
+        entries = []
+        for item in models.split(","):
+            name, _, weights = item.strip().partition("=")
+            entries.append((name or None, weights or None))
+    else:
+        raise SegliteError("pass --models a,b=WEIGHTS,... or --all")
+    for name, _ in entries:
+        if name:
+            get_spec(name)
+    out = choose_output(out, Path("outputs/report"), existing_files(*REPORT_FILES), exist_ok)
+    options = ReportOptions(
+        sizes=tuple(parse_size(s) for s in size) if size else None,
+        data_root=data_root,
+        data=data,
+        split=split,
+        device=device,
+        threads=threads,
+        backend=backend,
+        iters=iters,
+    )
+
+    def show(row: dict) -> None:
+        miou = "" if row["miou"] is None else f"  mIoU {row['miou']:.2f}"
+        console.print(f"{row['model']} {row['size']}: {row['median_ms']:.1f} ms{miou}", markup=False)
+
+    build_report(entries, options, out, progress=show)
+    console.print(f"report written to {out}/report.md (.csv, .json) and {out}/pareto.png")
+
+
+@app.command("quantize")
+def quantize_cmd(
+    data: DataOption = None,
+    data_root: Annotated[
+        Path | None, typer.Option("--data-root", help="Data root: calibration frames and labelled frames.")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
+    size: Annotated[str | None, typer.Option(help="Input WxH (default: the weights' own, else 1024x512).")] = None,
+    calibration_split: Annotated[str, typer.Option(help="Split whose images calibrate the ranges.")] = "train",
+    eval_split: Annotated[str, typer.Option(help="Labelled split for the mIoU change.")] = "val",
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads for the timing.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """INT8 for CPU: calibrate on real frames, measure latency and mIoU against fp32, keep it only if it pays.
+
+    An accepted model (mIoU drop under 1 point, and faster) is cached; `predict --int8` then runs it.
+    """
+    from seglite.bench.quantize import MAX_MIOU_DROP, quantize_and_validate
+    from seglite.bench.sizes import parse_size
+
+    if weights is None:
+        raise SegliteError("pass --weights (trained weights: the mIoU change of random weights means nothing)")
+    report = quantize_and_validate(
+        model, weights, _dataset(data, data_root), parse_size(size), calibration_split, eval_split, threads=threads
+    )
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        console.print(
+            f"{report.model} {report.size}: fp32 {report.fp32_ms:.1f} ms, mIoU {report.fp32_miou:.2f} | "
+            f"int8 {report.int8_ms:.1f} ms, mIoU {report.int8_miou:.2f} ({report.miou_change:+.2f} points, "
+            f"argmax agreement {100 * report.argmax_agreement:.2f} %) on {report.eval_frames} {eval_split} frames, "
+            f"calibrated on {report.calibration_frames} {calibration_split} frames",
+            markup=False,
+            highlight=False,
+        )
+    if not report.accepted:
+        why = "it is slower than fp32" if report.int8_ms >= report.fp32_ms else ""
+        if report.fp32_miou - report.int8_miou >= MAX_MIOU_DROP:
+            why = f"mIoU drops by {-report.miou_change:.2f} points (>= {MAX_MIOU_DROP})" + (
+                f" and {why}" if why else ""
+            )
+        raise SegliteError(f"INT8 not offered for {report.model}: {why}; keep fp32 (nothing cached)")
+    console.print(f"accepted; cached at {report.path} (use `seglite predict --int8`)", markup=False)

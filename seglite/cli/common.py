@@ -1,0 +1,149 @@
+"""What every verb shares: the typer app, the consoles, option types and the helpers that build a Segmenter."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from seglite.errors import SegliteError
+from seglite.inference.segmenter import Segmenter
+from seglite.sharing import share_cpu
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Fast, lightweight street-scene segmentation.",
+)
+weights_app = typer.Typer(no_args_is_help=True, help="Published checkpoints: list the zoo, convert files.")
+app.add_typer(weights_app, name="weights")
+data_app = typer.Typer(no_args_is_help=True, help="Data sets: check, statistics, generate the synthetic city.")
+app.add_typer(data_app, name="data")
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+_state: dict = {"debug": False, "shared_cpu": None}
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from seglite import __version__
+
+        console.print(f"seglite {__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+    _state["shared_cpu"] = share_cpu()  # one thread per free core when other programs keep cores busy
+
+
+def _note_shared_cpu(threads: int | None = None) -> None:
+    """Say so when the CPU was found shared at start: timings then reflect the other programs' load. Silent when
+    --threads chose the count (it overrides the choice)."""
+    if _state["shared_cpu"] and threads is None:
+        err_console.print(_state["shared_cpu"], markup=False, highlight=False, style="dim")
+
+
+def print_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A rich table whose first column is left-aligned and the rest (numbers) right-aligned."""
+    table = Table(title=title)
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+DataOption = Annotated[
+    str | None,
+    typer.Option(
+        "--data", help="Data set: a built-in name (cityscapes, camvid) or a data set YAML (default cityscapes)."
+    ),
+]
+
+
+def _dataset(data: str | None, data_root: Path | None):
+    from seglite.data.datasets import load_dataset
+
+    return load_dataset(data, data_root)
+
+
+def _trained_on(weights: str | None) -> str | None:
+    """The built-in data set a seglite checkpoint was trained on (the default `--data` for evaluating it)."""
+    from seglite.data.datasets import builtin_datasets
+    from seglite.zoo.checkpoint import read_checkpoint_file
+
+    if weights is None or not Path(weights).is_file() or Path(weights).suffix != ".pt":
+        return None
+    try:
+        name = (read_checkpoint_file(weights).get("dataset") or {}).get("name")
+    except SegliteError:
+        return None  # the model loader names the problem with the file
+    return name if name in builtin_datasets() else None
+
+
+def _segmenter(
+    model: str | None, weights: str | None, device: str, size: str | None, half: bool, backend: str, **options
+) -> Segmenter:
+    """The options every inference command shares; a spinner while `--backend auto` may be timing the backends
+    (once per model, weights and size)."""
+    from seglite.bench.sizes import parse_size
+
+    status = "loading the model; a first run at this size times torch, onnx and torch.compile"
+    with err_console.status(status) if backend == "auto" else contextlib.nullcontext():
+        return Segmenter(
+            model=model, weights=weights, device=device, size=parse_size(size), half=half, backend=backend, **options
+        )
+
+
+def _eval_frames(spec, split: str, limit: int | None, flip: bool, window: str | None) -> int:
+    """Passes at one shape an eval makes (what torch.compile would serve); sliding-window crops vary. 0 for a bad
+    data root: the model's own errors come first, evaluate() then names the data problem."""
+    try:
+        images = 0 if window else len(spec.samples(split))
+    except SegliteError:
+        return 0
+    return min(images, limit or images) * (2 if flip else 1)
+
+
+def _parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SegliteError(f"--scales {text!r}: expected comma-separated numbers such as 0.75,1.0,1.25") from None
+    if not values or any(v <= 0 for v in values):
+        raise SegliteError(f"--scales {text!r}: scales must be positive")
+    return values
+
+
+def _on_main(dist, decide):
+    """`decide()` on rank 0 only, its result (or its one-line error) on every rank."""
+    from seglite.distributed import gather_objects
+
+    if not dist.enabled:
+        return decide()
+    try:
+        outcome = ("ok", decide()) if dist.is_main else None
+    except SegliteError as exc:
+        outcome = ("error", exc)
+    outcome = gather_objects(outcome, dist)[0]
+    if outcome[0] == "error":
+        raise outcome[1]
+    return outcome[1]

@@ -1,0 +1,104 @@
+"""`seglite data synth|check|stats`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from seglite.cli.common import (
+    DataOption,
+    _dataset,
+    console,
+    data_app,
+    err_console,
+    print_json,
+    print_table,
+)
+from seglite.errors import SegliteError
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the Cityscapes-layout data set into.")],
+    train: Annotated[int, typer.Option(min=0)] = 40,
+    val: Annotated[int, typer.Option(min=0)] = 10,
+    size: Annotated[str, typer.Option(help="Image WxH.")] = "512x256",
+    seed: Annotated[int, typer.Option()] = 0,
+    video: Annotated[Path | None, typer.Option(help="Also write an mp4 of a drive through the city.")] = None,
+    frames: Annotated[int, typer.Option(min=1, help="Frames of the video.")] = 60,
+) -> None:
+    """Generate a street-scene data set in the exact Cityscapes layout (labelIds, instanceIds, colour)."""
+    from seglite.bench.sizes import parse_size
+    from seglite.data.synth import write_dataset, write_video
+
+    wh = parse_size(size)
+    try:
+        write_dataset(out, train=train, val=val, size=wh, seed=seed)
+        if video:
+            write_video(video, frames=frames, size=wh, seed=seed)
+    except OSError as exc:
+        raise SegliteError(f"{exc.filename or out}: cannot write ({exc.strerror or exc})") from None
+    console.print(f"wrote {train} train + {val} val images ({size}) to {out}" + (f", video {video}" if video else ""))
+
+
+@data_app.command("check")
+def data_check(
+    root: Annotated[Path | None, typer.Argument(help="Data root (overrides the data set's path).")] = None,
+    data: DataOption = None,
+) -> None:
+    """Counts per split, missing pairs, size mismatches and mask values that are no class; non-zero exit when broken."""
+    from rich.progress import Progress
+
+    from seglite.data.check import FULL_COUNTS, check_dataset
+
+    spec = _dataset(data, root)
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("checking", total=None)
+        reports = check_dataset(spec, progress=lambda: progress.advance(task))
+    full = FULL_COUNTS.get(spec.name, {})
+    table = Table(title=f"{spec.name}: {spec.root()} ({spec.num_classes} classes)")
+    for column in ("split", "images", "labelled", f"full {spec.name}", "problems"):
+        table.add_column(column)
+    for r in reports:
+        table.add_row(r.split, str(r.images), str(r.labelled), str(full.get(r.split, "-")), str(len(r.problems)))
+    console.print(table)
+    for r in reports:
+        if r.unmapped:
+            values = ", ".join(f"{v} ({n} px)" for v, n in sorted(r.unmapped.items())[:10])
+            console.print(f"{r.split}: values outside label_mapping, read as ignore: {values}", markup=False)
+    problems = [p for r in reports for p in r.problems]
+    for problem in problems[:20]:
+        err_console.print(f"  {problem}", markup=False)
+    if problems:
+        raise SegliteError(f"{spec.root()}: {len(problems)} problem(s) found (first: {problems[0]})")
+    console.print("dataset OK")
+
+
+@data_app.command("stats")
+def data_stats(
+    root: Annotated[Path | None, typer.Argument(help="Data root (overrides the data set's path).")] = None,
+    data: DataOption = None,
+    split: Annotated[str, typer.Option()] = "train",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Class pixel frequencies of a split and ESPNet's class weights w = 1 / ln(1.10 + p)."""
+    from seglite.data.check import class_frequencies, espnet_class_weights
+
+    spec = _dataset(data, root)
+    freq = class_frequencies(spec, split)
+    weights = espnet_class_weights(freq)
+    rows = [
+        {"class": n, "frequency": float(f), "espnet_weight": float(w)}
+        for n, f, w in zip(spec.names, freq, weights, strict=True)
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        f"{spec.name} ({spec.root()}) [{split}] class frequencies",
+        ("class", "frequency %", "ESPNet weight"),
+        [(r["class"], f"{100 * r['frequency']:.3f}", f"{r['espnet_weight']:.3f}") for r in rows],
+    )

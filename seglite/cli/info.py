@@ -1,0 +1,53 @@
+"""`seglite doctor` and `seglite models`: what this machine and seglite have."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from seglite.cli.common import (
+    _state,
+    app,
+    console,
+    print_json,
+    print_table,
+)
+
+
+@app.command("doctor")
+def doctor_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Versions, backends, CPU features and cache paths: paste this into a bug report."""
+    from seglite.doctor import report
+
+    facts = report(_state["shared_cpu"])
+    if as_json:
+        print_json(facts)
+        return
+    for key, value in facts.items():
+        if isinstance(value, dict):
+            console.print(f"{key}:", markup=False)
+            for inner, item in value.items():
+                console.print(f"  {inner}: {item}", markup=False, highlight=False)
+        else:
+            console.print(f"{key}: {value}", markup=False, highlight=False)
+
+
+@app.command("models")
+def models_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+    size: Annotated[str, typer.Option(help="Input size WxH for the GFLOPs column.")] = "1024x512",
+) -> None:
+    """List the registered networks with parameters and GFLOPs (19 classes)."""
+    from seglite.bench.complexity import model_complexity_table
+    from seglite.bench.sizes import parse_size
+
+    rows = model_complexity_table(parse_size(size))
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        f"seglite models: 19 classes, GFLOPs at {size} (GFLOPs = 2 x GMACs)",
+        ("name", "params", "gflops"),
+        [(r["name"], f"{r['params']:,}", f"{r['gflops']:.2f}") for r in rows],
+    )

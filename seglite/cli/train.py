@@ -1,0 +1,96 @@
+"""`seglite train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from seglite.cli.common import (
+    DataOption,
+    _note_shared_cpu,
+    app,
+    console,
+    err_console,
+)
+from seglite.errors import SegliteError
+
+
+@app.command("train")
+def train_cmd(
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="A YAML recipe from configs/ (with --resume: optional, the run's own is used)."),
+    ] = None,
+    data: DataOption = None,
+    data_root: Annotated[
+        Path | None, typer.Option("--data-root", help="Data root (overrides data.root and the data set's path).")
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option("--init", help="Fine-tune from these weights (zoo name, checkpoint or the authors' file)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Run folder: checkpoints, metrics.jsonl, tensorboard/ (default: runs/train, runs/train2, ... "
+            "whichever holds no run; with --resume, the newest run under runs/).",
+        ),
+    ] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="key=value, e.g. schedule.iters=2000.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue exactly from OUT/last.pt, with the run's own settings.")
+    ] = False,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", "--overwrite", help="Train afresh in an --out that holds a run, replacing it.")
+    ] = False,
+) -> None:
+    """Train on Cityscapes or your own data set (torchrun for several GPUs or nodes); Ctrl-C saves and stops."""
+    from seglite.files import next_free_name
+    from seglite.training.config import load_config, resume_config
+    from seglite.training.trainer import DEFAULT_RUNS, LAST, Trainer, describe_run, newest_run
+    from seglite.zoo.checkpoint import read_checkpoint_file
+
+    if out is None and resume:
+        out = newest_run(DEFAULT_RUNS)
+        if out is None:
+            raise SegliteError(f"--resume: no run with a {LAST} under {DEFAULT_RUNS}/; pass --out RUN")
+        err_console.print(f"resuming the newest run, {out}", markup=False, highlight=False)
+    elif out is None:
+        out = next_free_name(Path(DEFAULT_RUNS) / "train", taken=lambda p: describe_run(p) is not None)
+        err_console.print(f"run folder: {out}", markup=False, highlight=False)
+
+    sets = list(overrides or [])
+    fixed = []
+    if data_root is not None:
+        fixed.append(f"data.root={data_root}")
+    if data is not None:
+        fixed.append(f"data.dataset={data}")
+        if data_root is None and not resume:  # the data set file says where it is, not the recipe's data.root
+            fixed.append("data.root=null")
+    if init is not None:
+        fixed.append(f"init={init}")
+    if resume and (out / LAST).is_file():
+        saved = read_checkpoint_file(out / LAST).get("config") or {}
+        cfg, warnings = resume_config(saved, sets, fixed, str(out / LAST))
+        for line in warnings:
+            err_console.print(line, markup=False, highlight=False)
+    elif config is None:
+        raise SegliteError(
+            "pass a recipe (e.g. configs/synth_espnetv2_s0.5.yaml)"
+            + (f"; --resume found no {out / LAST}" if resume else "")
+        )
+    else:
+        cfg = load_config(config, [*fixed, *sets])
+    _note_shared_cpu()
+    result = Trainer(cfg, out, resume=resume, exist_ok=exist_ok).run()
+    if result.get("interrupted"):
+        raise typer.Exit(130)
+    best = result.get("best_miou")
+    console.print(
+        f"finished at iteration {result['iteration']}; best val mIoU "
+        f"{'-' if best is None else f'{best:.2f} %'}; checkpoints in {out}",
+        markup=False,
+    )
