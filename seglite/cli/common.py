@@ -71,6 +71,14 @@ def print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]
     console.print(table)
 
 
+def print_rows(rows: list[dict], as_json: bool, title: str, columns: tuple[str, ...], cells) -> None:
+    """`rows` as JSON (`--json`), or as a table of `cells(row)` per row."""
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(title, columns, [cells(row) for row in rows])
+
+
 DataOption = Annotated[
     str | None,
     typer.Option(

@@ -14,8 +14,7 @@ from seglite.cli.common import (
     console,
     data_app,
     err_console,
-    print_json,
-    print_table,
+    print_rows,
 )
 from seglite.errors import SegliteError
 
@@ -94,11 +93,10 @@ def data_stats(
         {"class": n, "frequency": float(f), "espnet_weight": float(w)}
         for n, f, w in zip(spec.names, freq, weights, strict=True)
     ]
-    if as_json:
-        print_json(rows)
-        return
-    print_table(
+    print_rows(
+        rows,
+        as_json,
         f"{spec.name} ({spec.root()}) [{split}] class frequencies",
         ("class", "frequency %", "ESPNet weight"),
-        [(r["class"], f"{100 * r['frequency']:.3f}", f"{r['espnet_weight']:.3f}") for r in rows],
+        lambda r: (r["class"], f"{100 * r['frequency']:.3f}", f"{r['espnet_weight']:.3f}"),
     )

@@ -11,7 +11,7 @@ from seglite.cli.common import (
     app,
     console,
     print_json,
-    print_table,
+    print_rows,
 )
 
 
@@ -43,11 +43,10 @@ def models_cmd(
     from seglite.bench.sizes import parse_size
 
     rows = model_complexity_table(parse_size(size))
-    if as_json:
-        print_json(rows)
-        return
-    print_table(
+    print_rows(
+        rows,
+        as_json,
         f"seglite models: 19 classes, GFLOPs at {size} (GFLOPs = 2 x GMACs)",
         ("name", "params", "gflops"),
-        [(r["name"], f"{r['params']:,}", f"{r['gflops']:.2f}") for r in rows],
+        lambda r: (r["name"], f"{r['params']:,}", f"{r['gflops']:.2f}"),
     )
