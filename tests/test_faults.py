@@ -161,6 +161,7 @@ def test_resume_continues_the_run_as_it_was_started(data, tmp_path):
     assert "warning: resuming with schedule.iters=4; the run was started with 3" in more.stderr
 
 
+@pytest.mark.slow  # CI's second step (-m slow); tests/test_training.py checks the resume in the default run
 def test_interrupted_training_exits_130_with_a_hint_that_works(data, tmp_path):
     out = tmp_path / "run"
     child = subprocess.Popen(

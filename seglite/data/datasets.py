@@ -61,7 +61,7 @@ def distinct_palette(count: int) -> tuple[tuple[int, int, int], ...]:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Where a data set's images and masks are and what its classes are (see README, "Train on your own data")."""
+    """Where a data set's images and masks are and what its classes are (docs/guides/own-data.md)."""
 
     name: str
     names: tuple[str, ...]
