@@ -88,6 +88,11 @@ def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
             dist.broadcast(buffer.data, src=0)
 
 
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
 def cleanup(info: DistInfo) -> None:
     """Leave the group together: a rank that exits while another still talks to it can make gloo abort the other
     (SIGABRT on a closed connection), so every rank waits for all before the group is torn down."""

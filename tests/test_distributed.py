@@ -246,3 +246,15 @@ def test_data_check_and_stats_in_worker_processes_equal_one_process(city, tmp_pa
         results[mode] = (summary, len(ticks), check.class_frequencies(spec, "train").tolist())
     assert results["workers"] == results["one"]
     assert any(label.name in problem for problem in results["one"][0][1][3]), results["one"][0]
+
+
+@pytest.mark.slow  # CI's second step (-m slow)
+def test_report_under_torchrun_gives_the_single_process_miou(city, weights, tmp_path):
+    args = ["report", "--models", f"espnetv2_s0.5={weights}", "--data-root", str(city), "--size", "128x64"]
+    args += ["--iters", "2", "--backend", "torch"]
+    one = seglite(*args, "--out", str(tmp_path / "one"))
+    many = torchrun(2, *args, "--out", str(tmp_path / "two"))
+    assert one.returncode == 0 and many.returncode == 0, many.stderr[-3000:]
+    rows = [json.loads((tmp_path / name / "report.json").read_text())["rows"][0] for name in ("one", "two")]
+    assert rows[0]["miou"] == rows[1]["miou"] and rows[1]["eval_images"] == 7
+    assert rows[1]["threads"] == len(os.sched_getaffinity(0))  # rank 0 timed with every core

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from seglite.bench.latency import benchmark_backends
 from seglite.data.datasets import load_dataset
 from seglite.devices import resolve_device
+from seglite.distributed import DistInfo, barrier
 from seglite.files import atomic_write_bytes, prepare_output_folder, write_failure
 
 
@@ -39,12 +41,25 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def build_report(entries: list[tuple[str, str | None]], options: ReportOptions, out: Path, progress=None) -> list[dict]:
-    """entries: (model name, weights or None). Writes report.{md,csv,json} and pareto.png into `out`."""
+def build_report(
+    entries: list[tuple[str, str | None]],
+    options: ReportOptions,
+    out: Path,
+    progress=None,
+    dist: DistInfo | None = None,
+) -> list[dict]:
+    """entries: (model name, weights or None). Writes report.{md,csv,json} and pareto.png into `out`.
+
+    Under torchrun (`dist`) every rank evaluates its shard of the split (the mIoU is the single-process one); the
+    latency is timed by rank 0 alone, with every core of its machine, while the other ranks wait; rank 0 writes."""
+    import torch
+
     from seglite.evaluation.evaluator import EvalOptions, evaluate
     from seglite.inference.segmenter import Segmenter
 
-    prepare_output_folder(out)
+    dist = dist or DistInfo()
+    if dist.is_main:
+        prepare_output_folder(out)
     rows, machine = [], {}
     for model, weights in entries:
         base = Segmenter(model=model, weights=weights, device=options.device)
@@ -56,6 +71,7 @@ def build_report(entries: list[tuple[str, str | None]], options: ReportOptions, 
                     segmenter,
                     load_dataset(options.data, options.data_root),
                     EvalOptions(split=options.split, limit=options.eval_limit, progress=False),
+                    dist,
                 )
                 miou = round(result.summary["miou"], 2)
                 # What stands behind the figure: 2 frames do not read like a Cityscapes val score.
@@ -65,16 +81,23 @@ def build_report(entries: list[tuple[str, str | None]], options: ReportOptions, 
                     "split": result.extra["split"],
                     "eval_images": result.num_images,
                 }
+            if not dist.is_main:
+                barrier(dist)  # idle while rank 0 times the model on the cores
+                continue
+            all_cores = len(os.sched_getaffinity(0)) if dist.world_size > 1 and options.device == "cpu" else None
+            threads_before = torch.get_num_threads()
             latency, _ = benchmark_backends(
                 segmenter.loaded.model,  # unfolded: benchmark folds it, and params must be the model's own
                 segmenter.model_name,
                 size,
                 backend=options.backend,
                 device=resolve_device(options.device),
-                threads=options.threads,
+                threads=options.threads or all_cores,
                 warmup=options.warmup,
                 iters=options.iters,
             )
+            torch.set_num_threads(threads_before)  # the eval of the next model shares the cores again
+            barrier(dist)
             machine = latency.machine
             rows.append(
                 {
@@ -95,6 +118,8 @@ def build_report(entries: list[tuple[str, str | None]], options: ReportOptions, 
             )
             if progress:
                 progress(rows[-1])
+    if not dist.is_main:
+        return rows
     try:
         _write_tables(rows, machine, out)
         _plot(rows, machine, out / "pareto.png")

@@ -11,6 +11,7 @@ from seglite.cli.common import (
     DataOption,
     _dataset,
     _note_shared_cpu,
+    _on_main,
     app,
     console,
     print_json,
@@ -104,6 +105,8 @@ def report_cmd(
     """Evaluate (when data is given) and benchmark several models; write report.{md,csv,json} and pareto.png."""
     from seglite.bench.report import REPORT_FILES, ReportOptions, build_report
     from seglite.bench.sizes import parse_size
+    from seglite.devices import resolve_device
+    from seglite.distributed import cleanup, init_distributed
     from seglite.models.registry import get_spec, list_models
 
     if all_models:
@@ -118,7 +121,10 @@ def report_cmd(
     for name, _ in entries:
         if name:
             get_spec(name)
-    out = choose_output(out, Path("outputs/report"), existing_files(*REPORT_FILES), exist_ok)
+    dist = init_distributed(resolve_device(device).type)  # under torchrun: the evaluations are sharded
+    if dist.enabled and resolve_device(device).type == "cuda":
+        device = f"cuda:{dist.local_rank}"
+    out = _on_main(dist, lambda: choose_output(out, Path("outputs/report"), existing_files(*REPORT_FILES), exist_ok))
     options = ReportOptions(
         sizes=tuple(parse_size(s) for s in size) if size else None,
         data_root=data_root,
@@ -134,8 +140,10 @@ def report_cmd(
         miou = "" if row["miou"] is None else f"  mIoU {row['miou']:.2f}"
         console.print(f"{row['model']} {row['size']}: {row['median_ms']:.1f} ms{miou}", markup=False)
 
-    build_report(entries, options, out, progress=show)
-    console.print(f"report written to {out}/report.md (.csv, .json) and {out}/pareto.png")
+    build_report(entries, options, out, progress=show if dist.is_main else None, dist=dist)
+    cleanup(dist)
+    if dist.is_main:
+        console.print(f"report written to {out}/report.md (.csv, .json) and {out}/pareto.png")
 
 
 @app.command("quantize")
