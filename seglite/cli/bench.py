@@ -10,6 +10,7 @@ import typer
 from seglite.cli.common import (
     DataOption,
     _dataset,
+    _join_run,
     _note_shared_cpu,
     _on_main,
     app,
@@ -105,8 +106,7 @@ def report_cmd(
     """Evaluate (when data is given) and benchmark several models; write report.{md,csv,json} and pareto.png."""
     from seglite.bench.report import REPORT_FILES, ReportOptions, build_report
     from seglite.bench.sizes import parse_size
-    from seglite.devices import resolve_device
-    from seglite.distributed import cleanup, init_distributed
+    from seglite.distributed import cleanup
     from seglite.models.registry import get_spec, list_models
 
     if all_models:
@@ -121,9 +121,7 @@ def report_cmd(
     for name, _ in entries:
         if name:
             get_spec(name)
-    dist = init_distributed(resolve_device(device).type)  # under torchrun: the evaluations are sharded
-    if dist.enabled and resolve_device(device).type == "cuda":
-        device = f"cuda:{dist.local_rank}"
+    dist, device = _join_run(device)  # under torchrun: the evaluations are sharded
     out = _on_main(dist, lambda: choose_output(out, Path("outputs/report"), existing_files(*REPORT_FILES), exist_ok))
     options = ReportOptions(
         sizes=tuple(parse_size(s) for s in size) if size else None,

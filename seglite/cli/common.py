@@ -141,6 +141,17 @@ def _parse_scales(text: str) -> tuple[float, ...]:
     return values
 
 
+def _join_run(device: str):
+    """Under torchrun: join the process group and take this rank's GPU (`cuda:LOCAL_RANK`); otherwise nothing.
+    Returns (DistInfo, the device to use)."""
+    from seglite.devices import resolve_device
+    from seglite.distributed import init_distributed
+
+    kind = resolve_device(device).type
+    dist = init_distributed(kind)
+    return dist, (f"cuda:{dist.local_rank}" if dist.enabled and kind == "cuda" else device)
+
+
 def _on_main(dist, decide):
     """`decide()` on rank 0 only, its result (or its one-line error) on every rank."""
     from seglite.distributed import gather_objects

@@ -12,6 +12,7 @@ from seglite.cli.common import (
     DataOption,
     _dataset,
     _eval_frames,
+    _join_run,
     _on_main,
     _parse_scales,
     _segmenter,
@@ -71,8 +72,7 @@ def eval_cmd(
 ) -> None:
     """mIoU, per-class IoU and pixel accuracy on a split, as the official Cityscapes evaluator computes them."""
     from seglite.bench.sizes import parse_size
-    from seglite.devices import resolve_device
-    from seglite.distributed import cleanup, init_distributed
+    from seglite.distributed import cleanup
     from seglite.evaluation.evaluator import EvalOptions, evaluate
     from seglite.inference.predict import DEFAULT_WEIGHTS
 
@@ -83,9 +83,7 @@ def eval_cmd(
             raise SegliteError(f"pass --weights: the default weights ({DEFAULT_WEIGHTS}) predict Cityscapes classes")
         weights = DEFAULT_WEIGHTS
         err_console.print(f"no --weights: evaluating {DEFAULT_WEIGHTS}", markup=False)
-    dist = init_distributed(resolve_device(device).type)  # under torchrun: each rank evaluates a shard
-    if dist.enabled and resolve_device(device).type == "cuda":
-        device = f"cuda:{dist.local_rank}"
+    dist, device = _join_run(device)  # under torchrun: each rank evaluates a shard
     frames = _eval_frames(spec, split, limit, flip, sliding_window) // dist.world_size
     if save_predictions is not None:
         _on_main(dist, lambda: _prediction_folder(save_predictions, exist_ok))

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from seglite.cli.common import (
+    _join_run,
     _on_main,
     _segmenter,
     app,
@@ -64,8 +65,7 @@ def predict_cmd(
     """Segment images, folders, videos, cameras or streams; write overlays and masks named after each input.
 
     Under torchrun the inputs are shared out by rank (each image, or each whole video, on one process)."""
-    from seglite.devices import resolve_device
-    from seglite.distributed import cleanup, gather_objects, init_distributed, shard
+    from seglite.distributed import cleanup, gather_objects, shard
     from seglite.inference.outputs import check_formats, parse_formats
     from seglite.inference.predict import (
         DEFAULT_WEIGHTS,
@@ -78,9 +78,7 @@ def predict_cmd(
 
     fmt = parse_formats(formats)
     sources = expand_sources(source)
-    dist = init_distributed(resolve_device(device).type)
-    if dist.enabled and resolve_device(device).type == "cuda":
-        device = f"cuda:{dist.local_rank}"
+    dist, device = _join_run(device)
     # Rank 0 alone decides the folder (another rank deciding later could see rank 0's first outputs).
     out = _on_main(dist, lambda: choose_output_folder(sources, out, fmt, exist_ok))
     check_distinct_outputs(sources, out, fmt)
