@@ -352,7 +352,8 @@ def test_report_refuses_to_replace_and_a_full_disk_is_the_machines(tmp_path, tin
     full = run(*args, "--out", str(tiny_disk))
     assert full.returncode == 1 and "No space left on device" in one_line(full.stderr), full.stderr
     assert not [p for p in tiny_disk.iterdir() if p.name.startswith(".")], "a temporary file was left behind"
-    done = run(*args, "--out", str(tmp_path / "report"))
-    assert done.returncode == 0, done.stderr
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.md").write_text("an earlier report")  # refused before any model loads
     refused = run(*args, "--out", str(tmp_path / "report"))
     assert refused.returncode == 2 and "report.md: already exists" in one_line(refused.stderr)
+    assert (tmp_path / "report" / "report.md").read_text() == "an earlier report"
