@@ -143,8 +143,11 @@ def eval_cmd(
     )
 
 
+def _pngs(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.png")) if folder.is_dir() else []
+
+
 def _prediction_folder(folder: Path, exist_ok: bool) -> Path:
     """`eval --save-predictions`: a folder with PNGs in it holds an earlier eval's predictions."""
-    found = lambda f: sorted(f.rglob("*.png")) if f.is_dir() else []  # noqa: E731
-    choose_output(folder, folder, found, exist_ok, "--save-predictions")
+    choose_output(folder, folder, _pngs, exist_ok, "--save-predictions")
     return prepare_output_folder(folder, "--save-predictions")

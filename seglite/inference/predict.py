@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,8 +249,6 @@ def predict_units(
 ) -> PredictRun:
     """Segment these units (this rank's shard): images batched per source, each video whole. A bad input is a
     line in `failures` and the others still run; a failure of the machine (OutputError) or Ctrl-C ends the run."""
-    import time
-
     run, start = PredictRun(), time.perf_counter()
     images: dict[int, list[Path]] = {}
     for unit in units:
@@ -271,8 +270,8 @@ def predict_units(
             result = predict_video(
                 segmenter, source, out_dir, formats, alpha, batch, realtime, on_start=on_start, on_frames=on_frames
             )
-        except (InputError, SegliteError) as exc:
-            if isinstance(exc, OutputError) or exc.exit_code != 2:
+        except SegliteError as exc:
+            if exc.exit_code != 2:  # the machine's failure (1) or Ctrl-C (130) ends the run
                 raise
             run.failures.append(str(exc))
             continue
