@@ -96,12 +96,16 @@ def _dataset(data: str | None, data_root: Path | None):
 def _trained_on(weights: str | None) -> str | None:
     """The built-in data set a seglite checkpoint was trained on (the default `--data` for evaluating it)."""
     from seglite.data.datasets import builtin_datasets
+    from seglite.export.base import find_artifact, read_record
     from seglite.zoo.checkpoint import read_checkpoint_file
 
-    if weights is None or not Path(weights).is_file() or Path(weights).suffix != ".pt":
-        return None
     try:
-        name = (read_checkpoint_file(weights).get("dataset") or {}).get("name")
+        if (artifact := find_artifact(weights)) is not None:
+            name = (read_record(artifact).get("dataset") or {}).get("name")
+        elif weights is None or not Path(weights).is_file() or Path(weights).suffix != ".pt":
+            return None
+        else:
+            name = (read_checkpoint_file(weights).get("dataset") or {}).get("name")
     except SegliteError:
         return None  # the model loader names the problem with the file
     return name if name in builtin_datasets() else None

@@ -9,7 +9,6 @@ import os
 import threading
 import warnings
 from contextlib import nullcontext
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from seglite.errors import SegliteError
-from seglite.files import atomic_write_bytes, write_failure
+from seglite.files import atomic_write_bytes
 from seglite.models.base import SegmentationNet, without_final_upsample
 from seglite.sharing import cpu_shared
 
@@ -162,72 +161,3 @@ def cached_runner(loaded, size: tuple[int, int], batch: int = 1, threads: int | 
             data = export_onnx(loaded.model, size, batch=batch, metadata=metadata, final_upsample_outside=True)
             return OnnxRunner(data, threads)
     return OnnxRunner(path, threads)
-
-
-def verify_export(
-    model: str | None,
-    weights: str | None,
-    out: str | os.PathLike,
-    size: tuple[int, int] | None,
-    half: bool = False,
-    dynamic: bool = False,
-    image: str | os.PathLike | None = None,
-    min_agreement: float = 0.999,
-) -> dict:
-    """Export, run ONNX Runtime and PyTorch on one real frame, and refuse an export that disagrees."""
-    import numpy as np
-
-    from seglite.zoo.checkpoint import load_model
-
-    loaded = load_model(model, weights)
-    size = size or loaded.preprocess.size or (1024, 512)
-    preprocess = loaded.preprocess.with_size(size)
-    if image is not None:
-        from seglite.inference.sources import read_image
-
-        frame, frame_name = read_image(Path(image)), str(image)
-    else:
-        from seglite.data.synth import render_scene
-
-        frame, frame_name = render_scene(size[0], size[1], seed=7)[0], "a generated street scene"
-    net = loaded.model.eval()
-    x = preprocess(frame)[None]
-    if half:
-        net = net.half()
-        x = x.half()
-    metadata = {
-        "model": loaded.model_name,
-        "preprocess": preprocess.to_dict(),
-        "classes": list(loaded.classes),
-        "precision": "fp16" if half else "fp32",
-        "weights": loaded.source,
-    }
-    out = Path(out)
-    try:
-        data = export_onnx(net, size, None, metadata=metadata, dynamic=dynamic)
-    finally:
-        net.float()
-    with torch.inference_mode():
-        expected = loaded.model.float()(x.float()).numpy()
-    try:
-        got = ort_session(data).run(None, {"image": x.numpy()})[0].astype(np.float32)
-    except Exception as exc:  # ORT reports unsupported kernels (e.g. some fp16 ops on CPU) with many types
-        raise SegliteError(f"ONNX Runtime cannot run the exported {loaded.model_name} on CPU: {exc}") from None
-    agreement = float((got.argmax(1) == expected.argmax(1)).mean())
-    if agreement < min_agreement:
-        raise SegliteError(
-            f"export of {loaded.model_name} rejected: ONNX Runtime agrees with PyTorch on only "
-            f"{100 * agreement:.3f} % of pixels (< {100 * min_agreement:.1f} %); nothing written"
-        )
-    try:
-        atomic_write_bytes(data, out)
-    except OSError as exc:
-        raise write_failure(exc, out) from None
-    return {
-        "model": loaded.model_name,
-        "size": f"{size[0]}x{size[1]}",
-        "opset": OPSET,
-        "image": frame_name,
-        "agreement": agreement,
-        "max_abs_diff": float(np.abs(got - expected).max()),
-    }

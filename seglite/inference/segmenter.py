@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from seglite.data.labels import IGNORE_INDEX
 from seglite.devices import check_input_fits, cpu_supports_bf16, resolve_device, reuse_freed_memory
-from seglite.errors import SegliteError
+from seglite.errors import InputError, SegliteError
 from seglite.inference.backends import Backend, BackendContext, create_backend
 from seglite.inference.optimize import fold_batchnorm
 from seglite.inference.postprocess import ResizeChainArgmax, resize_argmax, upsample_argmax_library
@@ -61,6 +61,11 @@ class Segmenter:
             raise SegliteError(f"--backend {backend!r}: expected auto, torch or onnx")
         if (half or compile) and (backend == "onnx" or int8):
             raise SegliteError("--half and --compile run in PyTorch: leave out --backend onnx / --int8")
+        from seglite.export.base import find_artifact
+
+        if (artifact := find_artifact(weights)) is not None:
+            self._open_artifact(artifact, model, size, half or compile or int8 or backend == "onnx")
+            return
         device = resolve_device(device)
         if device.type == "cpu":
             reuse_freed_memory()
@@ -82,6 +87,26 @@ class Segmenter:
             self.runtime, self.backend_reason = choose_backend(self.context, frames)
         else:
             self.runtime = create_backend(backend, self.context)
+
+    def _open_artifact(self, path, model: str | None, size: tuple[int, int] | None, other_runtime: bool) -> None:
+        """An exported model: its own runtime on the CPU, at the size it was exported for."""
+        from seglite.export.artifact import open_artifact
+
+        if other_runtime:
+            raise InputError(
+                f"--weights {path}: an exported model runs in its own runtime at its own precision; leave out "
+                "--half, --compile, --int8 and --backend onnx (or pass the PyTorch checkpoint)"
+            )
+        loaded = open_artifact(path, model)
+        exported = loaded.preprocess.size
+        if size is not None and tuple(size) != tuple(exported):
+            raise InputError(
+                f"--size {size[0]}x{size[1]}: {path} was exported for {exported[0]}x{exported[1]}; leave out --size "
+                "or export again at this size"
+            )
+        self._prepare(loaded, torch.device("cpu"), None, torch.float32)
+        self.runtime = create_backend("artifact", self.context)
+        self.backend_reason = self.runtime.description
 
     def _prepare(
         self, loaded: LoadedWeights, device: torch.device, size: tuple[int, int] | None, dtype: torch.dtype

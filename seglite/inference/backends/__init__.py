@@ -13,6 +13,7 @@ BACKENDS = {  # name -> "module:class"
     "torch.compile": "seglite.inference.backends.compiled:CompiledBackend",
     "onnx": "seglite.inference.backends.onnx:OnnxBackend",
     "int8": "seglite.inference.backends.int8:Int8Backend",
+    "artifact": "seglite.inference.backends.artifact:ArtifactBackend",
 }
 
 

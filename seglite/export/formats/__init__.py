@@ -1,0 +1,1 @@
+"""One module per deployment runtime; see seglite.export.FORMATS."""
