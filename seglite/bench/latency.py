@@ -145,6 +145,21 @@ def benchmark(
         times = _timed(run, warmup, iters, sync)
     else:
         raise SegliteError(f"--backend {backend!r}: expected torch or onnx")
+    return _result(
+        times,
+        model_name,
+        "torch.compile" if compile else backend,
+        device,
+        precision,
+        size,
+        batch,
+        threads,
+        params,
+        gflops,
+    )
+
+
+def _result(times, model_name, backend, device, precision, size, batch, threads, params, gflops) -> LatencyResult:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
@@ -152,7 +167,7 @@ def benchmark(
     median = statistics.median(times)
     return LatencyResult(
         model=model_name,
-        backend="torch.compile" if compile else backend,
+        backend=backend,
         device=str(device),
         precision=precision,
         size=list(size),
@@ -167,6 +182,28 @@ def benchmark(
         params=params,
         gflops=round(gflops, 3),
         machine=machine_fingerprint(device, threads),
+    )
+
+
+def benchmark_artifact(loaded, warmup: int = 10, iters: int = 50, threads: int | None = None) -> LatencyResult:
+    """Model-only latency of an exported model in its own runtime (seglite.export), at the size it was exported
+    for; params and GFLOPs come from its record (measured on the PyTorch network at export)."""
+    net = loaded.model
+    record = net.record
+    images = np.random.default_rng(0).standard_normal(net.input_shape, dtype=np.float32)
+    times = _timed(lambda: net.runner(images), warmup, iters, lambda: None)
+    height, width = net.input_shape[2:]
+    return _result(
+        times,
+        loaded.model_name,
+        record["format"],
+        torch.device("cpu"),
+        record.get("precision", "fp32"),
+        (width, height),
+        1,
+        threads or os.cpu_count(),
+        int(record.get("params", 0)),
+        float(record.get("gflops", 0.0)),
     )
 
 

@@ -16,6 +16,7 @@ from seglite.cli.common import (
     app,
     console,
     print_json,
+    print_table,
 )
 from seglite.errors import SegliteError
 from seglite.files import (
@@ -27,8 +28,12 @@ from seglite.files import (
 @app.command("bench")
 def bench_cmd(
     model: Annotated[str | None, typer.Option("--model", help="Model name.")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name (optional).")] = None,
-    size: Annotated[str, typer.Option(help="Input WxH.")] = "1024x512",
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="Checkpoint path, zoo name or exported model (optional).")
+    ] = None,
+    size: Annotated[
+        str, typer.Option(help="Input WxH (an exported model: the size it was exported for).")
+    ] = "1024x512",
     batch: Annotated[int, typer.Option(min=1)] = 1,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: torch's).")] = None,
@@ -45,26 +50,32 @@ def bench_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Latency of the model alone (median, p90, mean, min), FPS, memory, params and GFLOPs."""
-    from seglite.bench.latency import benchmark_backends
+    from seglite.bench.latency import benchmark_artifact, benchmark_backends
     from seglite.bench.sizes import parse_size
     from seglite.devices import resolve_device
+    from seglite.export.artifact import open_artifact
+    from seglite.export.base import find_artifact
     from seglite.zoo.checkpoint import load_model
 
-    loaded = load_model(model, weights)
     _note_shared_cpu(threads)
-    result, results = benchmark_backends(
-        loaded.model,
-        loaded.model_name,
-        parse_size(size),
-        backend=backend,
-        device=resolve_device(device),
-        precision=precision,
-        compile=compile,
-        batch=batch,
-        threads=threads,
-        warmup=warmup,
-        iters=iters,
-    )
+    if find_artifact(weights) is not None:  # an exported model: its own runtime at its own size
+        result = benchmark_artifact(open_artifact(weights, model, threads), warmup, iters, threads)
+        size, results = "x".join(map(str, result.size)), [result]
+    else:
+        loaded = load_model(model, weights)
+        result, results = benchmark_backends(
+            loaded.model,
+            loaded.model_name,
+            parse_size(size),
+            backend=backend,
+            device=resolve_device(device),
+            precision=precision,
+            compile=compile,
+            batch=batch,
+            threads=threads,
+            warmup=warmup,
+            iters=iters,
+        )
     compared = ", ".join(f"{r.backend} {r.median_ms:.1f} ms" for r in results)
     if as_json:
         print_json({**result.to_dict(), "backends_compared": {r.backend: r.median_ms for r in results}})
@@ -189,3 +200,72 @@ def quantize_cmd(
             )
         raise SegliteError(f"INT8 not offered for {report.model}: {why}; keep fp32 (nothing cached)")
     console.print(f"accepted; cached at {report.path} (use `seglite predict --int8`)", markup=False)
+
+
+@app.command("benchmark")
+def benchmark_cmd(
+    model: Annotated[str | None, typer.Option("--model")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
+    data: DataOption = None,
+    data_root: Annotated[
+        Path | None, typer.Option("--data-root", help="Data root (overrides the data set's path).")
+    ] = None,
+    formats: Annotated[
+        str, typer.Option("--formats", help="all, or a comma-separated list (onnx,openvino,tflite,...).")
+    ] = "all",
+    size: Annotated[str | None, typer.Option(help="Input WxH (default: the weights' own, else 1024x512).")] = None,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also INT8 where a format has it (calibrated on --data).")
+    ] = False,
+    half: Annotated[bool, typer.Option("--half", help="Also fp16 where a format has it.")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate on the first N val frames only.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder (default outputs/benchmark, or benchmark2, ...).")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Threads per runtime (default: every core).")] = None,
+    warmup: Annotated[int, typer.Option(min=0)] = 5,
+    iters: Annotated[int, typer.Option(min=1)] = 30,
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", "--overwrite", help="Replace a benchmark in --out.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Export to every deployment format that works here and measure each in its own runtime, in one run: size,
+    export time, agreement with PyTorch, mIoU on the val split (with --data) and latency; one table, CSV, JSON and
+    a plot. Artifacts stay in --out, ready to ship."""
+    from seglite.bench.formats import BENCHMARK_FILES, benchmark_formats, cells
+    from seglite.bench.sizes import parse_size
+    from seglite.export import FORMATS, get_format
+
+    names = list(FORMATS) if formats == "all" else [get_format(f).name for f in formats.split(",") if f.strip()]
+    precisions = ["fp32"] + (["fp16"] if half else []) + (["int8"] if int8 else [])
+    spec = _dataset(data, data_root) if (data or data_root) else None
+    out = choose_output(out, Path("outputs/benchmark"), existing_files(*BENCHMARK_FILES), exist_ok)
+    _note_shared_cpu(threads)
+    columns = ("format", "precision", "status", "MB", "export s", "agree %", "mIoU %", "ms", "FPS", "note")
+
+    def show(row) -> None:
+        if not as_json:
+            console.print(
+                "  ".join(f"{c}={v}" for c, v in zip(columns, cells(row), strict=True) if v not in ("-", "")),
+                markup=False,
+                highlight=False,
+            )
+
+    rows, machine = benchmark_formats(
+        model, weights, names, precisions, out, parse_size(size), spec, limit, warmup, iters, threads, show
+    )
+    if as_json:
+        from dataclasses import asdict
+
+        print_json({"machine": machine, "rows": [asdict(r) for r in rows]})
+        return
+    print_table(
+        f"{machine['model']} {machine['size']} on {machine['cpu']} ({machine['threads']} threads)",
+        columns[:-1],
+        [tuple(cells(r)[:-1]) for r in rows],
+    )
+    for row in rows:
+        if row.note:
+            console.print(f"{row.format} {row.precision}: {row.note}", markup=False, highlight=False)
+    console.print(
+        f"written to {out}/benchmark.md (.csv, .json, .png) with one artifact folder per format", markup=False
+    )

@@ -176,7 +176,7 @@ def export_model(
     if precision == "int8":
         calibration, calibration_name = calibration_inputs(loaded, size, data)
     net = loaded.model.eval()
-    example = torch.from_numpy(preprocess.to_array(frames[0])[None])
+    example = torch.from_numpy(preprocess.to_array(frames[0])[None].copy())  # fresh strides: [None] gives 0
     record = artifact_record(loaded, weights, fmt, precision, size)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = temporary_name(out, "partial")
