@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ class OnnxFormat(Format):
             "classes": record["classes"],
             "precision": request.precision,
             "weights": record["source_weights"],
-            "seglite": json.dumps(record),
+            "seglite": record,
         }
         net = request.net.half() if request.precision == "fp16" else request.net
         width, height = request.example.shape[-1], request.example.shape[-2]

@@ -1,0 +1,221 @@
+"""Deployment formats (seglite.export): every artifact reloads, describes itself and predicts what PyTorch
+predicts; predict, eval and bench take it as --weights; `seglite benchmark` measures the formats in one run.
+
+The default run covers ONNX and the refusals; each converter that takes tens of seconds (LiteRT, ExecuTorch) or
+needs the export extra is marked `export`, a CI step of its own (`bash scripts/test.sh -m export`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from seglite.data.synth import render_scene, write_dataset
+from seglite.models.registry import create_model
+from seglite.zoo.checkpoint import LoadedWeights, save_checkpoint
+from seglite.zoo.preprocess import IMAGENET
+from tests.conftest import require_realdata
+
+SEGLITE = shutil.which("seglite") or str(Path(sys.executable).parent / "seglite")
+SIZE = (128, 64)
+
+
+def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([SEGLITE, *args], capture_output=True, text=True, **kwargs)
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A seeded espnetv2_s0.5 saved as a seglite checkpoint with a 64x128 input size and 19 classes."""
+    torch.manual_seed(0)
+    net = create_model("espnetv2_s0.5", num_classes=19).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    from seglite.data.labels import CLASS_NAMES
+
+    save_checkpoint(path, LoadedWeights(net, "espnetv2_s0.5", CLASS_NAMES, IMAGENET.with_size(SIZE), "test"))
+    return path
+
+
+def frames() -> list[np.ndarray]:
+    return [render_scene(*SIZE, seed=seed)[0] for seed in (1, 2)]
+
+
+def agreement_with_pytorch(artifact: Path, checkpoint: Path) -> float:
+    from seglite import Segmenter
+
+    exported = Segmenter(weights=str(artifact))
+    eager = Segmenter(weights=str(checkpoint), device="cpu", backend="torch")
+    same = [np.mean(exported(f) == eager(f)) for f in frames()]
+    return float(np.mean(same))
+
+
+def export(checkpoint: Path, fmt: str, out: Path, precision: str = "fp32", **kwargs):
+    from seglite.export.exporter import export_model
+
+    return export_model(None, str(checkpoint), fmt, out, precision=precision, **kwargs)
+
+
+def test_onnx_artifact_describes_itself_and_predicts_like_pytorch(checkpoint, tmp_path):
+    import hashlib
+
+    report = export(checkpoint, "onnx", tmp_path / "tiny_onnx_model")
+    folder = Path(report.path)
+    record = yaml.safe_load((folder / "seglite.yaml").read_text())
+    assert record["format"] == "onnx" and record["model"] == "espnetv2_s0.5" and len(record["classes"]) == 19
+    assert record["input_shape"] == [1, 3, SIZE[1], SIZE[0]] and record["preprocess"]["size"] == list(SIZE)
+    assert record["source_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert record["ignore_index"] == 255 and record["params"] > 0
+    assert report.agreement >= 0.995
+    assert agreement_with_pytorch(folder, checkpoint) >= 0.995
+    # A file inside the folder names the artifact too; a single .onnx file carries the record in its metadata.
+    assert agreement_with_pytorch(folder / "model.onnx", checkpoint) >= 0.995
+    single = export(checkpoint, "onnx", tmp_path / "tiny.onnx")
+    assert Path(single.path).is_file() and agreement_with_pytorch(tmp_path / "tiny.onnx", checkpoint) >= 0.995
+
+
+def test_artifact_refuses_other_sizes_and_pytorch_options(checkpoint, tmp_path):
+    from seglite import Segmenter
+    from seglite.errors import InputError
+
+    folder = Path(export(checkpoint, "onnx", tmp_path / "a").path)
+    with pytest.raises(InputError, match="exported for 128x64"):
+        Segmenter(weights=str(folder), size=(256, 128))
+    with pytest.raises(InputError, match="its own runtime"):
+        Segmenter(weights=str(folder), half=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="without seglite.yaml"):
+        Segmenter(weights=str(empty))
+
+
+def test_export_cli_refusals_are_one_line(checkpoint, tmp_path):
+    base = ("export", "--weights", str(checkpoint))
+    unknown = run(*base, "--format", "caffe")
+    assert unknown.returncode == 2 and "expected one of onnx, torchscript" in one_line(unknown.stderr)
+    precision = run(*base, "--format", "torchscript", "--precision", "int8")
+    assert precision.returncode == 2 and "exports fp32, not int8" in one_line(precision.stderr)
+    dynamic = run(*base, "--format", "torchscript", "--dynamic")
+    assert dynamic.returncode == 2 and "--dynamic is for --format onnx" in one_line(dynamic.stderr)
+    if not torch.cuda.is_available():
+        engine = run(*base, "--format", "engine")
+        assert engine.returncode == 2 and "NVIDIA GPU" in one_line(engine.stderr)
+    (tmp_path / "taken").mkdir()
+    taken = run(*base, "--out", str(tmp_path / "taken"))
+    assert taken.returncode == 2 and "--exist-ok" in one_line(taken.stderr)
+    assert not list((tmp_path / "taken").iterdir())
+
+
+def test_predict_and_bench_take_an_artifact(checkpoint, tmp_path):
+    folder = Path(export(checkpoint, "onnx", tmp_path / "m").path)
+    cv2 = pytest.importorskip("cv2")
+    image = tmp_path / "street.png"
+    cv2.imwrite(str(image), render_scene(256, 128, seed=4)[0])
+    predicted = run(
+        "predict", str(image), "--weights", str(folder), "--out", str(tmp_path / "pred"), "--format", "trainid"
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    mask = cv2.imread(str(next((tmp_path / "pred").glob("street*.png"))), cv2.IMREAD_UNCHANGED)
+    assert mask.shape[:2] == (128, 256)
+    bench = run("bench", "--weights", str(folder), "--iters", "2", "--warmup", "0", "--json")
+    assert bench.returncode == 0, bench.stderr
+    result = json.loads(bench.stdout)
+    assert result["backend"] == "onnx" and result["size"] == list(SIZE) and result["params"] > 0
+
+
+FORMAT_CASES = [
+    ("torchscript", "fp32", None),
+    ("openvino", "fp32", "openvino"),
+    ("openvino", "fp16", "openvino"),
+    ("openvino", "int8", "nncf"),
+    ("ncnn", "fp32", "ncnn"),
+    ("ncnn", "fp16", "ncnn"),
+    ("tflite", "fp32", "litert_torch"),
+    ("executorch", "fp32", "executorch"),
+]
+
+
+@pytest.mark.export
+@pytest.mark.parametrize(("fmt", "precision", "module"), FORMAT_CASES)
+def test_every_format_reloads_and_predicts(checkpoint, tmp_path, fmt, precision, module):
+    if module and importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed: pip install 'seglite[export]'")
+    data = None
+    if precision == "int8":
+        from seglite.data.datasets import load_dataset
+
+        data = load_dataset("cityscapes", write_dataset(tmp_path / "city", train=4, val=1, size=(256, 128), seed=5))
+    report = export(checkpoint, fmt, tmp_path / f"{fmt}_{precision}", precision, data=data)
+    record = yaml.safe_load((Path(report.path) / "seglite.yaml").read_text())
+    assert record["format"] == fmt and record["precision"] == precision
+    assert (Path(report.path) / record["model_file"]).exists() and report.file_mb > 0
+    agreement = agreement_with_pytorch(Path(report.path), checkpoint)
+    if precision == "fp32":
+        assert report.agreement >= 0.995 and agreement >= 0.995
+    elif precision == "fp16":
+        assert agreement >= 0.9  # random weights: near-ties flip in half precision; published weights below
+    else:
+        assert "cityscapes train frames" in report.calibration and 0.0 < agreement <= 1.0
+
+
+@pytest.mark.export
+def test_coreml_converts_or_says_why(checkpoint, tmp_path):
+    pytest.importorskip("coremltools")
+    result = run("export", "--weights", str(checkpoint), "--format", "coreml", "--out", str(tmp_path / "c"))
+    if result.returncode == 0:
+        assert "Core ML runs only on Apple systems" in result.stdout
+        record = yaml.safe_load((tmp_path / "c" / "seglite.yaml").read_text())
+        assert (tmp_path / "c" / record["model_file"]).is_dir()
+    else:
+        assert result.returncode == 2 and "coremltools" in one_line(result.stderr)
+        assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.export
+def test_benchmark_measures_each_format_in_one_run(checkpoint, tmp_path):
+    pytest.importorskip("openvino")
+    root = write_dataset(tmp_path / "city", train=2, val=2, size=(256, 128), seed=6)
+    out = tmp_path / "bm"
+    args = ("--weights", str(checkpoint), "--data-root", str(root), "--formats", "onnx,openvino,engine")
+    result = run("benchmark", *args, "--iters", "2", "--warmup", "0", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {(r["format"], r["precision"]): r for r in json.loads(result.stdout)["rows"]}
+    reference = rows[("pytorch", "fp32")]
+    for key in (("onnx", "fp32"), ("openvino", "fp32")):
+        row = rows[key]
+        assert row["status"] == "ok" and row["agreement"] >= 99.5 and row["median_ms"] > 0
+        assert abs(row["miou"] - reference["miou"]) < 1.0, (row, reference)
+        assert (Path(row["path"]) / "seglite.yaml").is_file()
+    assert rows[("engine", "fp32")]["status"] == "skipped" or torch.cuda.is_available()
+    for name in ("benchmark.md", "benchmark.csv", "benchmark.json", "benchmark.png"):
+        assert (out / name).stat().st_size > 0
+    again = run("benchmark", *args, "--out", str(out))
+    assert again.returncode == 2 and "--exist-ok" in one_line(again.stderr)
+
+
+@pytest.mark.export
+@pytest.mark.parametrize("fmt", ["openvino", "ncnn", "tflite"])
+def test_published_espnetv2_keeps_its_predictions_on_real_frames(tmp_path, fmt):
+    weights = require_realdata("weights", "espnetv2", "espnetv2_s_0.5_city_512x256.pth")
+    root = require_realdata("cityscapes_val_sample")
+    from seglite.data.datasets import load_dataset
+
+    data = load_dataset("cityscapes", root)
+    precisions = {"openvino": ("fp32", "fp16"), "ncnn": ("fp32", "fp16"), "tflite": ("fp32",)}[fmt]
+    for precision in precisions:
+        report = export(Path(weights), fmt, tmp_path / precision, precision, data=data)
+        assert "cityscapes val frames" in report.frames
+        assert report.agreement >= (0.995 if precision == "fp32" else 0.98), report
