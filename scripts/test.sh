@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Fresh machine -> test run: creates .venv, installs seglite with its dev and docs extras, lints, builds the docs
+# Fresh machine -> test run: creates .venv, installs seglite with its dev, docs and export extras, lints, builds the docs
 # (strict: a broken link or reference fails), runs the default tests and prints the ten slowest. Extra arguments go
-# to pytest: `bash scripts/test.sh -m slow` runs the long tests.
+# to pytest: `bash scripts/test.sh -m slow` runs the long tests, `-m export` the deployment converters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e ".[dev,docs]"
+.venv/bin/pip install -q -e ".[dev,docs,export]"
 .venv/bin/ruff check seglite tests scripts
 site="$(mktemp -d)"
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet -d "$site"
