@@ -219,3 +219,17 @@ def test_published_espnetv2_keeps_its_predictions_on_real_frames(tmp_path, fmt):
         report = export(Path(weights), fmt, tmp_path / precision, precision, data=data)
         assert "cityscapes val frames" in report.frames
         assert report.agreement >= (0.995 if precision == "fp32" else 0.98), report
+
+
+@pytest.mark.export
+def test_openvino_backend_predicts_like_eager_and_caches_its_model(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from seglite import Segmenter
+
+    monkeypatch.setenv("SEGLITE_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    openvino = Segmenter(model="espnetv2_s0.5", size=SIZE, device="cpu", backend="openvino")
+    eager = Segmenter.from_loaded(openvino.loaded, "cpu", SIZE)
+    for frame in frames():
+        assert np.mean(openvino(frame) == eager(frame)) >= 0.995
+    assert openvino.backend == "openvino" and len(list((tmp_path / "openvino").glob("*.xml"))) == 1

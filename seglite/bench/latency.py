@@ -121,6 +121,26 @@ def benchmark(
             runner(images)
 
         times = _timed(run, warmup, iters, lambda: None)
+    elif backend == "openvino":
+        if device.type != "cpu" or precision != "fp32":
+            raise SegliteError("--backend openvino runs on CPU in fp32 here; use --backend torch for GPU or fp16/bf16")
+        from seglite.inference.backends.openvino import openvino_available
+
+        if not openvino_available():
+            raise SegliteError("--backend openvino needs openvino: pip install 'seglite[export]'")
+        import openvino as ov
+
+        from seglite.inference.optimize import fold_batchnorm
+
+        example = torch.zeros(shape)
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+        with torch.no_grad():
+            compiled = ov.Core().compile_model(
+                ov.convert_model(fold_batchnorm(model), example_input=example), "CPU", config
+            )
+        request = compiled.create_infer_request()
+        images = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        times = _timed(lambda: request.infer({0: images}), warmup, iters, lambda: None)
     elif backend == "torch":
         from seglite.inference.optimize import fold_batchnorm
 
@@ -144,7 +164,7 @@ def benchmark(
 
         times = _timed(run, warmup, iters, sync)
     else:
-        raise SegliteError(f"--backend {backend!r}: expected torch or onnx")
+        raise SegliteError(f"--backend {backend!r}: expected torch, onnx or openvino")
     return _result(
         times,
         model_name,
@@ -222,7 +242,10 @@ def benchmark_backends(
     candidates = [(backend, compile)]
     if backend == "auto":
         on_cpu_fp32 = device.type == "cpu" and precision == "fp32" and not compile
-        candidates = [("torch", False), ("onnx", False), ("torch", True)] if on_cpu_fp32 else [("torch", compile)]
+        from seglite.inference.backends.openvino import openvino_available
+
+        static = [("torch", False), ("onnx", False)] + ([("openvino", False)] if openvino_available() else [])
+        candidates = [*static, ("torch", True)] if on_cpu_fp32 else [("torch", compile)]
     results = []
     for name, compiled in candidates:
         try:

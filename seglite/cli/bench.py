@@ -39,7 +39,9 @@ def bench_cmd(
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: torch's).")] = None,
     backend: Annotated[
         str,
-        typer.Option(help="auto (CPU fp32: times torch, onnx and torch.compile, reports the fastest), torch or onnx."),
+        typer.Option(
+            help="auto (CPU fp32: times torch, onnx, openvino and torch.compile, reports the fastest), torch, onnx or openvino."
+        ),
     ] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
     compile: Annotated[
@@ -109,7 +111,10 @@ def report_cmd(
     device: Annotated[str, typer.Option()] = "cpu",
     threads: Annotated[int | None, typer.Option()] = None,
     backend: Annotated[
-        str, typer.Option(help="auto (CPU: fastest of torch, onnx, torch.compile per model), torch or onnx.")
+        str,
+        typer.Option(
+            help="auto (CPU: fastest of torch, onnx, openvino, torch.compile per model), torch, onnx or openvino."
+        ),
     ] = "auto",
     iters: Annotated[int, typer.Option(min=1)] = 20,
     exist_ok: Annotated[bool, typer.Option("--exist-ok", "--overwrite", help="Replace the report in --out.")] = False,

@@ -56,7 +56,9 @@ def eval_cmd(
     ] = False,
     backend: Annotated[
         str,
-        typer.Option(help="auto (CPU at --size: fastest of torch, onnx, torch.compile; measured once), torch or onnx."),
+        typer.Option(
+            help="auto (CPU at --size: fastest of torch, onnx, openvino, torch.compile; measured once), torch, onnx or openvino."
+        ),
     ] = "auto",
     save_predictions: Annotated[
         Path | None, typer.Option("--save-predictions", help="Write labelId PNGs here.")

@@ -44,7 +44,7 @@ def predict_cmd(
     backend: Annotated[
         str,
         typer.Option(
-            help="auto (CPU: fastest of torch, onnx, torch.compile where it pays; measured once), torch or onnx."
+            help="auto (CPU: fastest of torch, onnx, openvino, torch.compile where it pays; measured once), torch, onnx or openvino."
         ),
     ] = "auto",
     formats: Annotated[str, typer.Option("--format", help="overlay,color,trainid,labelid")] = "overlay",

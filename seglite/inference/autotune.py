@@ -15,6 +15,7 @@ from seglite.errors import SegliteError
 from seglite.files import atomic_write_bytes
 from seglite.inference.backends import Backend, BackendContext, create_backend
 from seglite.inference.backends.compiled import FRESH_COMPILE_S
+from seglite.inference.backends.openvino import openvino_available
 
 BACKEND_TRIAL_FIELDS = ("ms", "agreement", "compile_s", "unavailable")  # one cached entry of backend_choices.json
 # The most torch.compile has saved over the faster static backend on any seglite network on CPU (ESPNetv2 s2.0:
@@ -114,12 +115,15 @@ def choose_backend(
     except (OSError, ValueError):
         choices = {}
     trial = choices.get(key)
+    static = ["torch", "onnx"] + (["openvino"] if openvino_available() else [])
     cached = (
-        isinstance(trial, dict) and set(trial) == set(BACKEND_TRIAL_FIELDS) and {"torch", "onnx"} <= set(trial["ms"])
+        isinstance(trial, dict)
+        and set(trial) == set(BACKEND_TRIAL_FIELDS)
+        and set(static) <= {*trial["ms"], *trial["unavailable"]}
     )
     built: dict[str, Backend] = {"torch.compile": compiled} if compiled is not None else {}
     if not cached:
-        trial, more = time_backends(context, ["torch", "onnx"])
+        trial, more = time_backends(context, static)
         built.update(more)
     if "torch.compile" not in {*trial["ms"], *trial["unavailable"]} and compile_could_pay(trial, frames):
         cached = False

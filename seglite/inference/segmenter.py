@@ -57,14 +57,14 @@ class Segmenter:
     ):
         """`frames`: how many images or frames this segmenter will run, when known. `backend="auto"` picks
         torch.compile only where the time it saves over them pays for compiling (None: an open-ended run)."""
-        if backend not in ("auto", "torch", "onnx"):
-            raise SegliteError(f"--backend {backend!r}: expected auto, torch or onnx")
-        if (half or compile) and (backend == "onnx" or int8):
-            raise SegliteError("--half and --compile run in PyTorch: leave out --backend onnx / --int8")
+        if backend not in ("auto", "torch", "onnx", "openvino"):
+            raise SegliteError(f"--backend {backend!r}: expected auto, torch, onnx or openvino")
+        if (half or compile) and (backend in ("onnx", "openvino") or int8):
+            raise SegliteError("--half and --compile run in PyTorch: leave out --backend onnx/openvino and --int8")
         from seglite.export.base import find_artifact
 
         if (artifact := find_artifact(weights)) is not None:
-            self._open_artifact(artifact, model, size, half or compile or int8 or backend == "onnx")
+            self._open_artifact(artifact, model, size, half or compile or int8 or backend in ("onnx", "openvino"))
             return
         device = resolve_device(device)
         if device.type == "cpu":

@@ -12,6 +12,7 @@ BACKENDS = {  # name -> "module:class"
     "torch": "seglite.inference.backends.eager:EagerBackend",
     "torch.compile": "seglite.inference.backends.compiled:CompiledBackend",
     "onnx": "seglite.inference.backends.onnx:OnnxBackend",
+    "openvino": "seglite.inference.backends.openvino:OpenVinoBackend",
     "int8": "seglite.inference.backends.int8:Int8Backend",
     "artifact": "seglite.inference.backends.artifact:ArtifactBackend",
 }
