@@ -10,7 +10,8 @@ A peer that is not measured shows its figure from ../shared/research/peer_baseli
 taken on this machine on a faster day, so only same-run ratios are comparable. Also prints each model's GFLOPs and
 the share of this CPU's fp32 peak it reaches.
 
-Columns for seglite: "fp32" is the fastest of eager PyTorch, ONNX Runtime and torch.compile (all exact: argmax
+Columns for seglite: "fp32" is the fastest of eager PyTorch, ONNX Runtime, OpenVINO (where the export extra is
+installed) and torch.compile (all exact: argmax
 agreement >= 99.9 % with eager; the backends `--backend auto` weighs, torch.compile for runs long enough to pay
 back its compile); "bf16" (CPUs with bf16 instructions; not bit-identical, `seglite eval --half`
 measures the mIoU change) and "int8" (ONNX Runtime static INT8 calibrated on generated frames: SPEED ONLY, the
@@ -38,6 +39,7 @@ from pathlib import Path
 from seglite.bench.latency import benchmark
 from seglite.bench.sizes import parse_size
 from seglite.devices import cpu_supports_bf16
+from seglite.inference.backends.openvino import openvino_available
 from seglite.models.registry import create_model
 
 # (architecture, seglite model, peer: smp encoder, PaddleSeg model (paddle:...) or the authors' model
@@ -187,7 +189,8 @@ def main() -> None:
 
         torch._dynamo.reset()  # every model shares SegmentationNet.forward: start each row below the recompile limit
         peer = time_peer(peer_model, args)
-        runs = [timed("torch"), timed("onnx")] + ([] if args.no_compile else [timed(compile=True)])
+        runs = [timed("torch"), timed("onnx")] + ([timed("openvino")] if openvino_available() else [])
+        runs += [] if args.no_compile else [timed(compile=True)]
         best = min(runs, key=lambda r: r.median_ms)
         # Further rounds alternate the peer's and seglite's fastest backends: a slow spell of this shared VM then
         # hits both sides instead of one row's ratio.
