@@ -15,6 +15,20 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def export_formats() -> dict[str, str]:
+    """Each deployment format: 'ready', or why not (a missing extra, no GPU)."""
+    from seglite.export import FORMATS, get_format
+
+    status = {}
+    for name in FORMATS:
+        fmt = get_format(name)
+        why = fmt.missing()
+        status[name] = (
+            "ready" + (f" (export only: {fmt.runs_here_note})" if fmt.runs_here_note else "") if not why else why
+        )
+    return status
+
+
 def report(shared_cpu_note: str | None = None) -> dict:
     import torch
 
@@ -67,6 +81,7 @@ def report(shared_cpu_note: str | None = None) -> dict:
         },
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device visible",
         "onnxruntime_providers": providers,
+        "export formats (seglite export --format)": export_formats(),
         "torch.compile C++ compiler": shutil.which("g++") or shutil.which("clang++") or shutil.which("c++") or "none",
         "C compiler (native CPU labels kernel)": native.compiler() or "none: the OpenCV labels path, slower",
         "caches": {

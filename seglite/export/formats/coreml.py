@@ -21,6 +21,19 @@ class CoreMlFormat(Format):
     modules = ("coremltools",)
     runs_here_note = "Core ML runs only on Apple systems: the converted spec was checked, the model was not run here"
 
+    def missing(self) -> str | None:
+        if (why := super().missing()) is not None:
+            return why
+        from importlib.metadata import version
+
+        tools, numbers = version("coremltools"), np.__version__
+        if _release(tools) <= (9, 0) and _release(numbers) >= (2, 4):
+            return (
+                f"--format coreml: coremltools {tools} cannot convert with numpy {numbers} (it needs numpy < 2.4): "
+                "export Core ML from an environment with pip install 'numpy<2.4'"
+            )
+        return None
+
     def export(self, request: ExportRequest) -> None:
         import coremltools as ct
 
@@ -51,3 +64,7 @@ class CoreMlFormat(Format):
         if inputs != [shape] or len(spec.description.output) != 1:
             raise SegliteError(f"Core ML conversion gave inputs {inputs} and {len(spec.description.output)} outputs")
         model.save(str(request.folder / self.model_file))
+
+
+def _release(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())

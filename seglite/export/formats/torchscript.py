@@ -29,7 +29,11 @@ class TorchScriptFormat(Format):
         )
 
     def load(self, folder: Path, record: dict, threads: int | None = None):
-        module = torch.jit.load(str(folder / self.model_file), map_location="cpu").eval()
+        import warnings
+
+        with warnings.catch_warnings():  # "torch.jit.load is deprecated": still what LibTorch users load
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(folder / self.model_file), map_location="cpu").eval()
 
         def run(images: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
