@@ -233,3 +233,16 @@ def test_openvino_backend_predicts_like_eager_and_caches_its_model(tmp_path, mon
     for frame in frames():
         assert np.mean(openvino(frame) == eager(frame)) >= 0.995
     assert openvino.backend == "openvino" and len(list((tmp_path / "openvino").glob("*.xml"))) == 1
+
+
+def test_portable_graph_computes_what_the_fused_deeplab_head_does():
+    from seglite.models.base import portable_graph
+
+    torch.manual_seed(0)
+    net = create_model("deeplabv3p_lcnet_050", num_classes=11).eval()
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        fused = net(x)
+        with portable_graph():
+            plain = net(x)
+    assert torch.allclose(fused, plain, atol=1e-4), (fused - plain).abs().max()

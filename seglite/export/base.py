@@ -52,6 +52,7 @@ class Format:
     precisions: tuple[str, ...] = ("fp32",)
     modules: tuple[str, ...] = ()
     extra = "export"
+    portable = False  # True: export the plain form of fused layers (seglite.models.base.portable_graph)
     runs_here_note = ""  # non-empty: why this machine cannot run the artifact (CoreML off Apple, TensorRT without CUDA)
 
     def missing(self) -> str | None:

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from seglite.errors import InputError, SegliteError
 from seglite.export import get_format
 from seglite.export.base import METADATA_FILE, ExportRequest, quiet_converter, write_record
 from seglite.files import temporary_name, write_failure
+from seglite.models.base import portable_graph
 from seglite.zoo.checkpoint import LoadedWeights, load_model
 
 MIN_FP32_AGREEMENT = 0.995  # argmax agreement an fp32 artifact must keep with eager PyTorch, or nothing is written
@@ -183,8 +185,17 @@ def export_model(
     try:
         work.mkdir()
         started = time.perf_counter()
-        with torch.no_grad(), quiet_converter():
-            fmt.export(ExportRequest(net, example, precision, calibration, work, threads, dynamic, record))
+        with torch.no_grad(), quiet_converter(), portable_graph() if fmt.portable else nullcontext():
+            try:
+                fmt.export(ExportRequest(net, example, precision, calibration, work, threads, dynamic, record))
+            except (SegliteError, OSError):
+                raise
+            except Exception as exc:  # converters raise their own types: name the format, the model and the cause
+                cause = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+                raise SegliteError(
+                    f"{fmt.name} conversion of {loaded.model_name} failed: {cause[:300]}"
+                    + (f" ({exc.__notes__[-1][:300]})" if getattr(exc, "__notes__", None) else "")
+                ) from None
         export_s = time.perf_counter() - started
         write_record(work, record)
         agreement = diff = None

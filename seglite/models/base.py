@@ -70,6 +70,26 @@ def without_final_upsample(align_corners: tuple[bool, ...] = (False,)) -> Iterat
         _leaving_out.state = outer
 
 
+_portable = threading.local()
+
+
+@contextmanager
+def portable_graph() -> Iterator[None]:
+    """Within it (in this thread), nets build the plain form of any layer whose fast eval form needs more than 4-D
+    tensors or index tensors built at run time (DeepLabV3+'s fused head): what ncnn (at most 4-D) and LiteRT's
+    interpreter (no StableHLO iota) can run. Same function, more FLOPs."""
+    outer = getattr(_portable, "active", False)
+    _portable.active = True
+    try:
+        yield
+    finally:
+        _portable.active = outer
+
+
+def portable_graph_active() -> bool:
+    return getattr(_portable, "active", False)
+
+
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
     """The network's last upsampling, always to NCHW memory.
 

@@ -16,7 +16,7 @@ from timm.models import mobilenetv3
 from torch import nn
 
 from seglite.errors import SegliteError
-from seglite.models.base import SegmentationNet, upsample_logits
+from seglite.models.base import SegmentationNet, portable_graph_active, upsample_logits
 from seglite.models.registry import register_model
 
 ASPP_RATES = {32: (6, 12, 18), 16: (6, 12, 18), 8: (12, 24, 36)}  # PaddleSeg defaults; OS32 keeps OS16's
@@ -53,6 +53,8 @@ class ImagePooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self.project(x.mean(dim=(2, 3), keepdim=True))
+        if portable_graph_active():  # LiteRT's BROADCAST_TO refuses this broadcast: the textbook resize, same values
+            return F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return pooled.expand(-1, -1, x.shape[2], x.shape[3])  # bilinear resize of a 1x1 map is a broadcast
 
 
@@ -137,7 +139,7 @@ class DeepLabV3PlusHead(nn.Module):
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         context, low = self.aspp(high), self.reduce_low(low)
-        if self.training:
+        if self.training or portable_graph_active():
             context = F.interpolate(context, size=low.shape[-2:], mode="bilinear", align_corners=False)
             return self.classifier(self.fuse(torch.cat([context, low], 1)))
         fused = upsample_then_separable(self.fuse[0], context, low, ASPP_CHANNELS)

@@ -18,6 +18,7 @@ class CoreMlFormat(Format):
     title = "Core ML"
     model_file = "model.mlpackage"
     precisions = ("fp32", "fp16")
+    portable = True
     modules = ("coremltools",)
     runs_here_note = "Core ML runs only on Apple systems: the converted spec was checked, the model was not run here"
 

@@ -15,6 +15,7 @@ class ExecuTorchFormat(Format):
     name = "executorch"
     title = "ExecuTorch (XNNPACK)"
     model_file = "model.pte"
+    portable = True
     modules = ("executorch",)
 
     def export(self, request: ExportRequest) -> None:

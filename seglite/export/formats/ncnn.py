@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seglite.errors import SegliteError
 from seglite.export.base import ExportRequest, Format
 
 
@@ -16,6 +17,7 @@ class NcnnFormat(Format):
     title = "ncnn"
     model_file = "model.ncnn.param"
     precisions = ("fp32", "fp16")
+    portable = True
     modules = ("pnnx", "ncnn")
 
     def export(self, request: ExportRequest) -> None:
@@ -33,6 +35,8 @@ class NcnnFormat(Format):
         for path in folder.iterdir():  # pnnx also leaves its own IR, a traced .pt and Python scripts
             if path.name not in keep and path.is_file():
                 path.unlink()
+        if not (folder / self.model_file).is_file():
+            raise SegliteError("pnnx could not convert the network to ncnn (its log is below)")
 
     def load(self, folder: Path, record: dict, threads: int | None = None):
         import ncnn

@@ -16,6 +16,7 @@ class TfliteFormat(Format):
     name = "tflite"
     title = "LiteRT (TFLite)"
     model_file = "model.tflite"
+    portable = True
     modules = ("litert_torch", "ai_edge_litert")
 
     def export(self, request: ExportRequest) -> None:
