@@ -35,7 +35,10 @@ def frame():
 
 
 @pytest.mark.parametrize("family", ["espnetv1", "espnetv2_s0.5", "deeplabv3p_lcnet_050"])
-@pytest.mark.parametrize("backend", ["onnx", pytest.param("torch.compile", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "backend",
+    ["onnx", pytest.param("openvino", marks=pytest.mark.export), pytest.param("torch.compile", marks=pytest.mark.slow)],
+)
 def test_every_backend_agrees_with_eager_on_a_real_frame(family, backend, frame, tmp_path, monkeypatch):
     # torch.compile (10-40 s a compile here) runs with -m slow; the default run checks it through
     # tests/test_predict.py::test_compile_gives_the_eager_predictions. INT8: test_int8_is_cached_only_when_accepted.
@@ -73,7 +76,7 @@ def test_a_batch_the_backend_does_not_serve_runs_eager(tmp_path, monkeypatch):
 
 
 def test_a_new_backend_is_one_registry_line():
-    assert set(BACKENDS) == {"torch", "torch.compile", "onnx", "int8"}
+    assert set(BACKENDS) == {"torch", "torch.compile", "onnx", "int8", "openvino", "artifact"}
     for target in BACKENDS.values():
         module, _, cls = target.partition(":")
         assert module.startswith("seglite.inference.backends.") and cls.endswith("Backend")
