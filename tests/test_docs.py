@@ -26,6 +26,7 @@ def test_every_block_is_bash_or_python_and_some_run():
     assert PAGE.read_text().count("```") == 2 * len(blocks), "a fenced block of another language would not be run"
 
 
+@pytest.mark.slow  # 57 s on 2 cores with the OpenVINO trial of --backend auto; mkdocs build --strict still runs in every step
 def test_getting_started_blocks_run_in_order(tmp_path):
     (tmp_path / "configs").symlink_to(REPO / "configs")
     env = {

@@ -257,6 +257,7 @@ def _train_cmd(data: Path, out: Path | None, *extra: str) -> list[str]:
     return [*args, *extra]
 
 
+@pytest.mark.slow  # 29 s: four trainings
 def test_a_finished_run_is_never_trained_over_without_being_asked(data, tmp_path):
     first = subprocess.run(_train_cmd(data, None), capture_output=True, text=True, env=ENV, cwd=tmp_path)
     assert first.returncode == 0 and (tmp_path / "runs" / "train" / "best.pt").is_file(), first.stderr
@@ -319,6 +320,7 @@ def test_two_predicts_on_one_output_both_succeed(video, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["drive_overlay.mp4"], "a temporary file was left behind"
 
 
+@pytest.mark.slow  # 15 s of subprocesses
 def test_earlier_predictions_are_never_replaced_without_being_asked(tmp_path):
     image = tmp_path / "street.png"
     cv2.imwrite(str(image), render_scene(160, 96, seed=4)[0])

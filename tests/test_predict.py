@@ -245,6 +245,7 @@ def test_export_stores_preprocessing_and_checks_ort(tmp_path):
     assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 128, 256]
 
 
+@pytest.mark.slow  # 36 s: times four backends and compiles; pick_backend's rules are tested in the default run
 def test_auto_backend_measures_once_and_caches_the_choice(tmp_path, monkeypatch):
     import json
 

@@ -84,6 +84,7 @@ def test_config_mistakes_are_one_line(data, tmp_path, sets, needle):
     assert len(lines) == 1 and needle in lines[0], result.stderr
 
 
+@pytest.mark.slow  # 22 s: three trainings
 def test_interrupted_then_resumed_equals_uninterrupted(data, tmp_path):
     straight = _train(data, tmp_path / "a", "schedule.iters=8", "ckpt_every=2")
     assert straight.returncode == 0, straight.stderr
