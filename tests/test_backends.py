@@ -40,7 +40,7 @@ def frame():
     ["onnx", pytest.param("openvino", marks=pytest.mark.export), pytest.param("torch.compile", marks=pytest.mark.slow)],
 )
 def test_every_backend_agrees_with_eager_on_a_real_frame(family, backend, frame, tmp_path, monkeypatch):
-    # torch.compile (10-40 s a compile here) runs with -m slow; the default run checks it through
+    # torch.compile (10-40 s a compile here) runs with -m slow, as does
     # tests/test_predict.py::test_compile_gives_the_eager_predictions. INT8: test_int8_is_cached_only_when_accepted.
     monkeypatch.setenv("SEGLITE_HOME", str(tmp_path))
     segmenter = Segmenter.from_loaded(_family(family), size=SIZE)

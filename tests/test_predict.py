@@ -483,6 +483,7 @@ def test_quantize_refuses_int8_for_the_published_espnetv2_and_says_why(tmp_path)
     assert random_weights.returncode == 2 and "pass --weights" in random_weights.stderr
 
 
+@pytest.mark.slow  # 35 s: a full Inductor compile on 2 cores (test_backends compiles every family with -m slow)
 def test_compile_gives_the_eager_predictions(tmp_path):
     import torch
 
