@@ -45,7 +45,10 @@ def test_bench_json_has_the_promised_fields(backend):
         assert key in record
     compared = record["backends_compared"]
     if backend == "auto":  # all timed (torch.compile where a C++ compiler is), the fastest reported
+        from seglite.inference.backends.openvino import openvino_available
+
         expected = {"torch", "onnx"} | ({"torch.compile"} if shutil.which("g++") else set())
+        expected |= {"openvino"} if openvino_available() else set()
         assert set(compared) == expected and record["median_ms"] == min(compared.values())
     else:
         assert set(compared) == {backend}
