@@ -4,9 +4,7 @@ benchmark mode, for segmentation)."""
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import os
 import traceback
 from collections.abc import Callable
@@ -16,6 +14,7 @@ from pathlib import Path
 import torch
 
 from seglite.bench.latency import benchmark, benchmark_artifact, machine_fingerprint
+from seglite.bench.report import write_json_and_csv
 from seglite.errors import SegliteError
 from seglite.files import atomic_write_bytes, prepare_output_folder, write_failure
 
@@ -147,13 +146,7 @@ def _measure(row, fmt, loaded, weights, size, data, limit, out, warmup, iters, t
 
 
 def write_tables(rows: list[FormatRow], machine: dict, out: Path) -> None:
-    records = [asdict(r) for r in rows]
-    atomic_write_bytes(json.dumps({"machine": machine, "rows": records}, indent=2).encode(), out / "benchmark.json")
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(records[0]))
-    writer.writeheader()
-    writer.writerows(records)
-    atomic_write_bytes(text.getvalue().encode(), out / "benchmark.csv")
+    write_json_and_csv([asdict(r) for r in rows], machine, out / "benchmark")
     lines = [
         f"# seglite benchmark: {machine['model']} at {machine['size']}",
         "",

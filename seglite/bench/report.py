@@ -131,13 +131,18 @@ def build_report(
 REPORT_FILES = ("report.md", "report.csv", "report.json", "pareto.png")
 
 
-def _write_tables(rows: list[dict], machine: dict, out: Path) -> None:
-    atomic_write_bytes(json.dumps({"machine": machine, "rows": rows}, indent=2).encode(), out / "report.json")
+def write_json_and_csv(rows: list[dict], machine: dict, stem: Path) -> None:
+    """STEM.json ({machine, rows}) and STEM.csv (one line per row), each written atomically."""
+    atomic_write_bytes(json.dumps({"machine": machine, "rows": rows}, indent=2).encode(), stem.with_suffix(".json"))
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_bytes(text.getvalue().encode(), out / "report.csv")
+    atomic_write_bytes(text.getvalue().encode(), stem.with_suffix(".csv"))
+
+
+def _write_tables(rows: list[dict], machine: dict, out: Path) -> None:
+    write_json_and_csv(rows, machine, out / "report")
     lines = [
         "# seglite report",
         "",

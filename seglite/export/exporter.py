@@ -3,7 +3,6 @@ eager PyTorch on real frames, and only then give it its name."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -54,14 +53,9 @@ def default_name(loaded: LoadedWeights, weights: str | None, fmt: str, precision
 def file_sha256(weights: str | None) -> str | None:
     if weights is None:
         return None
-    from seglite.zoo.registry import resolve_weights_file
+    from seglite.zoo.registry import resolve_weights_file, sha256_of
 
-    path, _ = resolve_weights_file(weights)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(resolve_weights_file(weights)[0])
 
 
 def folder_mb(path: Path) -> float:
