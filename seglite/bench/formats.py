@@ -4,7 +4,6 @@ benchmark mode, for segmentation)."""
 
 from __future__ import annotations
 
-import io
 import os
 import traceback
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from pathlib import Path
 import torch
 
 from seglite.bench.latency import benchmark, benchmark_artifact, machine_fingerprint
-from seglite.bench.report import write_json_and_csv
+from seglite.bench.report import save_figure, write_json_and_csv
 from seglite.errors import SegliteError
 from seglite.files import atomic_write_bytes, prepare_output_folder, write_failure
 
@@ -208,8 +207,4 @@ def plot(rows: list[FormatRow], machine: dict, path: Path) -> None:
     ax.set_ylabel(label)
     ax.set_title(f"{machine['model']} {machine['size']} on {machine['cpu']} ({machine['cores']} cores)", fontsize=10)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=120, format="png")
-    plt.close(fig)
-    atomic_write_bytes(buffer.getvalue(), path)
+    save_figure(fig, path)

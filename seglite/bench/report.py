@@ -197,6 +197,13 @@ def _plot(rows: list[dict], machine: dict, path: Path) -> None:
         f"seglite on {machine.get('gpu') or machine.get('cpu', '?')} ({machine.get('cores')} cores)", fontsize=10
     )
     ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """A matplotlib figure as PNG, written atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=120, format="png")

@@ -39,10 +39,3 @@ def open_artifact(weights: str | Path, model: str | None = None, threads: int | 
         {"artifact": record["format"], "precision": record.get("precision", "fp32")},
         dataset=dataset,
     )
-
-
-def artifact_description(loaded: LoadedWeights) -> str | None:
-    """'openvino int8 export' for an artifact's LoadedWeights, None for a PyTorch network."""
-    if "artifact" not in loaded.config:
-        return None
-    return f"{loaded.config['artifact']} {loaded.config['precision']} export"

@@ -64,7 +64,7 @@ def folder_mb(path: Path) -> float:
 
 
 def check_frames(
-    loaded: LoadedWeights, size: tuple[int, int], data=None, image: str | os.PathLike | None = None, count: int = 4
+    size: tuple[int, int], data=None, image: str | os.PathLike | None = None, count: int = 4
 ) -> tuple[list[np.ndarray], str]:
     """BGR frames for the parity check: --image, else the first val frames of --data, else generated streets."""
     from seglite.inference.sources import read_image
@@ -167,7 +167,7 @@ def export_model(
     if out.exists() and not exist_ok:
         raise InputError(f"{out}: already exists; pass another --out, or --exist-ok to replace it")
     preprocess = loaded.preprocess.with_size(size)
-    frames, frames_name = check_frames(loaded, size, data, image)
+    frames, frames_name = check_frames(size, data, image)
     calibration, calibration_name = ([], "")
     if precision == "int8":
         calibration, calibration_name = calibration_inputs(loaded, size, data)

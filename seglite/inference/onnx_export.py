@@ -141,13 +141,18 @@ def weights_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def cache_key(loaded, size: tuple[int, int], batch: int, tag: str) -> str:
+    """The name of a cached conversion: model, weights, input size, batch and what `tag` adds (precision, version)."""
+    return f"{loaded.model_name}-{weights_fingerprint(loaded.model)}-{size[0]}x{size[1]}-b{batch}-{tag}"
+
+
 def cached_runner(loaded, size: tuple[int, int], batch: int = 1, threads: int | None = None) -> OnnxRunner:
     """ORT runner on a static-shape export, built on first use and cached by model, weights, size and batch."""
     from seglite import __version__
     from seglite.zoo.registry import seglite_home
 
     # The exported graph is seglite's code too (e.g. the DeepLab eval head): a new version exports again.
-    key = f"{loaded.model_name}-{weights_fingerprint(loaded.model)}-{size[0]}x{size[1]}-b{batch}-fp32-{__version__}"
+    key = cache_key(loaded, size, batch, f"fp32-{__version__}")
     path = seglite_home() / "onnx" / f"{key}.onnx"
     if not path.is_file():
         metadata = {

@@ -12,10 +12,10 @@ from seglite.inference.backends.base import Backend, BackendContext
 
 def int8_path(loaded, size: tuple[int, int]) -> Path:
     """Where the accepted INT8 model of these weights at this size lives in the cache."""
-    from seglite.inference.onnx_export import weights_fingerprint
+    from seglite.inference.onnx_export import cache_key
     from seglite.zoo.registry import seglite_home
 
-    key = f"{loaded.model_name}-{weights_fingerprint(loaded.model)}-{size[0]}x{size[1]}-b1-int8"
+    key = cache_key(loaded, size, 1, "int8")
     return seglite_home() / "onnx" / f"{key}.onnx"
 
 

@@ -47,11 +47,11 @@ class OpenVinoBackend(Backend):
 
         from seglite import __version__
         from seglite.files import temporary_name
-        from seglite.inference.onnx_export import weights_fingerprint
+        from seglite.inference.onnx_export import cache_key
         from seglite.zoo.registry import seglite_home
 
         loaded, (width, height) = self.context.loaded, self.context.size
-        key = f"{loaded.model_name}-{weights_fingerprint(loaded.model)}-{width}x{height}-b{batch_size}-{__version__}"
+        key = cache_key(loaded, (width, height), batch_size, __version__)
         path = seglite_home() / "openvino" / f"{key}.xml"
         if not path.is_file():
             example = torch.zeros(batch_size, 3, height, width)
