@@ -31,6 +31,14 @@ def train_cmd(
         str | None,
         typer.Option("--init", help="Fine-tune from these weights (zoo name, checkpoint or the authors' file)."),
     ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="Distil from these weights (zoo name or checkpoint trained on the same classes); sets "
+            "distill.teacher.",
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -72,6 +80,8 @@ def train_cmd(
             fixed.append("data.root=null")
     if init is not None:
         fixed.append(f"init={init}")
+    if teacher is not None:
+        fixed.append(f"distill.teacher={teacher}")
     if resume and (out / LAST).is_file():
         saved = read_checkpoint_file(out / LAST).get("config") or {}
         cfg, warnings = resume_config(saved, sets, fixed, str(out / LAST))

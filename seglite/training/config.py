@@ -57,6 +57,14 @@ class LossConfig:
 
 
 @dataclass
+class DistillConfig:
+    teacher: str | None = None  # zoo name or seglite checkpoint trained on the same classes; None = no distillation
+    weight: float = 1.0  # the soft term's factor: loss = label loss + weight * T^2 * KL(teacher || student)
+    temperature: float = 1.0
+    teach_ignored: bool = False  # pixels labelled ignore learn from the teacher alone (otherwise not at all)
+
+
+@dataclass
 class TrainConfig:
     model: str = "espnetv2_s0.5"
     model_kwargs: dict = field(default_factory=dict)
@@ -69,6 +77,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     batch_size: int = 8  # global, split over processes
     # auto: CUDA bf16 where supported, else fp16; CPU bf16 where the CPU has native bf16 and a trial on the first
     # batch shows it faster, else fp32. fp16 (CUDA only), bf16 or none (fp32) force a precision.
@@ -246,6 +255,8 @@ def _validate_values(config: TrainConfig) -> None:
         (config.optim.lr > 0, "optim.lr", "a positive number"),
         (config.num_classes is None or config.num_classes >= 2, "num_classes", "null or at least 2"),
         (config.freeze_encoder_iters >= 0, "freeze_encoder_iters", "0 or more"),
+        (config.distill.weight >= 0, "distill.weight", "0 or more"),
+        (config.distill.temperature > 0, "distill.temperature", "a positive number"),
     ]
     for ok, key, expected in checks:
         if not ok:

@@ -33,11 +33,14 @@ class StepOptions:
 
 class TrainStep:
     """forward (autocast) -> loss -> backward -> optimizer step; the model must already be in its memory format.
-    `scaler`: a torch.amp.GradScaler, or None."""
+    `scaler`: a torch.amp.GradScaler, or None. `teacher`: with one (seglite.training.distill), its logits on the same
+    batch are the criterion's third argument."""
 
-    def __init__(self, net: nn.Module, criterion: nn.Module, optimizer, scaler, device: torch.device, options):
+    def __init__(
+        self, net: nn.Module, criterion: nn.Module, optimizer, scaler, device: torch.device, options, teacher=None
+    ):
         self.net, self.criterion, self.optimizer, self.scaler = net, criterion, optimizer, scaler
-        self.device, self.options = device, options
+        self.device, self.options, self.teacher = device, options, teacher
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
@@ -45,9 +48,14 @@ class TrainStep:
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         dtype = self.options.amp_dtype
+        inputs = self.inputs(images)
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = self.net(self.inputs(images))
-        return self.criterion(logits, labels.to(self.device, non_blocking=True))
+            logits = self.net(inputs)
+            teacher_logits = self.teacher(inputs) if self.teacher is not None else None
+        target = labels.to(self.device, non_blocking=True)
+        if teacher_logits is None:
+            return self.criterion(logits, target)
+        return self.criterion(logits, target, teacher_logits)
 
     def apply(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)

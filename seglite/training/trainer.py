@@ -29,6 +29,7 @@ from seglite.models import fused
 from seglite.models.registry import create_model
 from seglite.sharing import ThreadGovernor
 from seglite.training.config import TrainConfig
+from seglite.training.distill import DistillationLoss, Teacher
 from seglite.training.finetune import init_from
 from seglite.training.losses import SegmentationLoss
 from seglite.training.sampler import ResumableBatchSampler
@@ -224,6 +225,21 @@ class Trainer:
                 )
             self.preprocess = self.init_weights.preprocess.with_size(None)
             self.model_kwargs = {**self.init_weights.model.finetune_kwargs(), **config.model_kwargs}
+        self.teacher: Teacher | None = None
+        if config.distill.teacher:
+            if self.num_classes != self.dataset.num_classes:
+                raise SegliteError(
+                    f"distill: the student has {self.num_classes} outputs, the data set {self.dataset.num_classes} "
+                    "classes; leave num_classes out when distilling"
+                )
+            self.teacher = Teacher(
+                load_model(None, config.distill.teacher),
+                self.dataset.names,
+                self.dataset.name,
+                self.preprocess,
+                device,
+                config.channels_last,
+            )
 
     # ---- set-up ---------------------------------------------------------------------------------------------
     def _check_data(self) -> None:
@@ -354,6 +370,15 @@ class Trainer:
             f"bf16 {seconds['bf16']:.2f} s per forward+backward)"
         )
 
+    def _teacher_cost(self, images: int, seconds: float) -> str:
+        """The teacher's share of the training time, and the rate the student alone would have had."""
+        teacher = self.teacher.seconds
+        alone = images / max(seconds - teacher, 1e-9)
+        return (
+            f"teacher: {teacher:.1f} s of {seconds:.1f} s ({100 * teacher / max(seconds, 1e-9):.0f} %); "
+            f"{images / max(seconds, 1e-9):.2f} img/s with it, about {alone:.2f} img/s without"
+        )
+
     # ---- validation ---------------------------------------------------------------------------------------
     def validate(self) -> dict:
         """Every rank evaluates its shard of the validation split (none idles at the next collective) with rank 0's
@@ -414,13 +439,22 @@ class Trainer:
         loader = itertools.chain([first], loader)
         if self.precision is None:
             self._choose_precision(*first)
+        criterion = self.criterion
+        if self.teacher is not None:
+            distill = config.distill
+            criterion = DistillationLoss(self.criterion, distill.weight, distill.temperature, distill.teach_ignored)
+            self.messages.append(
+                f"distilling from {self.teacher.source} (weight {distill.weight:g}, temperature {distill.temperature:g}"
+                f"{', ignored pixels learn from the teacher' if distill.teach_ignored else ''})"
+            )
         step = TrainStep(
             self.net,
-            self.criterion,
+            criterion,
             self.optimizer,
             self.scaler,
             self.device,
             StepOptions(self.precision, config.channels_last),
+            self.teacher,
         )
         governor = ThreadGovernor()  # fewer threads while other programs keep cores busy, all again after
         images_seen, t0 = 0, time.perf_counter()
@@ -474,6 +508,8 @@ class Trainer:
                 if iteration % config.val_every == 0 or last_iteration:
                     summary = self.validate()
                     log.validation(iteration, summary)
+                    if self.teacher is not None:
+                        log.message(self._teacher_cost(images_seen, time.perf_counter() - t0))
                     if best is None or summary["miou"] > best:
                         best = summary["miou"]
                         self._save(BEST, iteration, best)
@@ -492,6 +528,7 @@ class Trainer:
             "iteration": iteration,
             "best_miou": best,
             "images_per_second": images_seen / (time.perf_counter() - t0),
+            "teacher_seconds": None if self.teacher is None else self.teacher.seconds,
         }
 
 

@@ -1,0 +1,108 @@
+"""Knowledge distillation: a trained teacher's softened per-pixel class distribution as a second training target.
+
+The loss is Hinton et al.'s: cross-entropy on the labels + weight * T^2 * KL(teacher_T || student_T), where _T is a
+softmax at temperature T (T^2 keeps the soft term's gradient scale independent of T). Written by hand: neither timm
+nor smp ships a segmentation distillation loss, and the teacher must see the student's augmented batch.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seglite.data.labels import IGNORE_INDEX
+from seglite.errors import SegliteError
+from seglite.zoo.checkpoint import LoadedWeights
+from seglite.zoo.preprocess import Preprocess
+
+
+def _input_affine(student: Preprocess, teacher: Preprocess) -> tuple[bool, torch.Tensor, torch.Tensor]:
+    """(swap channels, scale, shift) with teacher_input = scale * student_input[swapped] + shift, per channel: the
+    batch is normalised once, for the student, and re-expressed in the teacher's convention."""
+    swap = student.color_order != teacher.color_order
+    s_mean, s_std = torch.tensor(student.mean), torch.tensor(student.std) / student.post_scale
+    if swap:
+        s_mean, s_std = s_mean.flip(0), s_std.flip(0)
+    t_mean, t_std = torch.tensor(teacher.mean), torch.tensor(teacher.std) / teacher.post_scale
+    # pixel = x_s * s_std + s_mean; x_t = (pixel - t_mean) / t_std
+    return swap, (s_std / t_std).view(1, 3, 1, 1), ((s_mean - t_mean) / t_std).view(1, 3, 1, 1)
+
+
+class Teacher:
+    """A frozen network in eval mode that returns its logits for the student's batch, in the student's class order,
+    and keeps count of the seconds it spent (the log shows its cost)."""
+
+    def __init__(
+        self,
+        loaded: LoadedWeights,
+        class_names: tuple[str, ...],
+        dataset_name: str,
+        student_preprocess: Preprocess,
+        device: torch.device,
+        channels_last: bool,
+    ):
+        teacher_names = tuple(loaded.classes)[: loaded.num_outputs]
+        if sorted(teacher_names) != sorted(class_names):
+            raise SegliteError(
+                f"distill.teacher {loaded.source}: predicts {len(teacher_names)} classes "
+                f"({', '.join(teacher_names[:5])}{', ...' if len(teacher_names) > 5 else ''}), the data set "
+                f"{dataset_name!r} has {len(class_names)} ({', '.join(class_names[:5])}"
+                f"{', ...' if len(class_names) > 5 else ''}); use a teacher trained on this data set's classes "
+                "(fine-tune one first, e.g. configs/camvid_espnetv2_s1.0_finetune.yaml for CamVid)"
+            )
+        self.source = loaded.source
+        self.order = torch.tensor([teacher_names.index(name) for name in class_names], device=device)
+        self.reorder = self.order.tolist() != list(range(len(class_names)))
+        self.swap, scale, shift = _input_affine(student_preprocess, loaded.preprocess)
+        self.scale, self.shift = scale.to(device), shift.to(device)
+        self.identity_input = not self.swap and bool((scale == 1).all() and (shift == 0).all())
+        memory_format = torch.channels_last if channels_last else torch.preserve_format
+        self.net = loaded.model.to(device, memory_format=memory_format).eval().requires_grad_(False)
+        self.device = device
+        self.seconds = 0.0
+
+    @torch.no_grad()
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        if not self.identity_input:
+            inputs = (inputs.flip(1) if self.swap else inputs) * self.scale + self.shift
+        logits = self.net(inputs)
+        if self.reorder:
+            logits = logits.index_select(1, self.order)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds += time.perf_counter() - start
+        return logits
+
+    def fingerprint(self) -> float:
+        """Sum of every weight and buffer: it must not move while the student trains."""
+        return float(sum(t.double().sum() for t in self.net.state_dict().values() if t.is_floating_point()))
+
+
+class DistillationLoss(nn.Module):
+    """`hard` (the label loss) + weight * T^2 * KL(teacher_T || student_T) averaged over labelled pixels, or over
+    every pixel when `teach_ignored` (pixels without a label then learn from the teacher alone)."""
+
+    def __init__(self, hard: nn.Module, weight: float, temperature: float, teach_ignored: bool = False):
+        super().__init__()
+        self.hard, self.weight, self.temperature, self.teach_ignored = hard, weight, temperature, teach_ignored
+
+    def soft(self, logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if teacher_logits.shape[-2:] != logits.shape[-2:]:
+            teacher_logits = F.interpolate(teacher_logits, logits.shape[-2:], mode="bilinear", align_corners=False)
+        t = self.temperature
+        student_log = F.log_softmax(logits.float() / t, dim=1)
+        teacher_log = F.log_softmax(teacher_logits.float() / t, dim=1)
+        per_pixel = F.kl_div(student_log, teacher_log, reduction="none", log_target=True).sum(1)
+        if self.teach_ignored:
+            return per_pixel.mean() * t * t
+        valid = target != IGNORE_INDEX
+        if not valid.any():
+            return per_pixel.sum() * 0.0
+        return per_pixel[valid].mean() * t * t
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        return self.hard(logits, target) + self.weight * self.soft(logits, teacher_logits, target)

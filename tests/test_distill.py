@@ -1,0 +1,191 @@
+"""Knowledge distillation: the soft loss, the teacher's input convention, and distilled runs on the generated city."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX
+from seglite.data.synth import render_scene, write_dataset
+from seglite.models.registry import create_model
+from seglite.training.config import load_config
+from seglite.training.distill import DistillationLoss, _input_affine
+from seglite.training.losses import SegmentationLoss
+from seglite.training.trainer import Trainer
+from seglite.zoo.checkpoint import atomic_torch_save, checkpoint_dict, load_model
+from seglite.zoo.preprocess import ESPNET_V1, IMAGENET
+
+TINY = [
+    "model=espnetv2_s0.5",
+    "data.crop=[128,64]",
+    "data.val_size=[128,64]",
+    "data.workers=0",
+    "batch_size=2",
+    "device=cpu",
+    "amp=none",
+    "fused_norm=false",
+    "optim.lr=0.01",
+    "schedule.warmup_iters=0",
+    "log_every=1",
+    "val_every=1000",
+    "ckpt_every=1000",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("synth"), train=6, val=2, size=(192, 96), seed=5, progress=False)
+
+
+def _config(data: Path, *sets: str):
+    return load_config("configs/synth_espnetv2_s0.5.yaml", [f"data.root={data}", *TINY, *sets])
+
+
+SKY = CLASS_NAMES.index("sky")
+ALONE = {**os.environ, "SEGLITE_SHARED_CPU": "0"}  # no note about a busy CPU in the one-line error
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    """A teacher that says "sky" everywhere (a random network whose last bias favours sky): whatever the student
+    takes from it, it did not take from the labels."""
+    torch.manual_seed(3)
+    net = create_model("espnetv2_s0.5", num_classes=len(CLASS_NAMES))
+    with torch.no_grad():
+        net.bu_dec_l4.merge_layer[3].bias[SKY] += 8.0
+    path = tmp_path_factory.mktemp("teacher") / "sky.pt"
+    atomic_torch_save(checkpoint_dict("espnetv2_s0.5", net, CLASS_NAMES, IMAGENET), path)
+    return path
+
+
+def test_soft_term_vanishes_when_the_student_matches_the_teacher_and_counts_ignored_pixels_only_if_asked():
+    torch.manual_seed(0)
+    teacher_logits = torch.randn(1, 4, 6, 8)
+    target = torch.randint(0, 4, (1, 6, 8))
+    target[:, :3] = IGNORE_INDEX  # the top half has no labels
+    student = teacher_logits.clone()
+    student[:, :, :3] += torch.randn(1, 4, 3, 8) * 3  # differs from the teacher only where nothing is labelled
+    hard = SegmentationLoss()
+    labelled_only = DistillationLoss(hard, weight=1.0, temperature=2.0)
+    everywhere = DistillationLoss(hard, weight=1.0, temperature=2.0, teach_ignored=True)
+    assert labelled_only.soft(teacher_logits, teacher_logits, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert labelled_only.soft(student, teacher_logits, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert everywhere.soft(student, teacher_logits, target).item() > 0.1
+    # weight 0 is the label loss alone
+    plain = DistillationLoss(hard, weight=0.0, temperature=2.0)(student, target, teacher_logits)
+    assert plain.item() == pytest.approx(hard(student, target).item())
+
+
+def test_soft_term_pulls_the_student_towards_the_teacher():
+    torch.manual_seed(1)
+    teacher_logits = torch.randn(2, 5, 8, 8) * 3
+    student = torch.zeros(2, 5, 8, 8, requires_grad=True)
+    target = torch.full((2, 8, 8), IGNORE_INDEX)
+    target[:, 0, 0] = 0  # one labelled pixel per image keeps the label loss defined
+    loss = DistillationLoss(SegmentationLoss(), weight=1.0, temperature=1.0, teach_ignored=True)
+    optimizer = torch.optim.SGD([student], lr=5.0)
+    agreement = []
+    for _ in range(60):
+        agreement.append((student.argmax(1) == teacher_logits.argmax(1)).float().mean().item())
+        optimizer.zero_grad()
+        loss(student, target, teacher_logits).backward()
+        optimizer.step()
+    assert agreement[0] < 0.5 and (student.argmax(1) == teacher_logits.argmax(1)).float().mean().item() > 0.95
+
+
+def test_teacher_input_is_the_student_batch_in_the_teachers_own_convention():
+    image, _, _ = render_scene(96, 64, seed=3)
+    espnet = ESPNET_V1.with_size(None)
+    swap, scale, shift = _input_affine(IMAGENET, espnet)
+    student_input = IMAGENET(image).unsqueeze(0)
+    converted = (student_input.flip(1) if swap else student_input) * scale + shift
+    assert swap
+    np.testing.assert_allclose(converted[0].numpy(), espnet(image).numpy(), atol=1e-5)
+    same = _input_affine(IMAGENET, IMAGENET)
+    assert not same[0] and torch.allclose(same[1], torch.ones(3).view(1, 3, 1, 1))
+    assert torch.allclose(same[2], torch.zeros(3).view(1, 3, 1, 1))
+
+
+def _sky_share(weights: Path, data: Path) -> float:
+    """Share of the val pixels the network calls sky."""
+    frames = sorted((data / "leftImg8bit" / "val").rglob("*.png"))
+    batch = torch.stack([IMAGENET(cv2.imread(str(f))) for f in frames])
+    with torch.no_grad():
+        return (load_model(None, str(weights)).model.eval()(batch).argmax(1) == SKY).float().mean().item()
+
+
+def test_distilled_student_moves_towards_its_teacher_which_never_changes(data, teacher, tmp_path):
+    steps = ["schedule.iters=20", "seed=0", "optim.lr=0.05"]
+    plain = Trainer(_config(data, *steps), tmp_path / "plain", show_progress=False)
+    plain.run()
+    distilled = Trainer(
+        _config(data, *steps, f"distill.teacher={teacher}", "distill.weight=3"),
+        tmp_path / "distilled",
+        show_progress=False,
+    )
+    before = distilled.teacher.fingerprint()
+    result = distilled.run()
+    assert distilled.teacher.fingerprint() == before  # the teacher in memory
+    original = torch.load(teacher, map_location="cpu", weights_only=True)["state_dict"]
+    for name, tensor in distilled.teacher.net.state_dict().items():
+        assert torch.equal(tensor, original[name]), name  # and as its file holds it
+    assert distilled.teacher.net.training is False
+    assert result["teacher_seconds"] > 0
+    records = [json.loads(line) for line in (tmp_path / "distilled" / "metrics.jsonl").read_text().splitlines()]
+    losses = [record["loss"] for record in records if "loss" in record]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert _sky_share(teacher, data) == 1.0
+    plain_sky, distilled_sky = (_sky_share(tmp_path / name / "last.pt", data) for name in ("plain", "distilled"))
+    assert plain_sky < 0.6 and distilled_sky > 0.9, (plain_sky, distilled_sky)
+
+
+def test_cli_distils_and_shows_the_teachers_cost(data, teacher, tmp_path):
+    args = ["configs/synth_espnetv2_s0.5.yaml", "--data-root", str(data), "--out", str(tmp_path / "run")]
+    for item in (*TINY, "schedule.iters=4", "val_every=4"):
+        args += ["--set", item]
+    result = subprocess.run(
+        [sys.executable, "-m", "seglite", "train", *args, "--teacher", str(teacher)],
+        capture_output=True,
+        text=True,
+        env=ALONE,
+    )
+    assert result.returncode == 0, result.stderr
+    log = result.stdout + result.stderr
+    assert f"distilling from {teacher}" in log
+    assert "img/s with it, about" in log and "img/s without" in log
+
+
+def test_a_teacher_with_other_classes_is_refused_in_one_line(data, tmp_path):
+    names = ("road", "car", "sky")
+    net = create_model("espnetv2_s0.5", num_classes=len(names))
+    other = tmp_path / "other.pt"
+    atomic_torch_save(checkpoint_dict("espnetv2_s0.5", net, names, IMAGENET), other)
+    args = ["configs/synth_espnetv2_s0.5.yaml", "--data-root", str(data), "--out", str(tmp_path / "run")]
+    for item in (*TINY, "schedule.iters=2"):
+        args += ["--set", item]
+    result = subprocess.run(
+        [sys.executable, "-m", "seglite", "train", *args, "--teacher", str(other)],
+        capture_output=True,
+        text=True,
+        env=ALONE,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(lines) == 1 and "predicts 3 classes" in lines[0] and f"has {len(CLASS_NAMES)}" in lines[0], lines
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize(("sets", "needle"), [(["distill.weight=-1"], "distill.weight"), (["distill.temp=2"], "temp")])
+def test_distill_config_mistakes_are_named(sets, needle):
+    from seglite.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=needle):
+        load_config("configs/synth_espnetv2_s0.5.yaml", sets)
