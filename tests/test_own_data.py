@@ -277,6 +277,30 @@ def test_init_carries_rows_through_espnet_class_wide_decoder():
     assert target.encoder.level1.conv.weight.equal(source.model.encoder.level1.conv.weight)
 
 
+def test_espnet_finetune_keeps_the_decoder_and_starts_from_the_linked_classes_logits():
+    """At the init weights' decoder width the whole network loads; only the last transposed conv maps its 20
+    channels to the new classes, so before training each new class's logit is the mean of its linked ones."""
+    from seglite.training.finetune import init_from
+    from seglite.zoo.checkpoint import load_weights
+
+    source = load_weights(require_realdata("weights", "espnet_v1", "decoder_espnet_p_2_q_8.pth"))
+    kwargs = {**source.model_kwargs, **source.model.finetune_kwargs()}
+    assert kwargs["decoder_width"] == 20
+    target = seglite.create_model("espnetv1", num_classes=3, **kwargs)
+    class_map = {"car": ["car", "truck"]}
+    names = ("road", "car", "thing")
+    report = init_from(target, "espnetv1", kwargs, names, source.model, source.classes, class_map, "espnet")
+    assert report.class_rows == ["classifier.weight"] and not report.reinitialised
+    image = torch.randn(1, 3, 64, 128)
+    with torch.no_grad():
+        before = source.model.eval()(image)
+        after = target.eval()(image)
+    cs = list(source.classes)
+    torch.testing.assert_close(after[:, 0], before[:, cs.index("road")], rtol=1e-4, atol=1e-4)
+    linked = (before[:, cs.index("car")] + before[:, cs.index("truck")]) / 2
+    torch.testing.assert_close(after[:, 1], linked, rtol=1e-4, atol=1e-4)
+
+
 def test_class_map_naming_a_missing_class_is_an_error():
     with pytest.raises(DataError, match=r"source class 'vegetaion' does not exist; did you mean 'vegetation'"):
         link_classes(("Tree",), CLASS_NAMES, {"Tree": ["vegetaion"]})

@@ -177,6 +177,14 @@ def _restore_rng(state: dict, device: torch.device) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def _load_config_weights(key: str, name: str) -> LoadedWeights:
+    """Weights a recipe names, with errors that name the recipe's key (not the --weights of other commands)."""
+    try:
+        return load_model(None, name)
+    except SegliteError as exc:
+        raise type(exc)(f"{key}: {str(exc).removeprefix('--weights ')}") from None
+
+
 class Trainer:
     def __init__(
         self,
@@ -217,7 +225,7 @@ class Trainer:
         self.init_weights: LoadedWeights | None = None
         if config.init:
             # The init weights' input convention is what their features expect: train (and save) with it.
-            self.init_weights = load_model(None, config.init)
+            self.init_weights = _load_config_weights("init", config.init)
             if self.init_weights.model_name != config.model:
                 raise SegliteError(
                     f"init {config.init}: holds a {self.init_weights.model_name} network, the config trains "
@@ -233,7 +241,7 @@ class Trainer:
                     "classes; leave num_classes out when distilling"
                 )
             self.teacher = Teacher(
-                load_model(None, config.distill.teacher),
+                _load_config_weights("distill.teacher", config.distill.teacher),
                 self.dataset.names,
                 self.dataset.name,
                 self.preprocess,
