@@ -144,6 +144,8 @@ FORMAT_CASES = [
     ("ncnn", "fp32", "ncnn"),
     ("ncnn", "fp16", "ncnn"),
     ("tflite", "fp32", "litert_torch"),
+    ("tflite", "fp16", "ai_edge_quantizer"),
+    ("tflite", "int8", "ai_edge_quantizer"),
     ("executorch", "fp32", "executorch"),
 ]
 
@@ -214,11 +216,12 @@ def test_published_espnetv2_keeps_its_predictions_on_real_frames(tmp_path, fmt):
     from seglite.data.datasets import load_dataset
 
     data = load_dataset("cityscapes", root)
-    precisions = {"openvino": ("fp32", "fp16"), "ncnn": ("fp32", "fp16"), "tflite": ("fp32",)}[fmt]
+    precisions = {"openvino": ("fp32", "fp16"), "ncnn": ("fp32", "fp16"), "tflite": ("fp32", "fp16", "int8")}[fmt]
+    floor = {"fp32": 0.995, "fp16": 0.98, "int8": 0.9}  # int8 measured: 96.7 % (s0.5, 512x256)
     for precision in precisions:
         report = export(Path(weights), fmt, tmp_path / precision, precision, data=data)
         assert "cityscapes val frames" in report.frames
-        assert report.agreement >= (0.995 if precision == "fp32" else 0.98), report
+        assert report.agreement >= floor[precision], report
 
 
 @pytest.mark.export
