@@ -14,6 +14,20 @@ SHARED = REPO.parent / "shared"
 REALDATA = SHARED / "realdata"
 
 
+# `seglite train --set` items for a tiny CPU run of configs/synth_espnetv2_s0.5.yaml on a generated city
+TINY_TRAIN = [
+    "model=espnetv2_s0.5",
+    "data.crop=[128,64]",
+    "data.val_size=[128,64]",
+    "data.workers=0",
+    "batch_size=2",
+    "device=cpu",
+    "optim.lr=0.01",
+    "val_every=1000",
+    "ckpt_every=1000",
+]
+
+
 def require_realdata(*parts: str) -> Path:
     path = REALDATA.joinpath(*parts)
     if not path.exists():

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRAIN
 
 from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX
 from seglite.data.synth import render_scene, write_dataset
@@ -23,21 +24,7 @@ from seglite.training.trainer import Trainer
 from seglite.zoo.checkpoint import atomic_torch_save, checkpoint_dict, load_model
 from seglite.zoo.preprocess import ESPNET_V1, IMAGENET
 
-TINY = [
-    "model=espnetv2_s0.5",
-    "data.crop=[128,64]",
-    "data.val_size=[128,64]",
-    "data.workers=0",
-    "batch_size=2",
-    "device=cpu",
-    "amp=none",
-    "fused_norm=false",
-    "optim.lr=0.01",
-    "schedule.warmup_iters=0",
-    "log_every=1",
-    "val_every=1000",
-    "ckpt_every=1000",
-]
+TINY = [*TINY_TRAIN, "amp=none", "fused_norm=false", "schedule.warmup_iters=0", "log_every=1"]
 
 
 @pytest.fixture(scope="module")
@@ -147,16 +134,15 @@ def test_distilled_student_moves_towards_its_teacher_which_never_changes(data, t
     assert plain_sky < 0.6 and distilled_sky > 0.9, (plain_sky, distilled_sky)
 
 
-def test_cli_distils_and_shows_the_teachers_cost(data, teacher, tmp_path):
-    args = ["configs/synth_espnetv2_s0.5.yaml", "--data-root", str(data), "--out", str(tmp_path / "run")]
-    for item in (*TINY, "schedule.iters=4", "val_every=4"):
+def _train_cli(data: Path, out: Path, teacher: Path, *sets: str) -> subprocess.CompletedProcess:
+    args = ["configs/synth_espnetv2_s0.5.yaml", "--data-root", str(data), "--out", str(out), "--teacher", str(teacher)]
+    for item in (*TINY, *sets):
         args += ["--set", item]
-    result = subprocess.run(
-        [sys.executable, "-m", "seglite", "train", *args, "--teacher", str(teacher)],
-        capture_output=True,
-        text=True,
-        env=ALONE,
-    )
+    return subprocess.run([sys.executable, "-m", "seglite", "train", *args], capture_output=True, text=True, env=ALONE)
+
+
+def test_cli_distils_and_shows_the_teachers_cost(data, teacher, tmp_path):
+    result = _train_cli(data, tmp_path / "run", teacher, "schedule.iters=4", "val_every=4")
     assert result.returncode == 0, result.stderr
     log = result.stdout + result.stderr
     assert f"distilling from {teacher}" in log
@@ -168,15 +154,7 @@ def test_a_teacher_with_other_classes_is_refused_in_one_line(data, tmp_path):
     net = create_model("espnetv2_s0.5", num_classes=len(names))
     other = tmp_path / "other.pt"
     atomic_torch_save(checkpoint_dict("espnetv2_s0.5", net, names, IMAGENET), other)
-    args = ["configs/synth_espnetv2_s0.5.yaml", "--data-root", str(data), "--out", str(tmp_path / "run")]
-    for item in (*TINY, "schedule.iters=2"):
-        args += ["--set", item]
-    result = subprocess.run(
-        [sys.executable, "-m", "seglite", "train", *args, "--teacher", str(other)],
-        capture_output=True,
-        text=True,
-        env=ALONE,
-    )
+    result = _train_cli(data, tmp_path / "run", other, "schedule.iters=2")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(lines) == 1 and "predicts 3 classes" in lines[0] and f"has {len(CLASS_NAMES)}" in lines[0], lines

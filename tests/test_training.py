@@ -14,23 +14,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import LARGE_TENSOR_PAGES, large_tensor_page_faults
+from conftest import LARGE_TENSOR_PAGES, TINY_TRAIN, large_tensor_page_faults
 
 from seglite.data.synth import write_dataset
 from seglite.training.config import load_config
 from seglite.training.schedule import poly_lr_factor
 
 TINY = [
-    "model=espnetv2_s0.5",
-    "data.crop=[128,64]",
-    "data.val_size=[128,64]",
-    "data.workers=0",
-    "batch_size=2",
-    "device=cpu",
+    *TINY_TRAIN,
     "amp=bf16",  # a fixed precision (auto would time both): the resume and torchrun tests run the bf16 path
-    "optim.lr=0.01",
-    "val_every=1000",
-    "ckpt_every=1000",
 ]
 
 
