@@ -1,8 +1,8 @@
-"""Train every CamVid recipe, evaluate it on CamVid val, and print mIoU, per-class IoU, wall time and images/s;
-also the published Cityscapes ESPNetv2 s1.0/s2.0 weights zero-shot on CamVid val through the class map, and INT8
-of the CamVid-trained DeepLabV3+ LCNet 0.5x.
+"""Train every CamVid recipe (teachers first), evaluate it on CamVid val at one scale and with test-time scales and
+flip, and print mIoU, per-class IoU, wall time and images/s; also the published Cityscapes ESPNetv2 s1.0/s2.0 weights
+zero-shot on CamVid val through the class map, and INT8 of the CamVid-trained DeepLabV3+ LCNet 0.5x.
 
-    python scripts/bench_camvid.py                                  # every recipe (about 70 minutes on 2 cores)
+    python scripts/bench_camvid.py                                  # every recipe (about 2.5 hours on 2 cores)
     python scripts/bench_camvid.py --recipes camvid_espnetv2_s1.0_finetune --camvid ../shared/realdata/camvid
 
 Run it alone on the machine: training speed is what it measures. The published weights are read from seglite's zoo
@@ -22,13 +22,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
-RECIPES = (
+RECIPES = (  # teachers before their students
+    "camvid_espnetv2_s2.0_finetune",
     "camvid_espnetv2_s1.0_finetune",
+    "camvid_espnetv2_s0.5_distill",
+    "camvid_espnetv1_finetune",
     "camvid_espnetv2_s0.5_scratch",
     "camvid_deeplabv3p_lcnet_050",
-    "camvid_espnetv1_finetune",
     "camvid_drivable_espnetv2_s0.5",
 )
+TEACHER = "camvid_espnetv2_s2.0_finetune"  # what the recipes with a distill section learn from
+TTA = ("--scales", "0.75,1.0,1.25", "--flip")
 ZERO_SHOT = ("espnetv2_s1.0_cityscapes_1024x512", "espnetv2_s2.0_cityscapes_1024x512")
 CLASS_MAP = REPO / "configs" / "class_maps" / "cityscapes_to_camvid.yaml"
 
@@ -57,40 +61,61 @@ def evaluate(weights: str, camvid: Path, data: str | None, extra: tuple[str, ...
     return json.loads(seglite(*args).stdout)
 
 
-def train(recipe: str, camvid: Path, out: Path) -> dict:
+def train(recipe: str, camvid: Path, out: Path, tta: bool) -> dict:
+    import yaml
+
+    from seglite.training.config import load_config
+
+    config = load_config(REPO / "configs" / f"{recipe}.yaml")
     run = out / recipe
     shutil.rmtree(run, ignore_errors=True)
+    teacher = []
+    if config.distill.teacher:  # this run's teacher, not the path the recipe names for a hand-made run
+        teacher_weights = out / TEACHER / "best.pt"
+        if not teacher_weights.is_file():
+            sys.exit(f"{recipe} distils from {TEACHER}: train that recipe first (it is first in --recipes)")
+        teacher = ["--teacher", str(teacher_weights)]
     start = time.perf_counter()
-    seglite("train", f"configs/{recipe}.yaml", "--data-root", str(camvid), "--out", str(run))
+    seglite("train", f"configs/{recipe}.yaml", "--data-root", str(camvid), "--out", str(run), *teacher)
     seconds = time.perf_counter() - start
     steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     rate = [s["images_per_second"] for s in steps if "images_per_second" in s][-1]
-    import yaml
-
-    dataset = yaml.safe_load((REPO / "configs" / f"{recipe}.yaml").read_text())["data"]["dataset"]
+    dataset = config.data.dataset
     data = None
     if isinstance(dataset, dict):  # an inline data set: evaluate through the same definition
         data_file = run / "dataset.yaml"
         data_file.write_text(yaml.safe_dump(dataset))
         data = str(data_file)
     record = evaluate(str(run / "best.pt"), camvid, data, ("--backend", "torch"))
-    return {
+    row = {
         "recipe": recipe,
         "minutes": seconds / 60,
         "images_per_second": rate,
         **record,
         "weights": str(run / "best.pt"),
     }
+    if tta:
+        augmented = evaluate(str(run / "best.pt"), camvid, data, ("--backend", "torch", *TTA))
+        row["miou_tta"], row["tta_ms_per_image"] = augmented["miou"], augmented["model_ms_per_image"]
+    return row
 
 
 def table(rows: list[dict]) -> None:
     names = list(rows[0]["per_class_iou"]) if rows else []
-    print(f"\n{'run':44s} {'mIoU':>6s} {'min':>6s} {'img/s':>6s}  per-class IoU ({', '.join(names)})")
+    print(
+        f"\n{'run':44s} {'mIoU':>6s} {'TTA':>6s} {'TTA ms':>7s} {'min':>6s} {'img/s':>6s}  "
+        f"per-class IoU ({', '.join(names)})"
+    )
     for row in rows:
         per_class = " ".join("-" if v is None else f"{v:.1f}" for v in row["per_class_iou"].values())
-        minutes = f"{row['minutes']:.1f}" if row.get("minutes") is not None else "-"
+        cells = [
+            f"{row[key]:{fmt}}" if row.get(key) is not None else "-"
+            for key, fmt in (("miou_tta", ".2f"), ("tta_ms_per_image", ".1f"), ("minutes", ".1f"))
+        ]
         rate = f"{row['images_per_second']:.2f}" if row.get("images_per_second") is not None else "-"
-        print(f"{row['recipe']:44s} {row['miou']:6.2f} {minutes:>6s} {rate:>6s}  {per_class}")
+        print(
+            f"{row['recipe']:44s} {row['miou']:6.2f} {cells[0]:>6s} {cells[1]:>7s} {cells[2]:>6s} {rate:>6s}  {per_class}"
+        )
 
 
 def main() -> None:
@@ -100,6 +125,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_camvid")
     parser.add_argument("--no-zero-shot", action="store_true")
     parser.add_argument("--no-int8", action="store_true")
+    parser.add_argument("--no-tta", action="store_true", help="skip the eval at scales 0.75,1.0,1.25 with flip")
     args = parser.parse_args()
     if not (args.camvid / "val").is_dir():
         sys.exit(f"{args.camvid}: no CamVid here (train/, val/, trainannot/, valannot/); pass --camvid DIR")
@@ -112,7 +138,7 @@ def main() -> None:
             rows.append({"recipe": f"{name} zero-shot", "minutes": None, "images_per_second": None, **record})
             table(rows[-1:])
     for recipe in [r for r in args.recipes.split(",") if r]:
-        rows.append(train(recipe, args.camvid, args.out))
+        rows.append(train(recipe, args.camvid, args.out, not args.no_tta))
         table(rows[-1:])
     table(rows)
     lcnet = next((r for r in rows if r["recipe"] == "camvid_deeplabv3p_lcnet_050"), None)
