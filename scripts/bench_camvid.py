@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from seglite.devices import cpu_description
+
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
 RECIPES = (  # teachers before their students
@@ -127,6 +129,7 @@ def main() -> None:
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--no-tta", action="store_true", help="skip the eval at scales 0.75,1.0,1.25 with flip")
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     if not (args.camvid / "val").is_dir():
         sys.exit(f"{args.camvid}: no CamVid here (train/, val/, trainannot/, valannot/); pass --camvid DIR")
     seed_zoo_cache()

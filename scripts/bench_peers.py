@@ -38,7 +38,7 @@ from pathlib import Path
 
 from seglite.bench.latency import benchmark
 from seglite.bench.sizes import parse_size
-from seglite.devices import cpu_supports_bf16
+from seglite.devices import cpu_description, cpu_supports_bf16
 from seglite.inference.backends.openvino import openvino_available
 from seglite.models.registry import create_model
 
@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--espnet-code", default=os.environ.get("ESPNET_CODE"), help="sacmehta/ESPNet checkout")
     parser.add_argument("--edgenets-code", default=os.environ.get("EDGENETS_CODE"), help="sacmehta/EdgeNets checkout")
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     size = parse_size(args.size)
     peak = cpu_peak_gflops(args.threads)

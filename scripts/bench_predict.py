@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from seglite.devices import cpu_description
+
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
 
@@ -75,6 +77,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory-vs-length runs")
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     weights = args.weights if Path(args.weights).is_file() else None
     model = args.model or (None if weights else "espnetv2_s2.0")
     common = dict(

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from seglite.devices import cpu_description
+
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = REPO.parent / "shared" / "realdata" / "camvid"
 SEGLITE = [sys.executable, "-m", "seglite"]
@@ -94,6 +96,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run, noisier figures)")
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     if CAMVID.is_dir():
         data = ["configs/camvid_espnetv2_s1.0_finetune.yaml", "--data-root", str(CAMVID)]
     else:

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from seglite.devices import cpu_description
+
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
 
@@ -44,7 +46,7 @@ def main() -> None:
     from seglite.doctor import report
 
     facts = report()
-    print(f"CPU: {facts['cpu']}, {facts['cores']} cores; torch {facts['packages'].get('torch')}")
+    print(f"CPU: {cpu_description()}; torch {facts['packages'].get('torch')}")
     val = args.camvid / "val"
     images = sorted(val.glob("*.png"))
     count = len(images)

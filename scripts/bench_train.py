@@ -38,7 +38,7 @@ from seglite.data.dataset import SegmentationDataset
 from seglite.data.datasets import load_dataset
 from seglite.data.synth import write_dataset
 from seglite.data.transforms import train_transform
-from seglite.devices import reuse_freed_memory
+from seglite.devices import cpu_description, reuse_freed_memory
 from seglite.models import fused
 from seglite.models.registry import create_model
 from seglite.training.losses import SegmentationLoss
@@ -216,6 +216,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     if args.worker:
         worker(args.worker)
         return

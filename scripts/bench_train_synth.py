@@ -18,6 +18,7 @@ from seglite.data.dataset import SegmentationDataset
 from seglite.data.datasets import load_dataset
 from seglite.data.synth import write_dataset
 from seglite.data.transforms import train_transform
+from seglite.devices import cpu_description
 from seglite.training.config import load_config
 from seglite.training.sampler import ResumableBatchSampler
 from seglite.training.trainer import Trainer
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/synth"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench_train"))
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
     if not (args.data / "leftImg8bit").is_dir():
         write_dataset(args.data, train=200, val=20, size=(512, 256))
     rows = []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+import platform
 import sys
 
 import torch
@@ -49,13 +51,43 @@ def reuse_freed_memory() -> bool:
     return _allocator_tuned
 
 
-def cpu_supports_bf16() -> bool:
-    """Native bf16 math (AVX512-BF16 or AMX): elsewhere oneDNN emulates it and bf16 is slower than fp32."""
+# The instruction sets that change which kernels are fastest (x86 and ARM names as /proc/cpuinfo spells them)
+SPEED_FEATURES = (
+    "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
+    "asimd", "asimddp", "sve", "bf16", "i8mm",
+)  # fmt: skip
+
+
+def parse_cpuinfo(text: str) -> tuple[str | None, frozenset[str]]:
+    """(model name or None, feature flags) of /proc/cpuinfo's text: x86 says `model name`/`flags`, ARM64
+    `Model name` (or a board's `Model`)/`Features`."""
+    fields = [(key.strip(), value.strip()) for key, _, value in (line.partition(":") for line in text.splitlines())]
+    model = next((v for k, v in fields if k in ("model name", "Model name", "Model") and v), None)
+    flags = next((v.split() for k, v in fields if k in ("flags", "Features")), [])
+    return model, frozenset(flags)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """(model name, feature flags) of this machine; the platform's processor string and no flags without /proc."""
     try:
         with open("/proc/cpuinfo") as handle:
-            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+            model, flags = parse_cpuinfo(handle.read())
     except OSError:
-        flags = []
+        model, flags = None, frozenset()
+    return model or platform.processor() or "unknown CPU", flags
+
+
+def cpu_description() -> str:
+    """One line for benchmark headers: which CPU, how many cores, and the features that decide kernel speed."""
+    model, flags = cpu_info()
+    features = [name for name in SPEED_FEATURES if name in flags]
+    return f"{model}, {os.cpu_count()} cores; {' '.join(features) or 'none of ' + '/'.join(SPEED_FEATURES[:3])}"
+
+
+def cpu_supports_bf16() -> bool:
+    """Native bf16 math (AVX512-BF16 or AMX): elsewhere oneDNN emulates it and bf16 is slower than fp32."""
+    flags = cpu_info()[1]
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 

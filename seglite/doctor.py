@@ -33,17 +33,11 @@ def report(shared_cpu_note: str | None = None) -> dict:
     import torch
 
     from seglite import __version__
-    from seglite.devices import cpu_supports_bf16
+    from seglite.devices import cpu_info, cpu_supports_bf16
     from seglite.inference import native
     from seglite.zoo.registry import seglite_home
 
-    try:
-        with open("/proc/cpuinfo") as handle:
-            lines = handle.read().splitlines()
-        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
-        flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-    except OSError:
-        cpu, flags = platform.processor() or "?", []
+    cpu, flags = cpu_info()
     try:
         import onnxruntime
 
@@ -77,6 +71,7 @@ def report(shared_cpu_note: str | None = None) -> dict:
             "avx2": "avx2" in flags,
             "avx512f": "avx512f" in flags,
             "avx512_vnni": "avx512_vnni" in flags,
+            "amx": "amx_bf16" in flags,
             "bf16 (--half on CPU)": cpu_supports_bf16(),
         },
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device visible",

@@ -66,6 +66,18 @@ def test_version_and_doctor():
         assert needle in result.stdout, result.stdout
 
 
+def test_cpu_facts_read_x86_and_arm_cpuinfo():
+    from seglite.devices import SPEED_FEATURES, cpu_description, cpu_info, parse_cpuinfo
+
+    x86 = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 fma avx512f avx512_bf16 sse\n\n"
+    arm = "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd asimddp crc32\n\nModel\t\t: Raspberry Pi 5\n"
+    assert parse_cpuinfo(x86) == ("AMD EPYC 9R14", frozenset({"fpu", "avx2", "fma", "avx512f", "avx512_bf16", "sse"}))
+    assert parse_cpuinfo(arm) == ("Raspberry Pi 5", frozenset({"fp", "asimd", "asimddp", "crc32"}))
+    model, flags = cpu_info()
+    line = cpu_description()
+    assert line.startswith(model) and all(name in line.split() for name in SPEED_FEATURES if name in flags)
+
+
 def test_full_disk_during_video_fails_and_leaves_nothing(video, tiny_disk):
     result = run("predict", str(video), *TINY, "--out", str(tiny_disk))
     assert result.returncode == 1, result.stderr

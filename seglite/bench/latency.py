@@ -42,14 +42,12 @@ class LatencyResult:
 
 
 def machine_fingerprint(device: torch.device, threads: int) -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    from seglite.devices import SPEED_FEATURES, cpu_info
+
+    cpu, flags = cpu_info()
     info = {
         "cpu": cpu,
+        "cpu_features": [name for name in SPEED_FEATURES if name in flags],
         "cores": os.cpu_count(),
         "threads": threads,
         "torch": torch.__version__,
