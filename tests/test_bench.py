@@ -72,6 +72,7 @@ def test_pareto_front():
     assert sorted(pareto_front(points)) == [0, 1, 4]
 
 
+@pytest.mark.slow  # 16 s: a report over two models with mIoU
 def test_report_with_data_writes_table_and_plot(tmp_path):
     import seglite
     from seglite.data.labels import CLASS_NAMES

@@ -361,6 +361,7 @@ def test_export_refuses_to_replace_and_a_full_disk_is_the_machines(tmp_path, tin
     assert not list(tiny_disk.iterdir()), "a temporary file was left behind"
 
 
+@pytest.mark.slow  # 10 s; export's twin stays in the default run
 def test_report_refuses_to_replace_and_a_full_disk_is_the_machines(tmp_path, tiny_disk):
     args = ("report", "--models", "espnetv2_s0.5", "--size", "64x32", "--iters", "1", "--backend", "torch")
     full = run(*args, "--out", str(tiny_disk))

@@ -491,6 +491,7 @@ def test_trainer_rejects_a_data_set_error_before_training(tmp_path):
         Trainer(config, tmp_path / "run", show_progress=False).run()
 
 
+@pytest.mark.slow  # 17 s: two trainings
 def test_freeze_encoder_iters_trains_only_the_head_first(tmp_path):
     from seglite.training.config import load_config
     from seglite.training.trainer import Trainer

@@ -64,6 +64,7 @@ def test_folder_of_images_gives_every_format_at_the_input_size(street, tmp_path)
     assert np.array_equal(labelid, TRAIN_ID_TO_LABEL_ID[trainid])
 
 
+@pytest.mark.slow  # 12 s; folders and single images cover the same reader
 def test_glob_source(street, tmp_path):
     result = _seglite("predict", str(street / "**" / "*.jpg"), *FAST, "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -151,6 +152,7 @@ def test_zero_byte_mp4(tmp_path):
     _one_error_line(_seglite("predict", str(empty), *FAST, "--out", str(tmp_path / "o")), str(empty))
 
 
+@pytest.mark.slow  # 14 s: a damaged video end to end
 def test_truncated_mp4_writes_the_frames_before_the_damage(tmp_path):
     # A real H.264 mp4 (index at the front, as cameras write them); OpenCV's own mp4 writer puts the index at
     # the end, so a cut copy of a generated video cannot be opened at all (that case is the zero-byte test's).
@@ -167,6 +169,7 @@ def test_truncated_mp4_writes_the_frames_before_the_damage(tmp_path):
     assert out.get(cv2.CAP_PROP_FRAME_COUNT) == written
 
 
+@pytest.mark.slow  # 11 s
 def test_unwritable_output_folder(street, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
