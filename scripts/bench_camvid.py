@@ -27,6 +27,7 @@ REALDATA = REPO.parent / "shared" / "realdata"
 RECIPES = (  # teachers before their students
     "camvid_espnetv2_s2.0_finetune",
     "camvid_espnetv2_s1.0_finetune",
+    "camvid_espnetv2_s0.5_finetune",
     "camvid_espnetv2_s0.5_distill",
     "camvid_espnetv1_finetune",
     "camvid_espnetv2_s0.5_scratch",
