@@ -1,7 +1,8 @@
 """LiteRT (TensorFlow Lite) flatbuffer through litert-torch: Android, iOS, Raspberry Pi and microcontrollers run
 it with the XNNPACK delegate on CPU. The input stays NCHW, as in PyTorch. fp16 (weights stored as float16, what
 GPU delegates run in half precision) and full-integer INT8 (int8 weights and activations, ranges from real frames)
-come from ai-edge-quantizer, Google's post-training quantizer for LiteRT models; input and output stay float."""
+come from ai-edge-quantizer, Google's post-training quantizer for LiteRT models. The INT8 model's input and output
+are int8 too, with the scale and zero point in the model's tensor details."""
 
 from __future__ import annotations
 
