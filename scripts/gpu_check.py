@@ -8,7 +8,8 @@ images/s), the same under `torchrun --nproc_per_node 1` (NCCL), and resume after
 run; (3) `seglite eval` of the published ESPNetv2 s2.0 on the real Cityscapes frames, CUDA against CPU in fp32 and
 the fp16 change; (4) model latency of every network at 1024x512 and 2048x1024, batch 1 and 8, fp32 and fp16, the
 faster of eager and torch.compile (compiled at batch 1, 1024x512, within the time budget); (5) `predict` on the
-real dash-cam clip with --half: end-to-end FPS against model-only FPS. Each step has a time budget so the whole run
+real dash-cam clip with --half: end-to-end FPS against model-only FPS; (6) TensorRT fp32 and fp16 engines of the
+published s2.0 (export parity with PyTorch, `seglite bench` latency). Each step has a time budget so the whole run
 fits the few minutes a lent GPU gives; what a budget cut is said in the report, never silently dropped.
 """
 
@@ -230,12 +231,42 @@ def step_video(plan: Plan, out: Path) -> dict:
     return {"ok": "ratio" in last, "summary": last}
 
 
+def step_engine(plan: Plan, out: Path) -> dict:
+    """TensorRT: the published s2.0 as fp32 and fp16 engines, each checked against PyTorch by the export itself and
+    timed by `seglite bench`; on the CPU (dry run) the one-line refusal, with nothing written."""
+    import importlib.util
+
+    if plan.dry_run:
+        target = out / "engine"
+        result = run([sys.executable, "-m", "seglite", "export", "--model", "espnetv2_s0.5", "--format", "engine",
+                      "--size", "128x64", "--out", str(target)])  # fmt: skip
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        ok = result.returncode == 2 and len(lines) == 1 and "TensorRT" in lines[0] and not target.exists()
+        return {"ok": ok, "refusal": result.stderr.strip()[-300:]}
+    if importlib.util.find_spec("tensorrt") is None:
+        return {"ok": True, "skipped": "tensorrt is not installed here (pip install tensorrt)"}
+    if not S2.is_file():
+        return {"ok": True, "skipped": f"{S2} absent"}
+    rows = []
+    for precision in ("fp32", "fp16"):
+        folder = out / f"engine_{precision}"
+        exported = json.loads(
+            seglite("export", "--weights", str(S2), "--format", "engine", "--precision", precision, "--size",
+                    "1024x512", "--out", str(folder), "--exist-ok", "--json").stdout
+        )  # fmt: skip
+        bench = json.loads(seglite("bench", "--weights", str(folder), "--json").stdout)
+        rows.append({"precision": precision, "agreement": exported["agreement"], "file_mb": exported["file_mb"],
+                     "export_s": exported["export_s"], "median_ms": round(bench["median_ms"], 2)})  # fmt: skip
+    return {"ok": rows[0]["agreement"] is not None and rows[0]["agreement"] >= 0.995, "engines": rows}
+
+
 STEPS = (
     ("tests", step_tests),
     ("train", step_train),
     ("eval", step_eval),
     ("latency", step_latency),
     ("video", step_video),
+    ("engine", step_engine),
 )
 
 

@@ -20,7 +20,7 @@ def test_gpu_check_dry_run_passes_every_step(tmp_path):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["dry_run"] and report["device"] == "cpu"
     steps = report["steps"]
-    assert set(steps) == {"tests", "train", "eval", "latency", "video"}
+    assert set(steps) == {"tests", "train", "eval", "latency", "video", "engine"}
     assert all(step["ok"] for step in steps.values()), steps
     assert steps["train"]["loss_last"] < steps["train"]["loss_first"]
     assert steps["train"]["resume_max_abs_diff"] == 0.0 and steps["train"]["torchrun_1_process"] == "ok"
