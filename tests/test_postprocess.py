@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import require_realdata
+from conftest import REPO, require_realdata
 
 import seglite
 from seglite.data.labels import CLASS_NAMES
@@ -184,3 +187,48 @@ def _no_compiler_call(*args, **kwargs):
 
 def _loaded(model: torch.nn.Module, name: str) -> LoadedWeights:
     return LoadedWeights(model.eval(), name, CLASS_NAMES, IMAGENET, "random init")
+
+
+ARM64_TOOLS = ("aarch64-linux-gnu-gcc", "qemu-aarch64")
+
+
+@needs_kernels
+@pytest.mark.skipif(
+    not all(shutil.which(tool) for tool in ARM64_TOOLS),
+    reason="no ARM64 cross-compiler or emulator: apt-get install gcc-aarch64-linux-gnu qemu-user (scripts/test.sh "
+    "installs them where it runs as root with apt)",
+)
+def test_native_kernel_gives_the_same_labels_on_arm64(tmp_path):
+    """The kernel cross-compiled for ARM64 (as a Raspberry Pi or Jetson builds it) and run under qemu-user labels
+    generated scores exactly as the kernel built for this CPU, and as the float64 chain where no near-tie is."""
+    torch.manual_seed(4)
+    logits = F.interpolate(torch.randn(1, 19, 16, 32), size=(64, 128), mode="bilinear")[0] * 4  # smooth regions
+    steps = [(256, 512, True), (270, 480, False)]  # ESPNetv2's last upsampling, then a 480x270 frame
+    chain = ResizeChainArgmax((64, 128), steps)
+    here = chain(logits)
+    block, max_rows = chain._blocks(19)
+    (row_start, row_weights), (col_start, col_weights) = chain.rows, chain.cols
+    header = np.array([19, 64, 128, len(col_weights), 480, len(row_weights), 270, block, max_rows], np.int64)
+    arguments = tmp_path / "arguments.bin"
+    with arguments.open("wb") as handle:
+        for array in (header, logits.numpy().astype(np.float32), col_start, col_weights, row_start, row_weights):
+            handle.write(np.ascontiguousarray(array).tobytes())
+    program = tmp_path / "upsample_argmax_arm64"
+    sources = [
+        REPO / "tests" / "native" / "upsample_argmax_main.c",
+        REPO / "seglite" / "inference" / "upsample_argmax.c",
+    ]
+    subprocess.run(
+        ["aarch64-linux-gnu-gcc", "-O3", "-std=c99", "-static", *map(str, sources), "-o", str(program), "-lm"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert program.read_bytes()[18:20] == (183).to_bytes(2, "little")  # ELF e_machine: EM_AARCH64
+    subprocess.run(
+        ["qemu-aarch64", str(program), str(arguments), str(tmp_path / "labels.bin")], check=True, timeout=120
+    )
+    arm64 = np.fromfile(tmp_path / "labels.bin", np.uint8).reshape(270, 480)
+    assert np.array_equal(arm64, here)
+    expected, margin = chain_reference(logits, steps)
+    clear = margin > 1e-4
+    assert clear.mean() > 0.99 and len(np.unique(expected)) >= 10
+    assert np.array_equal(arm64[clear], expected[clear])
