@@ -77,10 +77,6 @@ class Teacher:
         self.seconds += time.perf_counter() - start
         return logits
 
-    def fingerprint(self) -> float:
-        """Sum of every weight and buffer: it must not move while the student trains."""
-        return float(sum(t.double().sum() for t in self.net.state_dict().values() if t.is_floating_point()))
-
 
 class DistillationLoss(nn.Module):
     """`hard` (the label loss) + weight * T^2 * KL(teacher_T || student_T) averaged over labelled pixels, or over
