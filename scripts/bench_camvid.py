@@ -29,6 +29,7 @@ RECIPES = (  # teachers before their students
     "camvid_espnetv2_s1.0_finetune",
     "camvid_espnetv2_s0.5_finetune",
     "camvid_espnetv2_s0.5_distill",
+    "camvid_deeplabv3p_lcnet_050_distill",
     "camvid_espnetv1_finetune",
     "camvid_espnetv2_s0.5_scratch",
     "camvid_deeplabv3p_lcnet_050",
