@@ -82,7 +82,7 @@ def cpu_description() -> str:
     """One line for benchmark headers: which CPU, how many cores, and the features that decide kernel speed."""
     model, flags = cpu_info()
     features = [name for name in SPEED_FEATURES if name in flags]
-    return f"{model}, {os.cpu_count()} cores; {' '.join(features) or 'none of ' + '/'.join(SPEED_FEATURES[:3])}"
+    return f"{model}, {os.cpu_count()} cores; {' '.join(features) or 'no vector features listed'}"
 
 
 def cpu_supports_bf16() -> bool:
