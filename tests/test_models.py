@@ -279,3 +279,22 @@ def test_espnet_inference_path_equals_the_concatenating_one(name):
     assert (fast - textbook).abs().max() <= 1e-5 * scale
     assert (folded - textbook).abs().max() <= 1e-5 * scale
     assert (fast.argmax(1) == textbook.argmax(1)).float().mean() >= 0.999
+
+
+@pytest.mark.parametrize("size_in, size_out", [((32, 64), (48, 96)), ((13, 27), (5, 4)), ((16, 32), (8, 16))])
+def test_matrix_pooling_equals_adaptive_avg_pool(size_in, size_out):
+    # Core ML's export writes ESPNetv2's pyramid pooling this way (portable_graph(matrix_pooling=True)).
+    from seglite.models.base import portable_graph
+    from seglite.models.layers import adaptive_avg_pool
+
+    x = torch.randn(2, 5, *size_in)
+    with portable_graph(matrix_pooling=True):
+        pooled = adaptive_avg_pool(x, size_out)
+        traced = torch.jit.trace(lambda t: adaptive_avg_pool(t, size_out), x)
+    expected = torch.nn.functional.adaptive_avg_pool2d(x, size_out)
+    torch.testing.assert_close(pooled, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(traced(x), expected, rtol=1e-5, atol=1e-5)
+    kinds = {node.kind() for node in traced.graph.nodes()}
+    if size_in[0] % size_out[0] or size_in[1] % size_out[1]:
+        assert "aten::matmul" in kinds and "aten::adaptive_avg_pool2d" not in kinds
+        assert not any("copy_" in kind or "index_put" in kind for kind in kinds)  # the matrices are constants

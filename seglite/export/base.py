@@ -53,6 +53,7 @@ class Format:
     modules: tuple[str, ...] = ()
     extra = "export"
     portable = False  # True: export the plain form of fused layers (seglite.models.base.portable_graph)
+    matrix_pooling = False  # True: also adaptive pooling as matmuls (portable_graph's matrix_pooling)
     runs_here_note = ""  # non-empty: why this machine cannot run the artifact (CoreML off Apple, TensorRT without CUDA)
 
     def missing(self) -> str | None:

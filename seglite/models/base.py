@@ -74,20 +74,26 @@ _portable = threading.local()
 
 
 @contextmanager
-def portable_graph() -> Iterator[None]:
+def portable_graph(matrix_pooling: bool = False) -> Iterator[None]:
     """Within it (in this thread), nets build the plain form of any layer whose fast eval form needs more than 4-D
     tensors or index tensors built at run time (DeepLabV3+'s fused head): what ncnn (at most 4-D) and LiteRT's
-    interpreter (no StableHLO iota) can run. Same function, more FLOPs."""
-    outer = getattr(_portable, "active", False)
-    _portable.active = True
+    interpreter (no StableHLO iota) can run. Same function, more FLOPs. `matrix_pooling` also writes adaptive average
+    pooling whose output does not divide its input as two matmuls with constant averaging matrices (Core ML's
+    converter unrolls it into a slice and a mean per output cell: 10,000 ops for ESPNetv2, an hour to convert)."""
+    outer = (getattr(_portable, "active", False), getattr(_portable, "matrix_pooling", False))
+    _portable.active, _portable.matrix_pooling = True, matrix_pooling
     try:
         yield
     finally:
-        _portable.active = outer
+        _portable.active, _portable.matrix_pooling = outer
 
 
 def portable_graph_active() -> bool:
     return getattr(_portable, "active", False)
+
+
+def matrix_pooling_active() -> bool:
+    return getattr(_portable, "matrix_pooling", False)
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglite.models.base import matrix_pooling_active
 from seglite.models.fused import bn_prelu
 
 
@@ -79,6 +80,16 @@ def _adaptive_pool_axis(x: torch.Tensor, dim: int, size_out: int) -> torch.Tenso
     return total / lengths.reshape(shape)
 
 
+def _averaging_matrix(size_in: int, size_out: int, like: torch.Tensor) -> torch.Tensor:
+    """size_out x size_in: row i averages the window adaptive pooling gives output cell i (built from Python lists,
+    so a trace records one constant, not a write per row)."""
+    rows = [
+        [1.0 / (end - start) if start <= column < end else 0.0 for column in range(size_in)]
+        for start, end in zip(*_window_bounds(size_in, size_out), strict=True)
+    ]
+    return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+
 def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """F.adaptive_avg_pool2d that also exports to ONNX for any output size.
 
@@ -91,6 +102,8 @@ def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     h_out, w_out = size
     if (h_in, w_in) == (h_out, w_out):
         return x
+    if matrix_pooling_active() and (h_in % h_out or w_in % w_out):  # a window mean is separable: rows, then columns
+        return _averaging_matrix(h_in, h_out, x) @ x @ _averaging_matrix(w_in, w_out, x).T
     if not torch.onnx.is_in_onnx_export():
         return F.adaptive_avg_pool2d(x, size)
     if h_in % h_out == 0 and w_in % w_out == 0:
