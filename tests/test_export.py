@@ -233,6 +233,19 @@ def test_published_espnetv2_keeps_its_predictions_on_real_frames(tmp_path, fmt):
 
 
 @pytest.mark.export
+@pytest.mark.parametrize("fmt", ["openvino", "ncnn", "tflite", "executorch"])
+def test_published_espnet_v1_keeps_its_predictions_on_real_frames(tmp_path, fmt):
+    # The other family with published weights: ESPNet (p=2, q=3, the smallest), fp32 at 512x256 in each runtime.
+    weights = require_realdata("weights", "espnet_v1", "decoder_espnet_p_2_q_3.pth")
+    root = require_realdata("cityscapes_val_sample")
+    from seglite.data.datasets import load_dataset
+
+    report = export(Path(weights), fmt, tmp_path / fmt, "fp32", data=load_dataset("cityscapes", root), size=(512, 256))
+    assert "cityscapes val frames" in report.frames
+    assert report.agreement >= 0.995, report
+
+
+@pytest.mark.export
 def test_openvino_backend_predicts_like_eager_and_caches_its_model(tmp_path, monkeypatch):
     pytest.importorskip("openvino")
     from seglite import Segmenter
