@@ -1,10 +1,12 @@
 """End-to-end `predict` throughput against model-only FPS, and peak memory against video length.
 
 Usage: python scripts/bench_predict.py [--video PATH] [--weights W] [--size WxH] [--backend torch|onnx]
-                                      [--device cpu|cuda] [--half] [--compile] [--rounds N] [--no-memory]
+                                      [--device cpu|cuda] [--half] [--compile] [--rounds N] [--streams 1,2]
+                                      [--no-memory]
 Defaults: ../shared/realdata/video/solidWhiteRight.mp4 with the published ESPNetv2 s2.0 (random init if absent).
-Each round times the model alone, then the whole video, in one process; the ratio of each round uses that round's
-model-only figure, and the median over rounds is reported (a shared VM's speed drifts by 10-30 % within minutes).
+Each round times the model alone, then the whole video once per --streams count (1: latency mode, 2: throughput
+mode), in one process; the ratio of each round uses that round's model-only figure (one stream, batch 1), and the
+median over rounds is reported (a shared VM's speed drifts by 10-30 % within minutes).
 """
 
 from __future__ import annotations
@@ -40,14 +42,16 @@ for _ in range(args["rounds"]):
                       threads=args["threads"], backend=args["backend"], precision="fp16" if args["half"] else "fp32",
                       warmup=5, iters=20, compile=args["compile"])
         out["model_only_fps"] = r.fps
-    with tempfile.TemporaryDirectory() as tmp:
-        result = seg.predict_video(args["video"], tmp, batch=args["batch"])
-    out.update(frames=result.frames_written, seconds=result.seconds, end_to_end_fps=result.throughput,
-               stages_ms_per_frame={k: round(1000 * v / max(1, result.frames_written), 1)
-                                    for k, v in result.stage_seconds.items()},
-               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    if args["model_only"]:
-        out["ratio"] = out["end_to_end_fps"] / out["model_only_fps"]
+    for streams in args["streams"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = seg.predict_video(args["video"], tmp, batch=args["batch"], streams=streams)
+        run = dict(frames=result.frames_written, seconds=result.seconds, end_to_end_fps=result.throughput,
+                   stages_ms_per_frame={k: round(1000 * v / max(1, result.frames_written), 1)
+                                        for k, v in result.stage_seconds.items()},
+                   peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        if args["model_only"]:
+            run["ratio"] = run["end_to_end_fps"] / out["model_only_fps"]
+        out[f"streams_{streams}"] = run
     rounds.append(out)
 print(json.dumps(rounds))
 """
@@ -58,6 +62,10 @@ def run_child(**kwargs) -> dict:
     if result.returncode:
         raise SystemExit(result.stderr)
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def ratio_of(run: dict) -> float:
+    return run["ratio"]
 
 
 def main() -> None:
@@ -75,6 +83,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--size", default=None, help="network input WxH (default: the weights' own)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--streams",
+        default="1,2",
+        help="inference streams to compare, in the same round (1: latency mode; 2: throughput mode, the default for "
+        "a video file on a CPU)",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory-vs-length runs")
     args = parser.parse_args()
     print(f"CPU: {cpu_description()}", flush=True)
@@ -90,18 +104,21 @@ def main() -> None:
         threads=args.threads,
         batch=args.batch,
         size=[int(v) for v in args.size.lower().split("x")] if args.size else None,
+        streams=[int(v) for v in args.streams.split(",")],
     )
     rounds = run_child(video=args.video, model_only=True, rounds=args.rounds, **common)
     for run in rounds:
         print(json.dumps(run))
-    middle = sorted(rounds, key=lambda run: run["ratio"])[len(rounds) // 2]
-    print(
-        f"\n{Path(args.weights).name if weights else model}: end to end {middle['end_to_end_fps']:.2f} FPS vs model "
-        f"only {middle['model_only_fps']:.2f} FPS ({args.backend}{' + torch.compile' if args.compile else ''}, "
-        f"{args.device}, {args.threads} threads): ratio {middle['ratio']:.2f} (median of {len(rounds)}; rounds "
-        + ", ".join(f"{run['ratio']:.2f}" for run in rounds)
-        + ")"
-    )
+    name = Path(args.weights).name if weights else model
+    how = f"{args.backend}{' + torch.compile' if args.compile else ''}, {args.device}, {args.threads} threads"
+    print(f"\n{name} ({how}), median of {len(rounds)} rounds, end to end against model only (1 stream) of each round:")
+    for streams in common["streams"]:
+        runs = sorted((run[f"streams_{streams}"] | {"model": run["model_only_fps"]} for run in rounds), key=ratio_of)
+        middle = runs[len(runs) // 2]
+        print(
+            f"  {streams} stream(s): end to end {middle['end_to_end_fps']:.2f} FPS vs model only {middle['model']:.2f} "
+            f"FPS: ratio {middle['ratio']:.2f} (rounds {', '.join(f'{ratio_of(run):.2f}' for run in runs)})"
+        )
 
     if args.no_memory:
         return
@@ -112,7 +129,9 @@ def main() -> None:
         peaks = {}
         for frames in (50, 200):
             video = write_video(Path(tmp) / f"drive{frames}.mp4", frames=frames, size=(960, 540))
-            peaks[frames] = run_child(video=str(video), model_only=False, rounds=1, **common)[0]["peak_rss_mb"]
+            one = common | {"streams": common["streams"][-1:]}
+            run = run_child(video=str(video), model_only=False, rounds=1, **one)[0]
+            peaks[frames] = run[f"streams_{one['streams'][0]}"]["peak_rss_mb"]
     print(
         f"peak RSS: {peaks[50]:.0f} MB for 50 frames, {peaks[200]:.0f} MB for 200 frames "
         f"({peaks[200] - peaks[50]:+.0f} MB)"

@@ -392,7 +392,7 @@ def test_decoding_and_encoding_wait_for_the_model(video, tmp_path):
     video_module.Turns.model = recorded("model", original_model)
     video_module.Turns.side = recorded("side", original_side)
     try:
-        result = seg.predict_video(str(video), str(tmp_path))
+        result = seg.predict_video(str(video), str(tmp_path), streams=1)  # latency mode: the turns are on
     finally:
         video_module.Turns.model, video_module.Turns.side = original_model, original_side
     assert result.frames_written == 12
@@ -400,6 +400,48 @@ def test_decoding_and_encoding_wait_for_the_model(video, tmp_path):
     for model_start, model_end in spans["model"]:
         for side_start, side_end in spans["side"]:
             assert side_end <= model_start or side_start >= model_end
+
+
+def test_two_streams_run_at_once_on_half_the_threads_and_write_the_frames_of_one_stream(video, tmp_path):
+    import threading
+
+    import torch
+
+    from seglite.inference.segmenter import Segmenter
+    from seglite.inference.video import throughput_streams
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seg = Segmenter(model="espnetv2_s0.5", size=(160, 96), device="cpu")
+        assert throughput_streams(seg, live=False) == 2 and throughput_streams(seg, live=True) == 1
+        forward, calls, threads_seen = seg.forward_for_labels, [], []
+        both_running = threading.Barrier(2, timeout=30)  # the first two frames must be in the model together
+
+        def meeting(batch):
+            calls.append(batch)
+            threads_seen.append(torch.get_num_threads())
+            if len(calls) <= 2 and threads_seen[-1] == 1:
+                both_running.wait()
+            return forward(batch)
+
+        one = seg.predict_video(str(video), str(tmp_path / "one"), formats=("trainid",), streams=1)
+        assert one.streams == 1
+        seg.forward_for_labels = meeting
+        two = seg.predict_video(str(video), str(tmp_path / "two"), formats=("trainid",))  # default: throughput
+        assert two.streams == 2 and two.frames_written == 12 and len(calls) == 12
+        assert set(threads_seen) == {1} and torch.get_num_threads() == 2  # each stream one thread; restored after
+        names = sorted(path.name for path in (tmp_path / "one" / "drive_trainid").iterdir())
+        assert names == [f"{i:06d}.png" for i in range(12)]
+        assert names == sorted(path.name for path in (tmp_path / "two" / "drive_trainid").iterdir())
+        masks = {
+            run: [cv2.imread(str(tmp_path / run / "drive_trainid" / n), 0).tobytes() for n in names]
+            for run in ("one", "two")
+        }
+        assert masks["one"] == masks["two"]  # the same labels, frame by frame, in order
+        assert len(set(masks["one"])) > 6  # and the frames differ, so an order swap would show
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_video_files_decode_in_one_thread_on_a_cpu(video):

@@ -58,6 +58,15 @@ def predict_cmd(
     ] = None,
     batch: Annotated[int, typer.Option(min=1, help="Images or frames per forward pass.")] = 1,
     realtime: Annotated[bool, typer.Option("--realtime", help="Live sources: drop stale frames.")] = False,
+    streams: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Video files on a CPU: frames segmented at once, each on its share of the threads (default: 2 where "
+            "the network runs in PyTorch, else 1; cameras, streams and --realtime: 1).",
+            show_default=False,
+        ),
+    ] = None,
     exist_ok: Annotated[
         bool, typer.Option("--exist-ok", "--overwrite", help="Replace outputs of an earlier run in --out.")
     ] = False,
@@ -110,6 +119,7 @@ def predict_cmd(
             alpha=alpha,
             batch=batch,
             realtime=realtime,
+            streams=streams,
             on_image=on_image,
             on_start=on_start,
             on_frames=on_frames,
@@ -207,9 +217,15 @@ def _print_video_summary(result, out: Path) -> None:
     for stage, seconds in result.stage_seconds.items():
         table.add_row(stage, f"{seconds:.2f}", f"{1000 * seconds / max(1, result.frames_written):.1f}")
     console.print(table)
-    console.print(
-        "threads: decode+preprocess | model+postprocess (on CUDA: postprocess with encode) | encode; on a CPU decode "
-        "and encode run between model calls, so the model stage includes waiting for them"
-    )
+    if result.streams > 1:
+        console.print(
+            f"threads: decode+preprocess | {result.streams} streams of model+postprocess, each on its share of the "
+            "threads (model and postprocess: summed over the streams) | encode"
+        )
+    else:
+        console.print(
+            "threads: decode+preprocess | model+postprocess (on CUDA: postprocess with encode) | encode; on a CPU "
+            "decode and encode run between model calls, so the model stage includes waiting for them"
+        )
     for path in result.outputs:
         console.print(f"wrote {path}", markup=False)

@@ -106,6 +106,7 @@ def predict_video(
     realtime: bool = False,
     on_start=None,
     on_frames=None,
+    streams: int | None = None,
 ) -> VideoResult:
     prepare_output_folder(out_dir)
     video = source.video
@@ -121,6 +122,7 @@ def predict_video(
         realtime=realtime,
         on_start=on_start,
         on_frames=on_frames,
+        streams=streams,
     )
     if result.frames_read == 0:
         raise SegliteError(f"{video}: no frame could be decoded (empty or damaged video)")
@@ -246,6 +248,7 @@ def predict_units(
     on_image: Callable[[Path], None] | None = None,
     on_start=None,
     on_frames=None,
+    streams: int | None = None,
 ) -> PredictRun:
     """Segment these units (this rank's shard): images batched per source, each video whole. A bad input is a
     line in `failures` and the others still run; a failure of the machine (OutputError) or Ctrl-C ends the run."""
@@ -268,7 +271,16 @@ def predict_units(
         source = sources[unit.source]
         try:
             result = predict_video(
-                segmenter, source, out_dir, formats, alpha, batch, realtime, on_start=on_start, on_frames=on_frames
+                segmenter,
+                source,
+                out_dir,
+                formats,
+                alpha,
+                batch,
+                realtime,
+                on_start=on_start,
+                on_frames=on_frames,
+                streams=streams,
             )
         except SegliteError as exc:
             if exc.exit_code != 2:  # the machine's failure (1) or Ctrl-C (130) ends the run

@@ -269,8 +269,10 @@ class Segmenter:
         formats: tuple[str, ...] = ("overlay",),
         batch: int = 1,
         alpha: float = 0.5,
+        streams: int | None = None,
     ):
-        """Segment a video file or stream into `out_dir` (pipelined; see seglite.inference.video)."""
+        """Segment a video file or stream into `out_dir` (pipelined; see seglite.inference.video). `streams`:
+        inference streams at once (None: two for a video file in eager PyTorch on a CPU, else one)."""
         from pathlib import Path
 
         from seglite.inference.video import segment_video
@@ -278,7 +280,7 @@ class Segmenter:
         stem = Path(str(source)).stem if isinstance(source, str) else f"camera{source}"
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        return segment_video(self, source, out, stem, formats=formats, batch=batch, alpha=alpha)
+        return segment_video(self, source, out, stem, formats=formats, batch=batch, alpha=alpha, streams=streams)
 
     def stream(self, source: str | int, batch: int = 1, realtime: bool = False):
         """Iterate (index, frame, trainId map) over a video or live source; realtime keeps only the newest frames."""

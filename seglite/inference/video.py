@@ -8,6 +8,7 @@ every frame is segmented and written, in order.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import functools
@@ -19,6 +20,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,8 +111,15 @@ class VideoResult:
     fps: float = 0.0
     size: tuple[int, int] = (0, 0)
     seconds: float = 0.0
+    streams: int = 1  # inference streams at once: 1 latency mode, more throughput mode
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     outputs: list[Path] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Time spent in a stage (summed over the streams in throughput mode)."""
+        with self._lock:
+            self.stage_seconds[stage] += seconds
 
     @property
     def truncated(self) -> bool:
@@ -186,54 +195,110 @@ def iter_batches(
     result: VideoResult | None = None,
     opened: tuple | None = None,
     turns: Turns | None = None,
+    streams: int = 1,
 ) -> Iterator[tuple[list[int], list[np.ndarray], Callable[[], np.ndarray]]]:
     """Decode in a thread and yield (frame indices, frames, labels()) batch by batch; labels() returns the trainId maps.
 
     On a CPU the labels are made here, between model calls, not in a thread beside the model: they then share the
     model's idle threads instead of taking a core from it (the model's threads wait on each other when one lacks a
     core), and the queue to the encoder holds small label maps, not logits. On CUDA whoever calls labels() makes
-    them (the encode thread), so the next batch's model call overlaps them."""
+    them (the encode thread), so the next batch's model call overlaps them.
+
+    `streams` > 1 (throughput mode, CPU, offline sources; see throughput_streams): that many batches run at once, each
+    on its share of the threads, and come out in order."""
     capture, fps, size, count = opened or open_video(video, _decode_threads(segmenter))
     result = result if result is not None else VideoResult()
     result.fps, result.size, result.expected_frames = fps, size, count
-    turns = turns or Turns(segmenter.device.type == "cpu" and not realtime)
-    decoder = _Decoder(capture, segmenter.prepare, result, 2 * batch + 2, realtime, turns)
+    streams = result.streams = streams if segmenter.device.type == "cpu" and not realtime else 1
+    turns = turns or Turns(segmenter.device.type == "cpu" and not realtime and streams == 1)
+    decoder = _Decoder(capture, segmenter.prepare, result, 2 * batch * streams + 2, realtime, turns)
     decoder.start()
-    finished = False
-    governor = ThreadGovernor() if segmenter.device.type == "cpu" else None  # other programs may start meanwhile
+    # other programs may start meanwhile; with one thread a stream no thread waits on another (see seglite.sharing)
+    governor = ThreadGovernor() if segmenter.device.type == "cpu" and streams == 1 else None
+    infer = functools.partial(_infer, segmenter, result, turns)
     with _single_threaded_opencv(segmenter.device.type == "cpu"):
         try:
-            while not finished:
-                item = decoder.frames.get()
-                if item is _END:
-                    break
-                items = [item]
-                while len(items) < batch:
-                    try:
-                        nxt = decoder.frames.get(timeout=0.5 if not realtime else 0.0)
-                    except queue.Empty:
-                        break
-                    if nxt is _END:
-                        finished = True
-                        break
-                    items.append(nxt)
-                indices = [i for i, _, _ in items]
-                frames = [f for _, f, _ in items]
-                start = time.perf_counter()
-                with turns.model():
-                    logits, left_out = segmenter.forward_for_labels(segmenter.stack([t for _, _, t in items]))
-                    if segmenter.device.type == "cuda":
-                        torch.cuda.synchronize()
-                result.stage_seconds["model"] += time.perf_counter() - start
-                labels = functools.partial(_labels, segmenter, logits, left_out, frames[0].shape[:2], result)
-                if segmenter.device.type == "cpu":
-                    labels = functools.partial(_made, labels())
-                if governor is not None:
-                    governor.poll()
-                yield indices, frames, labels
+            if streams == 1:
+                for items in _gather(decoder, batch, realtime):
+                    out = infer(items)
+                    if governor is not None:
+                        governor.poll()
+                    yield out
+            else:
+                yield from _in_streams(infer, _gather(decoder, batch, realtime), streams)
         finally:
             decoder.stop.set()
             decoder.join(timeout=5)
+
+
+def _gather(decoder: _Decoder, batch: int, realtime: bool) -> Iterator[list[tuple]]:
+    """The decoder's (index, frame, input) items in lists of up to `batch` (fewer at the end, or when a live source
+    has no newer frame yet)."""
+    while True:
+        item = decoder.frames.get()
+        if item is _END:
+            return
+        items = [item]
+        while len(items) < batch:
+            try:
+                nxt = decoder.frames.get(timeout=0.5 if not realtime else 0.0)
+            except queue.Empty:
+                break
+            if nxt is _END:
+                yield items
+                return
+            items.append(nxt)
+        yield items
+
+
+def _infer(
+    segmenter: Segmenter, result: VideoResult, turns: Turns, items: list[tuple]
+) -> tuple[list[int], list[np.ndarray], Callable[[], np.ndarray]]:
+    indices = [i for i, _, _ in items]
+    frames = [f for _, f, _ in items]
+    start = time.perf_counter()
+    with turns.model():
+        logits, left_out = segmenter.forward_for_labels(segmenter.stack([t for _, _, t in items]))
+        if segmenter.device.type == "cuda":
+            torch.cuda.synchronize()
+    result.add("model", time.perf_counter() - start)
+    labels = functools.partial(_labels, segmenter, logits, left_out, frames[0].shape[:2], result)
+    if segmenter.device.type == "cpu":
+        labels = functools.partial(_made, labels())
+    return indices, frames, labels
+
+
+def _in_streams(infer: Callable, batches: Iterator[list[tuple]], streams: int) -> Iterator:
+    """infer(batch) for `streams` batches at once, each with 1/streams of the threads, yielded in input order."""
+    per_stream = max(1, torch.get_num_threads() // streams)
+    threads = torch.get_num_threads()
+    pool = ThreadPoolExecutor(streams, thread_name_prefix="seglite-stream")
+    pending: collections.deque[Future] = collections.deque()
+    torch.set_num_threads(per_stream)  # the count is per calling thread's parallel region: each stream gets its own
+    try:
+        for items in batches:
+            pending.append(pool.submit(infer, items))
+            if len(pending) >= streams:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
+
+
+def is_live(video: str | int) -> bool:
+    """A camera index or a stream URL: its frames come in real time, so one stream answers each at once."""
+    return isinstance(video, int) or "://" in str(video)
+
+
+def throughput_streams(segmenter: Segmenter, live: bool) -> int:
+    """How many inference streams an offline source (a video file) runs on a CPU: two with half the threads each
+    where the network runs in eager PyTorch on two or more threads (one thread a stream: none waits on another);
+    one for live sources, --realtime, CUDA and the other backends (ONNX Runtime and OpenVINO keep their own pools)."""
+    if live or segmenter.device.type != "cpu" or segmenter.runtime.name != segmenter.eager.name:
+        return 1
+    return 2 if torch.get_num_threads() >= 2 else 1
 
 
 def iter_frames(
@@ -249,7 +314,7 @@ def _labels(
 ) -> np.ndarray:
     start = time.perf_counter()
     labels = segmenter.labels_from_logits(logits, size, left_out)
-    result.stage_seconds["postprocess"] += time.perf_counter() - start
+    result.add("postprocess", time.perf_counter() - start)
     return labels
 
 
@@ -315,9 +380,13 @@ def segment_video(
     realtime: bool = False,
     on_start: Callable[[VideoResult], None] | None = None,
     on_frames: Callable[[int], None] | None = None,
+    streams: int | None = None,
 ) -> VideoResult:
-    """Segment a video into `<stem>_<format>.mp4` (overlay/color) and `<stem>_<format>/` PNG folders (masks)."""
+    """Segment a video into `<stem>_<format>.mp4` (overlay/color) and `<stem>_<format>/` PNG folders (masks).
+    `streams`: inference streams (None: throughput_streams decides; 1 is latency mode)."""
     result = VideoResult()
+    if streams is None:
+        streams = throughput_streams(segmenter, live=realtime or is_live(video))
     opened = open_video(video, _decode_threads(segmenter))
     _, fps, size, count = opened
     writers: dict[str, cv2.VideoWriter] = {}
@@ -340,13 +409,13 @@ def segment_video(
             mask_dirs[fmt] = unique_partial(folder)  # renamed to `folder` when every frame is in
             mask_dirs[fmt].mkdir(parents=True, exist_ok=True)
             result.outputs.append(folder)
-    turns = Turns(segmenter.device.type == "cpu" and not realtime)
+    turns = Turns(segmenter.device.type == "cpu" and not realtime and streams == 1)
     encoder = _Encoder(segmenter, writers, mask_dirs, alpha, result, on_frames, turns)
     encoder.start()
     start = time.perf_counter()
     interrupted = False
     try:
-        batches = iter_batches(segmenter, video, batch, realtime, result, opened, turns)
+        batches = iter_batches(segmenter, video, batch, realtime, result, opened, turns, streams)
         if on_start:
             result.expected_frames = count
             on_start(result)
