@@ -283,7 +283,18 @@ def _trial(torch_ms=100.0, onnx_ms=80.0, compile_ms=60.0, compile_s=10.0, compil
         "agreement": {"onnx": 1.0, "torch.compile": compile_agrees},
         "compile_s": compile_s,
         "unavailable": {},
+        "two_streams": None,
     }
+
+
+def test_two_streams_are_used_only_where_measured_faster_in_eager():
+    from seglite.inference.autotune import streams_pay
+
+    trial = _trial() | {"two_streams": 0.9}
+    assert streams_pay(trial, "torch") == 2  # a frame in 90 % of one 2-thread call's time
+    assert streams_pay(trial | {"two_streams": 1.1}, "torch") == 2  # still pays: decode and encode then overlap
+    assert streams_pay(trial | {"two_streams": 1.5}, "torch") == 1  # the model slows too much (LCNet here)
+    assert streams_pay(trial, "onnx") == 1 and streams_pay(_trial(), "torch") == 1  # other runtimes; not measured
 
 
 def test_pick_backend_takes_the_fastest_exact_backend_and_compiles_only_when_it_pays():
@@ -414,6 +425,8 @@ def test_two_streams_run_at_once_on_half_the_threads_and_write_the_frames_of_one
     torch.set_num_threads(2)
     try:
         seg = Segmenter(model="espnetv2_s0.5", size=(160, 96), device="cpu")
+        assert throughput_streams(seg, live=False) == 1  # a requested backend: not measured, latency mode
+        seg.runtime.streams = 2  # what --backend auto sets where two streams measured faster (streams_pay)
         assert throughput_streams(seg, live=False) == 2 and throughput_streams(seg, live=True) == 1
         forward, calls, threads_seen = seg.forward_for_labels, [], []
         both_running = threading.Barrier(2, timeout=30)  # the first two frames must be in the model together

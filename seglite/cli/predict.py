@@ -63,7 +63,8 @@ def predict_cmd(
         typer.Option(
             min=1,
             help="Video files on a CPU: frames segmented at once, each on its share of the threads (default: 2 where "
-            "the network runs in PyTorch, else 1; cameras, streams and --realtime: 1).",
+            "--backend auto measured that it pays for this network on this CPU, else 1; cameras, streams and "
+            "--realtime: 1).",
             show_default=False,
         ),
     ] = None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -17,7 +18,11 @@ from seglite.inference.backends import Backend, BackendContext, create_backend
 from seglite.inference.backends.compiled import FRESH_COMPILE_S
 from seglite.inference.backends.openvino import openvino_available
 
-BACKEND_TRIAL_FIELDS = ("ms", "agreement", "compile_s", "unavailable")  # one cached entry of backend_choices.json
+BACKEND_TRIAL_FIELDS = ("ms", "agreement", "compile_s", "unavailable", "two_streams")  # one cached entry
+# Two streams pay where a frame's model time in them is at most 15 % over eager's latency: the decoding, labels and
+# encoding then overlap the model instead of taking turns with it, which cost latency mode 7-13 % end to end
+# (ESPNetv2 s0.5-s2.0, scripts/bench_predict.py, 2-core Xeon with AMX).
+THROUGHPUT_GAIN = 1.15
 # The most torch.compile has saved over the faster static backend on any seglite network on CPU (ESPNetv2 s2.0:
 # 133 vs 208 ms, ~36 %): the estimate, before compiling, of what a run could gain.
 TYPICAL_COMPILE_SAVING = 0.4
@@ -59,6 +64,41 @@ def pick_backend(trial: dict, frames: int | None, compiled_already: bool = False
     return choice, "; ".join([f"measured {measured}", *notes])
 
 
+def streams_pay(trial: dict, choice: str) -> int:
+    """Inference streams for offline sources (video files): two where the choice is eager PyTorch and two 1-thread
+    calls at once took at most 15 % longer a frame than one 2-thread call. Measured, not assumed: end to end ESPNetv2
+    s1.0 gains ~10 % in two streams (model alone 0.9-1.1x), DeepLabV3+ LCNet 0.5x loses ~30 % (model alone 1.5x)."""
+    two = trial.get("two_streams")
+    return 2 if choice == "torch" and two is not None and two <= THROUGHPUT_GAIN else 1
+
+
+def time_two_streams(backend: Backend, x: torch.Tensor, pairs: int = 3) -> float | None:
+    """Time a frame takes with two calls at once, each on half the threads, over the time of one call on all of them
+    (None with fewer than 2 threads). In blocks of `pairs` frames, one way then the other, twice, so a shared VM's
+    drift hits both alike; not pair by pair: changing the thread count at every call slowed both."""
+    threads = torch.get_num_threads()
+    if threads < 2:
+        return None
+    seconds = {"one": 0.0, "two": 0.0}
+    with ThreadPoolExecutor(2) as pool:
+        for block in range(3):  # the first block of each way warms it up (kernels are chosen per thread count)
+            start = time.perf_counter()
+            for _ in range(pairs):
+                backend(x)
+                backend(x)
+            middle = time.perf_counter()
+            torch.set_num_threads(threads // 2)  # per calling thread's parallel region: each call gets its own half
+            try:
+                for _ in range(pairs):
+                    list(pool.map(lambda _: backend(x), range(2)))
+            finally:
+                torch.set_num_threads(threads)
+            if block:
+                seconds["one"] += middle - start
+                seconds["two"] += time.perf_counter() - middle
+    return seconds["two"] / seconds["one"]
+
+
 def time_backends(context: BackendContext, names: list[str]) -> tuple[dict, dict[str, Backend]]:
     """Median ms of a 1-image pass per backend, argmax agreement with eager, and the seconds a fresh process pays to
     build a backend (torch.compile's compile); also the built backends, so the chosen one is not built twice."""
@@ -86,7 +126,9 @@ def time_backends(context: BackendContext, names: list[str]) -> tuple[dict, dict
             backend(x)
             times.append((time.perf_counter() - start) * 1000)
         timings[name], built[name] = statistics.median(times), backend
-    return {"ms": timings, "agreement": agreement, "compile_s": compile_s, "unavailable": unavailable}, built
+    two_streams = time_two_streams(built["torch"], x) if "torch" in built else None
+    trial = {"ms": timings, "agreement": agreement, "compile_s": compile_s, "unavailable": unavailable}
+    return trial | {"two_streams": two_streams}, built
 
 
 def choose_backend(
@@ -129,7 +171,7 @@ def choose_backend(
         cached = False
         measured, more = time_backends(context, ["torch.compile"])
         built.update(more)
-        for field in ("ms", "agreement", "unavailable"):
+        for field in ("ms", "agreement", "unavailable"):  # two_streams stays: eager's, from the first trial
             trial[field].update(measured[field])
         trial["compile_s"] = measured["compile_s"]
     if not cached:
@@ -142,4 +184,8 @@ def choose_backend(
     backend = built.get(name) or create_backend(name, context)
     if hasattr(backend, "reset_shape"):
         backend.reset_shape()  # the run's own first batch decides the compiled shape
+    backend.streams = streams_pay(trial, name)
+    if trial["two_streams"] is not None:
+        reason += f"; 2 streams x 1 thread {trial['two_streams']:.2f}x torch's time a frame"
+        reason += " (video files run 2 at once)" if backend.streams > 1 else ""
     return backend, reason + (" (cached)" if cached else "")

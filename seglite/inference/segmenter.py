@@ -272,7 +272,7 @@ class Segmenter:
         streams: int | None = None,
     ):
         """Segment a video file or stream into `out_dir` (pipelined; see seglite.inference.video). `streams`:
-        inference streams at once (None: two for a video file in eager PyTorch on a CPU, else one)."""
+        inference streams at once (None: two for a video file where `backend="auto"` measured that they pay, else one)."""
         from pathlib import Path
 
         from seglite.inference.video import segment_video

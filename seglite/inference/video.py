@@ -293,12 +293,12 @@ def is_live(video: str | int) -> bool:
 
 
 def throughput_streams(segmenter: Segmenter, live: bool) -> int:
-    """How many inference streams an offline source (a video file) runs on a CPU: two with half the threads each
-    where the network runs in eager PyTorch on two or more threads (one thread a stream: none waits on another);
-    one for live sources, --realtime, CUDA and the other backends (ONNX Runtime and OpenVINO keep their own pools)."""
-    if live or segmenter.device.type != "cpu" or segmenter.runtime.name != segmenter.eager.name:
+    """How many inference streams an offline source (a video file) runs: what `--backend auto` measured to pay on
+    this CPU for this network (two 1-thread calls at once against one 2-thread call: seglite.inference.autotune),
+    else one. Live sources, --realtime and CUDA: one (each frame answered at once)."""
+    if live or segmenter.device.type != "cpu":
         return 1
-    return 2 if torch.get_num_threads() >= 2 else 1
+    return segmenter.runtime.streams
 
 
 def iter_frames(

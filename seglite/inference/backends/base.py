@@ -26,6 +26,7 @@ class BackendContext:
 
 class Backend:
     name = "?"
+    streams = 1  # inference streams at once that pay for offline sources (set where --backend auto measured it)
 
     def __init__(self, context: BackendContext):
         self.context = context
