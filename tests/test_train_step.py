@@ -126,7 +126,10 @@ def _compiled_nodes(loss: torch.Tensor) -> int:
 
 
 @pytest.mark.skipif(not fused.compiler_found(), reason="the fused kernels need a C++ compiler (g++ or clang)")
-@pytest.mark.parametrize("name", ["espnetv2_s0.5", "espnetv1"])
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param("espnetv2_s0.5", marks=pytest.mark.slow), "espnetv1"],  # ESPNetv2's compile: 35 s
+)
 def test_fused_norm_step_is_the_eager_step(name):
     # Every BatchNorm(+residual)+PReLU of the network runs compiled: the same loss, updates and BN statistics.
     torch.manual_seed(0)

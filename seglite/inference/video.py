@@ -99,6 +99,7 @@ class Turns:
 
 
 VIDEO_FORMATS = ("overlay", "color")
+_STAGE_LOCK = threading.Lock()
 _END = object()
 
 
@@ -114,11 +115,11 @@ class VideoResult:
     streams: int = 1  # inference streams at once: 1 latency mode, more throughput mode
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     outputs: list[Path] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, stage: str, seconds: float) -> None:
-        """Time spent in a stage (summed over the streams in throughput mode)."""
-        with self._lock:
+        """Time spent in a stage (summed over the streams in throughput mode). The lock is the module's: a result
+        crosses processes under torchrun (pickled), and a lock cannot."""
+        with _STAGE_LOCK:
             self.stage_seconds[stage] += seconds
 
     @property
