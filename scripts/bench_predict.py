@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from operator import itemgetter
 from pathlib import Path
 
 from seglite.devices import cpu_description
@@ -64,10 +65,6 @@ def run_child(**kwargs) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def ratio_of(run: dict) -> float:
-    return run["ratio"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--video", default=str(REALDATA / "video" / "solidWhiteRight.mp4"))
@@ -113,11 +110,13 @@ def main() -> None:
     how = f"{args.backend}{' + torch.compile' if args.compile else ''}, {args.device}, {args.threads} threads"
     print(f"\n{name} ({how}), median of {len(rounds)} rounds, end to end against model only (1 stream) of each round:")
     for streams in common["streams"]:
-        runs = sorted((run[f"streams_{streams}"] | {"model": run["model_only_fps"]} for run in rounds), key=ratio_of)
+        runs = sorted(
+            (run[f"streams_{streams}"] | {"model": run["model_only_fps"]} for run in rounds), key=itemgetter("ratio")
+        )
         middle = runs[len(runs) // 2]
         print(
             f"  {streams} stream(s): end to end {middle['end_to_end_fps']:.2f} FPS vs model only {middle['model']:.2f} "
-            f"FPS: ratio {middle['ratio']:.2f} (rounds {', '.join(f'{ratio_of(run):.2f}' for run in runs)})"
+            f"FPS: ratio {middle['ratio']:.2f} (rounds {', '.join(format(run['ratio'], '.2f') for run in runs)})"
         )
 
     if args.no_memory:

@@ -10,8 +10,10 @@ long runs re-check the load and take the cores back when the other program stops
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 SAMPLE_SECONDS = 0.15
@@ -175,3 +177,17 @@ class ThreadGovernor:
             return None
         self.torch.set_num_threads(want)
         return _note(load, want) if load.shared else f"the cores are free again: {want} threads"
+
+
+@contextlib.contextmanager
+def split_threads(parts: int) -> Iterator[None]:
+    """PyTorch's threads shared out among `parts` calls that run at once (throughput mode), restored after. The count
+    applies to each calling thread's own parallel region, so every call gets its share."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // parts))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

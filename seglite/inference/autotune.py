@@ -17,6 +17,7 @@ from seglite.files import atomic_write_bytes
 from seglite.inference.backends import Backend, BackendContext, create_backend
 from seglite.inference.backends.compiled import FRESH_COMPILE_S
 from seglite.inference.backends.openvino import openvino_available
+from seglite.sharing import split_threads
 
 BACKEND_TRIAL_FIELDS = ("ms", "agreement", "compile_s", "unavailable", "two_streams")  # one cached entry
 # Two streams pay where a frame's model time in them is at most 15 % over eager's latency: the decoding, labels and
@@ -76,8 +77,7 @@ def time_two_streams(backend: Backend, x: torch.Tensor, pairs: int = 3) -> float
     """Time a frame takes with two calls at once, each on half the threads, over the time of one call on all of them
     (None with fewer than 2 threads). In blocks of `pairs` frames, one way then the other, twice, so a shared VM's
     drift hits both alike; not pair by pair: changing the thread count at every call slowed both."""
-    threads = torch.get_num_threads()
-    if threads < 2:
+    if torch.get_num_threads() < 2:
         return None
     seconds = {"one": 0.0, "two": 0.0}
     with ThreadPoolExecutor(2) as pool:
@@ -87,12 +87,9 @@ def time_two_streams(backend: Backend, x: torch.Tensor, pairs: int = 3) -> float
                 backend(x)
                 backend(x)
             middle = time.perf_counter()
-            torch.set_num_threads(threads // 2)  # per calling thread's parallel region: each call gets its own half
-            try:
+            with split_threads(2):
                 for _ in range(pairs):
                     list(pool.map(lambda _: backend(x), range(2)))
-            finally:
-                torch.set_num_threads(threads)
             if block:
                 seconds["one"] += middle - start
                 seconds["two"] += time.perf_counter() - middle

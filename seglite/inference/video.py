@@ -32,7 +32,7 @@ import torch
 from seglite.errors import InputError, Interrupted, OutputError
 from seglite.inference.outputs import render
 from seglite.inference.sources import open_video
-from seglite.sharing import ThreadGovernor
+from seglite.sharing import ThreadGovernor, split_threads
 
 if TYPE_CHECKING:  # the Segmenter imports this module lazily (predict_video, stream): no import circle
     from seglite.inference.segmenter import Segmenter
@@ -271,21 +271,18 @@ def _infer(
 
 def _in_streams(infer: Callable, batches: Iterator[list[tuple]], streams: int) -> Iterator:
     """infer(batch) for `streams` batches at once, each with 1/streams of the threads, yielded in input order."""
-    per_stream = max(1, torch.get_num_threads() // streams)
-    threads = torch.get_num_threads()
     pool = ThreadPoolExecutor(streams, thread_name_prefix="seglite-stream")
     pending: collections.deque[Future] = collections.deque()
-    torch.set_num_threads(per_stream)  # the count is per calling thread's parallel region: each stream gets its own
     try:
-        for items in batches:
-            pending.append(pool.submit(infer, items))
-            if len(pending) >= streams:
+        with split_threads(streams):
+            for items in batches:
+                pending.append(pool.submit(infer, items))
+                if len(pending) >= streams:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)
 
 
 def is_live(video: str | int) -> bool:
