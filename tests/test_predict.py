@@ -15,7 +15,9 @@ import pytest
 from seglite.data.synth import render_scene, write_video
 from tests.conftest import require_realdata
 
-FAST = ["--model", "espnetv2_s0.5", "--size", "128x64", "--device", "cpu"]
+# A requested backend: a random network has new weights every process, so `--backend auto` would time every backend
+# again in each test (its own tests cover it).
+FAST = ["--model", "espnetv2_s0.5", "--size", "128x64", "--device", "cpu", "--backend", "torch"]
 
 
 def _seglite(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
