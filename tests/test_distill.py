@@ -14,11 +14,14 @@ import pytest
 import torch
 from conftest import TINY_TRAIN
 
+from seglite.data.dataset import SegmentationDataset
+from seglite.data.datasets import load_dataset
 from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX
 from seglite.data.synth import render_scene, write_dataset
+from seglite.data.transforms import train_transform
 from seglite.models.registry import create_model
 from seglite.training.config import load_config
-from seglite.training.distill import DistillationLoss, _input_affine
+from seglite.training.distill import DistillationLoss, _input_affine, multiscale_logits
 from seglite.training.losses import SegmentationLoss
 from seglite.training.trainer import Trainer
 from seglite.zoo.checkpoint import atomic_torch_save, checkpoint_dict, load_model
@@ -101,6 +104,44 @@ def test_teacher_input_is_the_student_batch_in_the_teachers_own_convention():
     assert torch.allclose(same[2], torch.zeros(3).view(1, 3, 1, 1))
 
 
+def test_cached_teacher_logits_move_with_the_augmented_image_and_are_nan_where_the_crop_was_padded(data):
+    spec = load_dataset("cityscapes", data)
+    plain = SegmentationDataset(spec, "train", IMAGENET)
+    labels = [plain[i][1] for i in range(len(plain))]
+    # "logits" that say each pixel's label (void pixels: class 0): the moved map must still say the moved label
+    soft = [np.eye(len(CLASS_NAMES), dtype=np.float16)[np.where(lab == IGNORE_INDEX, 0, lab)] * 10 for lab in labels]
+    width, height = 192, 96
+    half = SegmentationDataset(
+        spec, "train", IMAGENET, train_transform((width, height), (0.5, 0.5), soft_targets=True), soft
+    )
+    image, label, moved = half[(1, 7)]
+    assert moved.shape == (height, width, len(CLASS_NAMES)) and moved.dtype == torch.float16
+    padded = moved[..., 0].isnan()
+    assert padded.sum().item() == width * height - (width // 2) * (height // 2)  # the half-size image, padded
+    assert (label[padded] == IGNORE_INDEX).all()
+    labelled = ~padded & (label != IGNORE_INDEX)
+    assert labelled.sum() > 1000 and torch.equal(moved[labelled].float().argmax(-1), label[labelled])
+    jittered = SegmentationDataset(
+        spec, "train", IMAGENET, train_transform((128, 64), (0.75, 1.5), soft_targets=True), soft
+    )
+    for seed in range(4):
+        _, label, moved = jittered[(seed % len(soft), seed)]
+        labelled = label != IGNORE_INDEX
+        assert torch.equal(moved[labelled].float().argmax(-1), label[labelled]), seed
+        assert not moved[..., 0].isnan().any()  # a scale >= 0.75 of 192x96 covers a 128x64 crop: no padding
+
+
+def test_teacher_test_time_augmentation_averages_scales_and_undoes_the_flip():
+    torch.manual_seed(0)
+    image = torch.randn(1, 3, 24, 32)
+    identity = torch.nn.Identity()
+    assert torch.equal(multiscale_logits(identity, image, [1.0], flip=True), image)
+    mirrored_once = lambda x: torch.cat([x[:1], x[1:].flip(-1)]) if len(x) == 2 else x  # noqa: E731
+    assert not torch.allclose(multiscale_logits(mirrored_once, image, [1.0], flip=True), image)
+    flat = torch.full((1, 3, 24, 32), 2.0)
+    assert torch.allclose(multiscale_logits(identity, flat, [0.5, 1.0, 1.5], flip=True), flat)
+
+
 def _sky_share(weights: Path, data: Path) -> float:
     """Share of the val pixels the network calls sky."""
     frames = sorted((data / "leftImg8bit" / "val").rglob("*.png"))
@@ -135,6 +176,23 @@ def test_distilled_student_moves_towards_its_teacher_which_never_changes(data, t
     assert plain_sky < 0.6 and distilled_sky > 0.9, (plain_sky, distilled_sky)
 
 
+def test_a_cached_teacher_labels_each_image_once_and_the_student_still_follows_it(data, teacher, tmp_path):
+    sets = ["schedule.iters=20", "seed=0", "optim.lr=0.05", f"distill.teacher={teacher}", "distill.weight=3"]
+    cached = Trainer(
+        _config(data, *sets, "distill.cache=true", "distill.scales=[1.0,0.75]", "distill.flip=true"),
+        tmp_path / "cached",
+        show_progress=False,
+    )
+    calls = []
+    forward = cached.teacher.net.forward
+    cached.teacher.net.forward = lambda x: calls.append(x.shape) or forward(x)
+    result = cached.run()
+    assert len(calls) == 2 * 6 and {shape[0] for shape in calls} == {2}  # 6 images x 2 scales, each with its mirror
+    assert result["teacher_seconds"] > 0
+    assert any("6 training images labelled once" in line for line in cached.messages)
+    assert _sky_share(tmp_path / "cached" / "last.pt", data) > 0.9
+
+
 def _train_cli(data: Path, out: Path, teacher: Path, *sets: str) -> subprocess.CompletedProcess:
     args = ["configs/synth_espnetv2_s0.5.yaml", "--data-root", str(data), "--out", str(out), "--teacher", str(teacher)]
     for item in (*TINY, *sets):
@@ -162,7 +220,15 @@ def test_a_teacher_with_other_classes_is_refused_in_one_line(data, tmp_path):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-@pytest.mark.parametrize(("sets", "needle"), [(["distill.weight=-1"], "distill.weight"), (["distill.temp=2"], "temp")])
+@pytest.mark.parametrize(
+    ("sets", "needle"),
+    [
+        (["distill.weight=-1"], "distill.weight"),
+        (["distill.temp=2"], "temp"),
+        (["distill.flip=true"], "distill.cache: true"),
+        (["distill.cache=true", "distill.scales=[0]"], "distill.scales"),
+    ],
+)
 def test_distill_config_mistakes_are_named(sets, needle):
     from seglite.errors import ConfigError
 

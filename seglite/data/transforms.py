@@ -9,9 +9,14 @@ from seglite.data.labels import IGNORE_INDEX
 
 
 def train_transform(
-    crop: tuple[int, int], scale_range: tuple[float, float], flip: bool = True, color_jitter: float = 0.4
+    crop: tuple[int, int],
+    scale_range: tuple[float, float],
+    flip: bool = True,
+    color_jitter: float = 0.4,
+    soft_targets: bool = False,
 ) -> A.Compose:
-    """Random scale, pad with ignore, random crop (W, H), horizontal flip, colour jitter."""
+    """Random scale, pad with ignore, random crop (W, H), horizontal flip, colour jitter. `soft_targets`: a `soft`
+    HxWxC map (a teacher's logits) moves with the mask."""
     width, height = crop
     steps = [
         A.RandomScale(
@@ -32,4 +37,4 @@ def train_transform(
         steps.append(
             A.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=(-0.05, 0.05), p=0.5)
         )
-    return A.Compose(steps)
+    return A.Compose(steps, additional_targets={"soft": "mask"} if soft_targets else None)

@@ -62,6 +62,11 @@ class DistillConfig:
     weight: float = 1.0  # the soft term's factor: loss = label loss + weight * T^2 * KL(teacher || student)
     temperature: float = 1.0
     teach_ignored: bool = False  # pixels labelled ignore learn from the teacher alone (otherwise not at all)
+    # Label each training image once before training and move the logits with the augmentation, instead of running
+    # the teacher on every batch: no per-step teacher cost, and test-time scales/flip for the teacher come free.
+    cache: bool = False
+    scales: list[float] = field(default_factory=lambda: [1.0])  # the cached teacher's input scales
+    flip: bool = False  # the cached teacher also sees each image mirrored
 
 
 @dataclass
@@ -257,6 +262,16 @@ def _validate_values(config: TrainConfig) -> None:
         (config.freeze_encoder_iters >= 0, "freeze_encoder_iters", "0 or more"),
         (config.distill.weight >= 0, "distill.weight", "0 or more"),
         (config.distill.temperature > 0, "distill.temperature", "a positive number"),
+        (
+            bool(config.distill.scales) and all(s > 0 for s in config.distill.scales),
+            "distill.scales",
+            "a list of positive scales, e.g. [0.75, 1.0, 1.25]",
+        ),
+        (
+            config.distill.cache or (config.distill.scales == [1.0] and not config.distill.flip),
+            "distill.scales/flip",
+            "distill.cache: true (test-time scales and flip apply to a cached teacher only)",
+        ),
     ]
     for ok, key, expected in checks:
         if not ok:

@@ -46,12 +46,16 @@ class TrainStep:
         images = images.to(self.device, non_blocking=True)
         return images.contiguous(memory_format=torch.channels_last) if self.options.channels_last else images
 
-    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, cached: torch.Tensor | None = None) -> torch.Tensor:
+        """`cached`: the teacher's logits for this batch (BxHxWxC, distill.cache) instead of running it."""
         dtype = self.options.amp_dtype
         inputs = self.inputs(images)
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = self.net(inputs)
-            teacher_logits = self.teacher(inputs) if self.teacher is not None else None
+            if cached is not None:
+                teacher_logits = cached.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+            else:
+                teacher_logits = self.teacher(inputs) if self.teacher is not None else None
         target = labels.to(self.device, non_blocking=True)
         if teacher_logits is None:
             return self.criterion(logits, target)

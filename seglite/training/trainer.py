@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -9,6 +10,7 @@ import random
 import shutil
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from seglite.data.classmap import load_class_map
 from seglite.data.dataset import SegmentationDataset
 from seglite.data.datasets import load_dataset
 from seglite.data.transforms import train_transform
-from seglite.devices import resolve_device, reuse_freed_memory
+from seglite.devices import free_memory_bytes, resolve_device, reuse_freed_memory
 from seglite.distributed import DistInfo, broadcast_buffers, broadcast_flag, cleanup, init_distributed
 from seglite.errors import InputError, SegliteError
 from seglite.files import prepare_output_folder, write_failure
@@ -29,7 +31,7 @@ from seglite.models import fused
 from seglite.models.registry import create_model
 from seglite.sharing import ThreadGovernor
 from seglite.training.config import TrainConfig
-from seglite.training.distill import DistillationLoss, Teacher
+from seglite.training.distill import DistillationLoss, Teacher, cached_soft_targets
 from seglite.training.finetune import init_from
 from seglite.training.losses import SegmentationLoss
 from seglite.training.sampler import ResumableBatchSampler
@@ -234,6 +236,7 @@ class Trainer:
             self.preprocess = self.init_weights.preprocess.with_size(None)
             self.model_kwargs = {**self.init_weights.model.finetune_kwargs(), **config.model_kwargs}
         self.teacher: Teacher | None = None
+        self.teacher_cache_seconds = 0.0
         if config.distill.teacher:
             if self.num_classes != self.dataset.num_classes:
                 raise SegliteError(
@@ -302,14 +305,44 @@ class Trainer:
         self.criterion = SegmentationLoss(
             weights, config.loss.ohem, config.loss.ohem_threshold, config.loss.ohem_min_kept
         ).to(self.device)
+        cache = self.teacher is not None and config.distill.cache
         self.train_set = SegmentationDataset(
             self.dataset,
             config.data.train_split,
             self.preprocess,
             train_transform(
-                tuple(config.data.crop), tuple(config.data.scale_range), config.data.flip, config.data.color_jitter
+                tuple(config.data.crop),
+                tuple(config.data.scale_range),
+                config.data.flip,
+                config.data.color_jitter,
+                soft_targets=cache,
             ),
+            soft_targets=self._cache_teacher() if cache else None,
         )
+
+    def _cache_teacher(self) -> list[np.ndarray]:
+        """The teacher's logits for every training image, at its own size, computed once (distill.cache)."""
+        config, teacher = self.config.distill, self.teacher
+        plain = SegmentationDataset(self.dataset, self.config.data.train_split, self.preprocess)
+        first = plain[0][0]
+        need = len(plain) * first.shape[1] * first.shape[2] * self.num_classes * 2
+        if need > 0.5 * free_memory_bytes(torch.device("cpu")):
+            raise SegliteError(
+                f"distill.cache: the teacher's logits for {len(plain)} images of {first.shape[2]}x{first.shape[1]} "
+                f"take {need / 2**30:.1f} GiB, over half the memory available; set distill.cache: false"
+            )
+        start = time.perf_counter()
+        show = self.show_progress and self.dist.is_main
+        with _task_progress(f"teacher labels {len(plain)} images", len(plain), show) as advance:
+            targets = cached_soft_targets(teacher, (item[0] for item in plain), config.scales, config.flip, advance)
+        seconds = time.perf_counter() - start
+        self.teacher_cache_seconds = seconds
+        self.messages.append(
+            f"teacher: {len(plain)} training images labelled once in {seconds:.1f} s (scales "
+            f"{', '.join(f'{s:g}' for s in config.scales)}{', flip' if config.flip else ''}; "
+            f"{need / 2**20:.0f} MiB kept); no per-step teacher cost"
+        )
+        return targets
 
     def _loader(self, start: int) -> DataLoader:
         sampler = ResumableBatchSampler(
@@ -446,7 +479,7 @@ class Trainer:
         first = next(loader)
         loader = itertools.chain([first], loader)
         if self.precision is None:
-            self._choose_precision(*first)
+            self._choose_precision(*first[:2])
         criterion = self.criterion
         if self.teacher is not None:
             distill = config.distill
@@ -494,8 +527,8 @@ class Trainer:
                 )
                 for group, base in zip(self.optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base * factor
-                images, labels = next(loader)
-                loss = step.loss(images, labels)
+                images, labels, *cached = next(loader)  # cached: the teacher's logits, with distill.cache
+                loss = step.loss(images, labels, *cached)
                 if not torch.isfinite(loss):
                     raise SegliteError(
                         f"loss is {loss.item()} at iteration {iteration}: training stopped; "
@@ -516,7 +549,7 @@ class Trainer:
                 if iteration % config.val_every == 0 or last_iteration:
                     summary = self.validate()
                     log.validation(iteration, summary)
-                    if self.teacher is not None:
+                    if self.teacher is not None and not config.distill.cache:
                         log.message(self._teacher_cost(images_seen, time.perf_counter() - t0))
                     if best is None or summary["miou"] > best:
                         best = summary["miou"]
@@ -536,8 +569,19 @@ class Trainer:
             "iteration": iteration,
             "best_miou": best,
             "images_per_second": images_seen / (time.perf_counter() - t0),
-            "teacher_seconds": None if self.teacher is None else self.teacher.seconds,
+            "teacher_seconds": None if self.teacher is None else self.teacher.seconds + self.teacher_cache_seconds,
         }
+
+
+@contextlib.contextmanager
+def _task_progress(description: str, total: int, show: bool) -> Iterator[Callable[[], None]]:
+    """A transient progress bar for set-up work; yields the function that advances it by one."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True, disable=not show) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)
 
 
 class _Logger:
