@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
-from conftest import REPO, require_realdata
+from conftest import REPO, cli, require_realdata
 
 from seglite.data.synth import render_scene, write_dataset, write_video
 from seglite.distributed import DistInfo, shard
@@ -202,7 +202,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 def test_a_camera_with_other_sources_is_refused(inputs):
-    result = seglite("predict", "0", str(inputs / "clip0.mp4"))
+    result = cli("predict", "0", str(inputs / "clip0.mp4"))
     assert result.returncode == 2 and "a camera or stream is segmented on its own" in result.stderr
 
 
@@ -212,7 +212,7 @@ def test_two_inputs_writing_one_name_are_refused_before_any_work(inputs, tmp_pat
     copy.write_bytes(image.read_bytes())
     listing = tmp_path / "list.txt"
     listing.write_text(f"# two frames of one name\n{image}\nf1.png\n")
-    result = seglite("predict", str(listing), "--model", "espnetv2_s0.5", "--out", str(tmp_path / "o"))
+    result = cli("predict", str(listing), "--model", "espnetv2_s0.5", "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "would both write f1_overlay.png" in result.stderr
     assert not (tmp_path / "o").exists()
 

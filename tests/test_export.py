@@ -22,7 +22,7 @@ from seglite.data.synth import render_scene, write_dataset
 from seglite.models.registry import create_model
 from seglite.zoo.checkpoint import LoadedWeights, save_checkpoint
 from seglite.zoo.preprocess import IMAGENET
-from tests.conftest import require_realdata
+from tests.conftest import cli, require_realdata
 
 SEGLITE = shutil.which("seglite") or str(Path(sys.executable).parent / "seglite")
 SIZE = (128, 64)
@@ -104,17 +104,17 @@ def test_artifact_refuses_other_sizes_and_pytorch_options(checkpoint, tmp_path):
 
 def test_export_cli_refusals_are_one_line(checkpoint, tmp_path):
     base = ("export", "--weights", str(checkpoint))
-    unknown = run(*base, "--format", "caffe")
+    unknown = cli(*base, "--format", "caffe")
     assert unknown.returncode == 2 and "expected one of onnx, torchscript" in one_line(unknown.stderr)
-    precision = run(*base, "--format", "torchscript", "--precision", "int8")
+    precision = cli(*base, "--format", "torchscript", "--precision", "int8")
     assert precision.returncode == 2 and "exports fp32, not int8" in one_line(precision.stderr)
-    dynamic = run(*base, "--format", "torchscript", "--dynamic")
+    dynamic = cli(*base, "--format", "torchscript", "--dynamic")
     assert dynamic.returncode == 2 and "--dynamic is for --format onnx" in one_line(dynamic.stderr)
     if not torch.cuda.is_available():
-        engine = run(*base, "--format", "engine")
+        engine = cli(*base, "--format", "engine")
         assert engine.returncode == 2 and "NVIDIA GPU" in one_line(engine.stderr)
     (tmp_path / "taken").mkdir()
-    taken = run(*base, "--out", str(tmp_path / "taken"))
+    taken = cli(*base, "--out", str(tmp_path / "taken"))
     assert taken.returncode == 2 and "--exist-ok" in one_line(taken.stderr)
     assert not list((tmp_path / "taken").iterdir())
 

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import cli
 
 from seglite.data.synth import render_scene, write_dataset, write_video
 
@@ -138,13 +139,13 @@ def test_a_tiny_image_is_reported_and_the_folder_goes_on(tmp_path):
 def test_a_huge_size_is_refused_before_allocating(tmp_path):
     image = tmp_path / "x.png"
     cv2.imwrite(str(image), render_scene(160, 96, seed=1)[0])
-    result = run("predict", str(image), "--model", "espnetv2_s0.5", "--device", "cpu", "--size", "100000x100000")
+    result = cli("predict", str(image), "--model", "espnetv2_s0.5", "--device", "cpu", "--size", "100000x100000")
     assert result.returncode == 2
     assert "--size 100000x100000: needs at least" in one_line(result.stderr)
 
 
 def test_a_camera_that_does_not_open_is_named_as_such(tmp_path):
-    result = run("predict", "97", *TINY, "--out", str(tmp_path))
+    result = cli("predict", "97", *TINY, "--out", str(tmp_path))
     assert result.returncode == 2 and "camera 97: cannot be opened" in one_line(result.stderr)
 
 

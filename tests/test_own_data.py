@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REALDATA, require_realdata
+from conftest import REALDATA, cli, require_realdata
 
 import seglite
 from seglite.data.classmap import link_classes, load_class_map
@@ -126,7 +126,7 @@ def test_mask_value_outside_the_classes_is_named(tmp_path):
     with pytest.raises(DataError, match=r"f0.png: mask value 5 is no class \(0..1\)"):
         spec = load_dataset(path)
         spec.read_label(spec.samples("train")[0])
-    result = _seglite("data", "check", "--data", str(path))
+    result = cli("data", "check", "--data", str(path))
     assert result.returncode == 2 and "mask value 5" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -196,7 +196,7 @@ def test_empty_split_and_size_mismatch_are_named(tmp_path):
     with pytest.raises(DataError, match=r"split 'test': no images in"):
         spec.samples("test")
     cv2.imwrite(str(root / "masks" / "val" / "f2.png"), np.zeros((10, 10), np.uint8))
-    result = _seglite("data", "check", "--data", str(path))
+    result = cli("data", "check", "--data", str(path))
     assert result.returncode == 2 and "f2.png: mask is 10x10, image 64x48" in result.stderr
 
 
@@ -311,7 +311,7 @@ def test_class_map_naming_a_missing_class_is_an_error():
 def test_init_weights_of_another_architecture_are_refused(tmp_path):
     path = _binary_yaml(tmp_path)
     weights = require_realdata("weights", "espnetv2", "espnetv2_s_0.5_city_512x256.pth")
-    result = _seglite(
+    result = cli(
         "train", "configs/synth_espnetv2_s0.5.yaml", "--data", str(path), "--init", str(weights),
         "--set", "model=espnetv2_s1.0", "--out", str(tmp_path / "run"),
     )  # fmt: skip
@@ -470,7 +470,7 @@ def test_camvid_class_frequencies_match_the_manifest():
 
 def test_too_few_classes_is_a_config_error(tmp_path):
     path = _binary_yaml(tmp_path)
-    result = _seglite(
+    result = cli(
         "train", "configs/synth_espnetv2_s0.5.yaml", "--data", str(path), "--set", "num_classes=1",
         "--out", str(tmp_path / "r"),
     )  # fmt: skip

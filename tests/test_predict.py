@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from seglite.data.synth import render_scene, write_video
-from tests.conftest import require_realdata
+from tests.conftest import cli, require_realdata
 
 # A requested backend: a random network has new weights every process, so `--backend auto` would time every backend
 # again in each test (its own tests cover it).
@@ -227,10 +227,10 @@ def test_onnx_backend_runs_a_cached_export(street, tmp_path):
 
 
 def test_usage_errors_show_usage_not_a_traceback(street):
-    result = _seglite("predict", str(street), "--no-such-option")
+    result = cli("predict", str(street), "--no-such-option")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "Usage" in result.stderr
     # A second SOURCE is no usage error now (predict takes several): a missing one is named in one line.
-    missing = _seglite("predict", str(street), "no-such-file.png")
+    missing = cli("predict", str(street), "no-such-file.png")
     assert missing.returncode == 2 and "no-such-file.png: no such file or folder" in missing.stderr
 
 
