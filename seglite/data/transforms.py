@@ -15,8 +15,8 @@ def train_transform(
     color_jitter: float = 0.4,
     soft_targets: bool = False,
 ) -> A.Compose:
-    """Random scale, pad with ignore, random crop (W, H), horizontal flip, colour jitter. `soft_targets`: a `soft`
-    HxWxC map (a teacher's logits) moves with the mask."""
+    """Random scale, pad with ignore, random crop (W, H), horizontal flip, colour jitter. `soft_targets`: a `coords`
+    mask moves with the image too (seglite.data.dataset gathers a teacher's logits at it)."""
     width, height = crop
     steps = [
         A.RandomScale(
@@ -37,4 +37,4 @@ def train_transform(
         steps.append(
             A.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=(-0.05, 0.05), p=0.5)
         )
-    return A.Compose(steps, additional_targets={"soft": "mask"} if soft_targets else None)
+    return A.Compose(steps, additional_targets={"coords": "mask"} if soft_targets else None)
