@@ -68,6 +68,7 @@ def _eval(runner, *args: str) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow  # CI's second step; 18 s (three ranks start torch). The default run keeps training validation on ranks
 def test_eval_under_torchrun_equals_one_process_exactly(city, weights):
     args = ("eval", "--weights", str(weights), "--data-root", str(city), "--device", "cpu", "--backend", "torch")
     one = _eval(seglite, *args, "--json")
