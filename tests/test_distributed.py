@@ -92,6 +92,7 @@ def test_eval_under_torchrun_on_camvid_val_equals_one_process():
         assert many["num_images"] == one["num_images"] == limit and many["miou"] == one["miou"], (limit, processes)
 
 
+@pytest.mark.slow  # CI's second step: keeps the default run under 10 minutes on 2 cores
 def test_training_validation_on_every_rank_equals_one_process_validation(city, tmp_path):
     from seglite.evaluation.evaluator import EvalOptions, evaluate
     from seglite.inference.segmenter import Segmenter
@@ -138,6 +139,7 @@ def _outputs(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
 
 
+@pytest.mark.slow  # CI's second step: keeps the default run under 10 minutes on 2 cores
 def test_predict_under_torchrun_writes_exactly_the_single_process_outputs(inputs, weights, tmp_path):
     bad = inputs / "frames" / "broken.png"
     bad.write_bytes(b"not a png")

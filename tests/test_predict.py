@@ -587,6 +587,7 @@ def test_the_trial_does_not_compile_when_a_run_cannot_pay_a_typical_compile_back
     assert compile_could_pay(trial, 1000) and compile_could_pay(trial, None)
 
 
+@pytest.mark.slow  # CI's second step: keeps the default run under 10 minutes on 2 cores
 def test_auto_backend_goes_on_when_an_export_fails(tmp_path, monkeypatch):
     import seglite
 
