@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from seglite.data.check import check_dataset, class_frequencies, espnet_class_weights
+from seglite.data.cityscapes import read_image
 from seglite.data.classmap import load_class_map
 from seglite.data.dataset import SegmentationDataset
 from seglite.data.datasets import load_dataset
@@ -324,17 +325,18 @@ class Trainer:
         """The teacher's logits for every training image, at its own size, computed once (distill.cache)."""
         config, teacher = self.config.distill, self.teacher
         plain = SegmentationDataset(self.dataset, self.config.data.train_split, self.preprocess)
-        first = plain[0][0]
-        need = len(plain) * first.shape[1] * first.shape[2] * self.num_classes * 2
+        images = (torch.from_numpy(plain.preprocess.to_array(read_image(s.image))) for s in plain.samples)
+        first = read_image(plain.samples[0].image).shape[:2]
+        need = len(plain) * first[0] * first[1] * self.num_classes * 2
         if need > 0.5 * free_memory_bytes(torch.device("cpu")):
             raise SegliteError(
-                f"distill.cache: the teacher's logits for {len(plain)} images of {first.shape[2]}x{first.shape[1]} "
+                f"distill.cache: the teacher's logits for {len(plain)} images of {first[1]}x{first[0]} "
                 f"take {need / 2**30:.1f} GiB, over half the memory available; set distill.cache: false"
             )
         start = time.perf_counter()
         show = self.show_progress and self.dist.is_main
         with _task_progress(f"teacher labels {len(plain)} images", len(plain), show) as advance:
-            targets = cached_soft_targets(teacher, (item[0] for item in plain), config.scales, config.flip, advance)
+            targets = cached_soft_targets(teacher, images, config.scales, config.flip, advance)
         seconds = time.perf_counter() - start
         self.teacher_cache_seconds = seconds
         self.messages.append(
