@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import TINY_TRAIN
 
 from seglite.data.dataset import SegmentationDataset
@@ -72,6 +73,30 @@ def test_soft_term_vanishes_when_the_student_matches_the_teacher_and_counts_igno
     # weight 0 is the label loss alone
     plain = DistillationLoss(hard, weight=0.0, temperature=2.0)(student, target, teacher_logits)
     assert plain.item() == pytest.approx(hard(student, target).item())
+
+
+def test_soft_term_at_a_stride_compares_pooled_maps_and_skips_cells_with_padding_or_missing_labels():
+    torch.manual_seed(2)
+    student, teacher_logits = torch.randn(2, 4, 6, 8, requires_grad=True), torch.randn(2, 4, 6, 8)
+    target = torch.randint(0, 4, (2, 6, 8))
+    strided = DistillationLoss(SegmentationLoss(), weight=1.0, temperature=2.0, stride=2)
+    pooled = DistillationLoss(SegmentationLoss(), weight=1.0, temperature=2.0)
+    expected = pooled.soft(F.avg_pool2d(student, 2), F.avg_pool2d(teacher_logits, 2), target[:, ::2, ::2])
+    assert strided.soft(student, teacher_logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    # a padded teacher pixel (NaN) and an unlabelled pixel each take their 2x2 cell out of the soft term
+    teacher_logits[0, :, 0, 0] = float("nan")
+    target[1, 5, 7] = IGNORE_INDEX
+    cells = torch.ones(2, 3, 4, dtype=torch.bool)
+    cells[0, 0, 0] = cells[1, 2, 3] = False
+    student_pooled, teacher_pooled = F.avg_pool2d(student, 2), F.avg_pool2d(teacher_logits, 2).nan_to_num(0.0)
+    per_cell = F.kl_div(
+        F.log_softmax(student_pooled / 2, 1), F.log_softmax(teacher_pooled / 2, 1), log_target=True, reduction="none"
+    ).sum(1)
+    loss = strided.soft(student, teacher_logits, target)
+    assert loss.item() == pytest.approx(per_cell[cells].mean().item() * 4, rel=1e-5)
+    loss.backward()
+    assert student.grad[0, :, :2, :2].abs().sum() == 0 and student.grad[1, :, 4:, 6:].abs().sum() == 0
+    assert student.grad[0, :, 2:, 2:].abs().sum() > 0
 
 
 def test_soft_term_pulls_the_student_towards_the_teacher():
@@ -227,6 +252,7 @@ def test_a_teacher_with_other_classes_is_refused_in_one_line(data, tmp_path):
         (["distill.temp=2"], "temp"),
         (["distill.flip=true"], "distill.cache: true"),
         (["distill.cache=true", "distill.scales=[0]"], "distill.scales"),
+        (["distill.soft_stride=0"], "distill.soft_stride"),
     ],
 )
 def test_distill_config_mistakes_are_named(sets, needle):

@@ -86,16 +86,27 @@ class Teacher:
 
 class DistillationLoss(nn.Module):
     """`hard` (the label loss) + weight * T^2 * KL(teacher_T || student_T) averaged over labelled pixels, or over
-    every pixel when `teach_ignored` (pixels without a label then learn from the teacher alone)."""
+    every pixel when `teach_ignored` (pixels without a label then learn from the teacher alone). With `stride` > 1 the
+    soft term compares both logit maps average-pooled by that factor (a cell counts as labelled if all its pixels are).
+    """
 
-    def __init__(self, hard: nn.Module, weight: float, temperature: float, teach_ignored: bool = False):
+    def __init__(
+        self, hard: nn.Module, weight: float, temperature: float, teach_ignored: bool = False, stride: int = 1
+    ):
         super().__init__()
         self.hard, self.weight, self.temperature, self.teach_ignored = hard, weight, temperature, teach_ignored
+        self.stride = stride
 
     def soft(self, logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cached teacher logits are NaN where the augmentation padded the crop: those pixels learn nothing."""
         if teacher_logits.shape[-2:] != logits.shape[-2:]:
             teacher_logits = F.interpolate(teacher_logits, logits.shape[-2:], mode="bilinear", align_corners=False)
+        labelled = target != IGNORE_INDEX
+        if self.stride > 1:  # a NaN (padded) teacher pixel leaves its whole cell untaught
+            pool = dict(kernel_size=self.stride, ceil_mode=True)
+            logits = F.avg_pool2d(logits.float(), **pool)
+            teacher_logits = F.avg_pool2d(teacher_logits.float(), **pool)
+            labelled = F.avg_pool2d(labelled[:, None].float(), **pool)[:, 0] == 1
         t = self.temperature
         taught = teacher_logits[:, 0].isfinite()
         with torch.no_grad():
@@ -105,7 +116,7 @@ class DistillationLoss(nn.Module):
         # KL(p || q) = cross-entropy(p, q) - entropy(p): the fused soft-target cross-entropy is ~25 % faster on a CPU
         # than log_softmax + kl_div, and the entropy needs no gradient.
         per_pixel = F.cross_entropy(logits.float() / t, teacher_prob, reduction="none") + neg_entropy
-        valid = taught if self.teach_ignored else taught & (target != IGNORE_INDEX)
+        valid = taught if self.teach_ignored else taught & labelled
         if not valid.any():
             return per_pixel.sum() * 0.0
         return per_pixel[valid].mean() * t * t

@@ -485,10 +485,13 @@ class Trainer:
         criterion = self.criterion
         if self.teacher is not None:
             distill = config.distill
-            criterion = DistillationLoss(self.criterion, distill.weight, distill.temperature, distill.teach_ignored)
+            criterion = DistillationLoss(
+                self.criterion, distill.weight, distill.temperature, distill.teach_ignored, distill.soft_stride
+            )
             self.messages.append(
                 f"distilling from {self.teacher.source} (weight {distill.weight:g}, temperature {distill.temperature:g}"
-                f"{', ignored pixels learn from the teacher' if distill.teach_ignored else ''})"
+                f"{', ignored pixels learn from the teacher' if distill.teach_ignored else ''}"
+                f"{f', soft term at 1/{distill.soft_stride} resolution' if distill.soft_stride > 1 else ''})"
             )
         step = TrainStep(
             self.net,
