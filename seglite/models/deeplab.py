@@ -16,7 +16,13 @@ from timm.models import mobilenetv3
 from torch import nn
 
 from seglite.errors import SegliteError
-from seglite.models.base import SegmentationNet, portable_graph_active, upsample_logits
+from seglite.models.base import (
+    SegmentationNet,
+    bilinear_matrix,
+    bilinear_resize,
+    portable_graph_active,
+    upsample_logits,
+)
 from seglite.models.registry import register_model
 
 ASPP_RATES = {32: (6, 12, 18), 16: (6, 12, 18), 8: (12, 24, 36)}  # PaddleSeg defaults; OS32 keeps OS16's
@@ -85,9 +91,7 @@ def _affine(module: nn.Module, bias: torch.Tensor | None, like: torch.Tensor) ->
 def _shifted_bilinear(size_in: int, size_out: int, like: torch.Tensor) -> torch.Tensor:
     """[A(-1) | A(0) | A(+1)], size_out x 3*size_in: A(d)[i] is row i+d of F.interpolate's bilinear matrix
     (align_corners=False), zero outside, i.e. a 3-tap conv's shift applied after the upsampling."""
-    eye = torch.eye(size_in, dtype=like.dtype, device=like.device).reshape(1, size_in, 1, size_in)
-    matrix = F.interpolate(eye, size=(1, size_out), mode="bilinear", align_corners=False)[0, :, 0, :].T
-    padded = F.pad(matrix, (0, 0, 1, 1))
+    padded = F.pad(bilinear_matrix(size_in, size_out, False, like), (0, 0, 1, 1))
     return torch.cat([padded[shift : shift + size_out] for shift in range(3)], dim=1)
 
 
@@ -140,7 +144,7 @@ class DeepLabV3PlusHead(nn.Module):
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         context, low = self.aspp(high), self.reduce_low(low)
         if self.training or portable_graph_active():
-            context = F.interpolate(context, size=low.shape[-2:], mode="bilinear", align_corners=False)
+            context = bilinear_resize(context, low.shape[-2:], align_corners=False)
             return self.classifier(self.fuse(torch.cat([context, low], 1)))
         fused = upsample_then_separable(self.fuse[0], context, low, ASPP_CHANNELS)
         return self.classifier(self.fuse[1](fused))

@@ -52,12 +52,6 @@ def dilated_conv(c_in: int, c_out: int, dilation: int, stride: int = 1, groups: 
     return nn.Conv2d(c_in, c_out, 3, stride, dilation, dilation=dilation, groups=groups, bias=False)
 
 
-def upsample_bilinear(x: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
-
-
 def _window_bounds(size_in: int, size_out: int) -> tuple[list[int], list[int]]:
     # Output cell i averages input cells [floor(i*in/out), ceil((i+1)*in/out)), as adaptive_avg_pool2d does.
     starts = [(i * size_in) // size_out for i in range(size_out)]
