@@ -298,3 +298,27 @@ def test_matrix_pooling_equals_adaptive_avg_pool(size_in, size_out):
     if size_in[0] % size_out[0] or size_in[1] % size_out[1]:
         assert "aten::matmul" in kinds and "aten::adaptive_avg_pool2d" not in kinds
         assert not any("copy_" in kind or "index_put" in kind for kind in kinds)  # the matrices are constants
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("size_in, size_out", [((7, 9), (20, 31)), ((20, 31), (7, 9)), ((18, 24), (72, 96))])
+def test_training_resize_is_interpolate_in_values_gradients_and_layout(size_in, size_out, channels_last, align_corners):
+    from seglite.models.base import bilinear_resize
+
+    torch.manual_seed(0)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 5, *size_in, dtype=torch.float64).contiguous(memory_format=memory_format)
+    ours, reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got = bilinear_resize(ours, size_out, align_corners)
+    expected = torch.nn.functional.interpolate(reference, size_out, mode="bilinear", align_corners=align_corners)
+    upstream = torch.randn_like(expected)
+    got.backward(upstream)
+    expected.backward(upstream)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours.grad, reference.grad, rtol=1e-12, atol=1e-12)
+    assert got.is_contiguous(memory_format=memory_format)  # the next conv reads it without a copy
+    # without a gradient to compute (inference, export), the resize is PyTorch's own op
+    with torch.no_grad():
+        traced = torch.jit.trace(lambda t: bilinear_resize(t, size_out, align_corners), x)
+    assert "aten::upsample_bilinear2d" in {node.kind() for node in traced.graph.nodes()}
