@@ -101,12 +101,13 @@ class DistillationLoss(nn.Module):
         """Cached teacher logits are NaN where the augmentation padded the crop: those pixels learn nothing."""
         if teacher_logits.shape[-2:] != logits.shape[-2:]:
             teacher_logits = F.interpolate(teacher_logits, logits.shape[-2:], mode="bilinear", align_corners=False)
-        labelled = target != IGNORE_INDEX
+        labelled = None if self.teach_ignored else target != IGNORE_INDEX  # the mask only where it is used
         if self.stride > 1:  # a NaN (padded) teacher pixel leaves its whole cell untaught
             pool = dict(kernel_size=self.stride, ceil_mode=True)
             logits = F.avg_pool2d(logits.float(), **pool)
             teacher_logits = F.avg_pool2d(teacher_logits.float(), **pool)
-            labelled = F.avg_pool2d(labelled[:, None].float(), **pool)[:, 0] == 1
+            if labelled is not None:
+                labelled = F.avg_pool2d(labelled[:, None].float(), **pool)[:, 0] == 1
         t = self.temperature
         taught = teacher_logits[:, 0].isfinite()
         with torch.no_grad():
@@ -116,7 +117,7 @@ class DistillationLoss(nn.Module):
         # KL(p || q) = cross-entropy(p, q) - entropy(p): the fused soft-target cross-entropy is ~25 % faster on a CPU
         # than log_softmax + kl_div, and the entropy needs no gradient.
         per_pixel = F.cross_entropy(logits.float() / t, teacher_prob, reduction="none") + neg_entropy
-        valid = taught if self.teach_ignored else taught & labelled
+        valid = taught if labelled is None else taught & labelled
         if not valid.any():
             return per_pixel.sum() * 0.0
         return per_pixel[valid].mean() * t * t
