@@ -16,7 +16,7 @@ import seglite
 from seglite.data.labels import CLASS_NAMES
 from seglite.data.synth import render_scene
 from seglite.inference import native
-from seglite.inference.postprocess import ResizeChainArgmax, bilinear_taps, upsample_argmax_library
+from seglite.inference.postprocess import ResizeChainArgmax, bilinear_taps, grouped_taps, upsample_argmax_library
 from seglite.inference.segmenter import Segmenter
 from seglite.zoo.checkpoint import LoadedWeights
 from seglite.zoo.preprocess import IMAGENET
@@ -60,6 +60,36 @@ def test_bilinear_taps_are_the_chain_of_resizes(size_in, steps):
     torch.testing.assert_close(got, expected[0], rtol=0, atol=1e-6)
 
 
+def dense(start: np.ndarray, weights: np.ndarray, size_in: int) -> np.ndarray:
+    """Per-output taps as the size_out x size_in matrix they stand for."""
+    matrix = np.zeros((weights.shape[1], size_in))
+    for tap, row in enumerate(weights):
+        np.add.at(matrix, (np.arange(weights.shape[1]), start + tap), row)
+    return matrix
+
+
+@pytest.mark.parametrize(
+    "size_in, steps, group",
+    [
+        (512, [(1024, True), (960, False)], 16),  # ESPNetv2's x2 then a 960-wide frame, AVX-512 groups
+        (64, [(256, False), (301, False)], 8),  # x4 then an odd width: the last group is partial (AVX groups)
+        (96, [(60, False)], 16),  # a smaller frame: wider windows
+        (5, [(40, True)], 16),  # fewer inputs than a window would span: the window is the whole row
+    ],
+)
+def test_grouped_taps_are_the_same_map_as_the_per_output_taps(size_in, steps, group):
+    start, weights = bilinear_taps(size_in, steps)
+    group_start, block = grouped_taps(start, weights, size_in, group)
+    groups, window, width = block.shape
+    assert width == group and groups == -(-len(start) // group) and window <= size_in
+    assert group_start.min() >= 0 and group_start.max() + window <= size_in
+    matrix = np.zeros((groups * group, size_in))
+    for g in range(groups):
+        matrix[g * group : (g + 1) * group, group_start[g] : group_start[g] + window] = block[g].T
+    np.testing.assert_array_equal(matrix[: len(start)], dense(start, weights, size_in))
+    assert not matrix[len(start) :].any()
+
+
 @needs_kernels
 @pytest.mark.parametrize(
     "classes, low, steps",
@@ -68,6 +98,7 @@ def test_bilinear_taps_are_the_chain_of_resizes(size_in, steps):
         (11, (16, 32), [(64, 128, False), (45, 80, False)]),  # DeepLabV3+-like: x4, then a smaller frame
         (19, (16, 32), [(128, 256, False), (97, 301, False)]),  # x8, then odd sizes, wider than tall
         (3, (20, 30), [(40, 60, True), (40, 60, False)]),  # the frame at the network's size
+        (5, (48, 320), [(30, 40, False)]),  # a frame an eighth as wide: windows too wide to group, per-output taps
     ],
 )
 def test_resize_chain_argmax_equals_resizing_every_class_then_argmax(classes, low, steps):
@@ -77,6 +108,10 @@ def test_resize_chain_argmax_equals_resizing_every_class_then_argmax(classes, lo
     expected, margin = chain_reference(logits, steps)
     chain = ResizeChainArgmax(low, steps)
     labels = chain(logits)
+    assert chain.col_group == (0 if low[1] > 4 * steps[-1][1] else upsample_argmax_library().upsample_argmax_group())
+    per_output = ResizeChainArgmax(low, steps, grouped=False)
+    assert per_output.col_group == 0
+    assert np.array_equal(per_output(logits), labels)  # the grouped width pass sums the same terms in the same order
     assert labels.dtype == np.uint8 and labels.shape == steps[-1][:2]
     assert len(np.unique(expected)) >= min(classes, 3)
     clear = margin > 1e-4  # float32 and float64 may order near-exact ties either way
@@ -204,8 +239,8 @@ def test_native_kernel_gives_the_same_labels_on_arm64(tmp_path):
     torch.manual_seed(4)
     logits = F.interpolate(torch.randn(1, 19, 16, 32), size=(64, 128), mode="bilinear")[0] * 4  # smooth regions
     steps = [(256, 512, True), (270, 480, False)]  # ESPNetv2's last upsampling, then a 480x270 frame
-    chain = ResizeChainArgmax((64, 128), steps)
-    here = chain(logits)
+    here = ResizeChainArgmax((64, 128), steps)(logits)  # grouped where this CPU has wide vectors
+    chain = ResizeChainArgmax((64, 128), steps, grouped=False)  # the form an ARM64 build has (128-bit vectors)
     block, max_rows = chain._blocks(19)
     (row_start, row_weights), (col_start, col_weights) = chain.rows, chain.cols
     header = np.array([19, 64, 128, len(col_weights), 480, len(row_weights), 270, block, max_rows], np.int64)

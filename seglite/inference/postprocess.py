@@ -103,22 +103,47 @@ def bilinear_taps(size_in: int, steps: list[tuple[int, bool]]) -> tuple[np.ndarr
     return start.to(torch.int32).numpy(), weights.T.to(torch.float32).contiguous().numpy()
 
 
+def grouped_taps(start: np.ndarray, weights: np.ndarray, size_in: int, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """bilinear_taps' outputs in groups of `group` consecutive ones sharing one input window: (window start: groups
+    int32, weights: groups x window x group float32, zero where an input is not one of an output's taps)."""
+    taps, size_out = weights.shape
+    first = np.arange(0, size_out, group)
+    last = np.minimum(first + group, size_out) - 1
+    window = min(size_in, int((start[last] + taps - start[first]).max()))
+    group_start = np.clip(start[first], 0, size_in - window)
+    outputs = np.arange(size_out)
+    block = np.zeros((len(first), window, group), np.float32)
+    for tap in range(taps):
+        block[outputs // group, start + tap - group_start[outputs // group], outputs % group] = weights[tap]
+    return group_start.astype(np.int32), block
+
+
 class ResizeChainArgmax:
     """Labels straight from logits at the network's own resolution: its last upsampling(s), the resize to the frame
     and the argmax, in one native pass (seglite/inference/upsample_argmax.c).
 
     Why: the full-resolution logits (40 MB at 1024x512) are never written or read; for ESPNetv2 s1.0 on a 960x540
-    video this does in ~5 ms what the net's upsampling plus `resize_argmax` did in ~20. The same labels up to float
+    video this does in ~6.5 ms what the net's upsampling plus `resize_argmax` did in ~29 (scripts/bench_labels.py). The same labels up to float
     rounding (one chain of weights instead of two roundings: near-exact ties may differ, as between any two
     implementations). `steps`: (height, width, align_corners) of each resize after the logits, the frame last.
     """
 
-    def __init__(self, logits_size: tuple[int, int], steps: list[tuple[int, int, bool]]):
+    def __init__(self, logits_size: tuple[int, int], steps: list[tuple[int, int, bool]], grouped: bool = True):
+        """grouped: the width pass in vector-wide groups of outputs where the build has them (`grouped_taps`) and a
+        group's window is at most 4 vectors (a frame at least ~1/4 the logits' width); False: per-output taps."""
         self.library = upsample_argmax_library()
         if self.library is None:
             raise RuntimeError("the upsample_argmax kernels could not be built (no C compiler?)")
         self.rows = bilinear_taps(logits_size[0], [(h, corners) for h, _, corners in steps])
         self.cols = bilinear_taps(logits_size[1], [(w, corners) for _, w, corners in steps])
+        self.col_group = self.library.upsample_argmax_group() if grouped else 0
+        if self.col_group:
+            group_start, block = grouped_taps(*self.cols, logits_size[1], self.col_group)
+            if block.shape[1] <= 4 * self.col_group:
+                self.cols = group_start, block
+            else:
+                self.col_group = 0
+        self.col_taps = self.cols[1].shape[1 if self.col_group else 0]  # the window of a group, or the taps
         self.logits_size = logits_size
         self.out_size = (steps[-1][0], steps[-1][1])
 
@@ -140,7 +165,7 @@ class ResizeChainArgmax:
         scratch = np.empty((classes, max_rows, out_width), np.float32)
         best, scores = np.empty(out_width, np.float32), np.empty(out_width, np.float32)
         self.library.upsample_argmax(
-            _ptr(planes), classes, height, width, _ptr(col_start), _ptr(col_weights), len(col_weights), out_width,
+            _ptr(planes), classes, height, width, _ptr(col_start), _ptr(col_weights), self.col_taps, self.col_group, out_width,
             _ptr(row_start), _ptr(row_weights), len(row_weights), out_height, 0, out_height, block, max_rows,
             _ptr(scratch), _ptr(best), _ptr(scores), _ptr(labels),
         )  # fmt: skip
@@ -165,7 +190,8 @@ def upsample_argmax_library():
     library = native.load("upsample_argmax")
     if library is not None and library.upsample_argmax.argtypes is None:
         pointer, size = ctypes.c_void_p, ctypes.c_int64
-        library.upsample_argmax.argtypes = [pointer, size, size, size, pointer, pointer, size, size, pointer, pointer]
-        library.upsample_argmax.argtypes += [size] * 6 + [pointer] * 4
+        library.upsample_argmax.argtypes = [pointer, size, size, size, pointer, pointer, size, size, size]
+        library.upsample_argmax.argtypes += [pointer, pointer] + [size] * 6 + [pointer] * 4
         library.upsample_argmax.restype = None
+        library.upsample_argmax_group.argtypes, library.upsample_argmax_group.restype = [], size
     return library

@@ -1,13 +1,14 @@
 /* A command-line wrapper of seglite/inference/upsample_argmax.c, so the kernel can be cross-compiled for another
  * CPU and run under an emulator (tests/test_postprocess.py, ARM64 under qemu-user): reads the kernel's arguments
  * from one file (9 int64: classes, height, width, col_taps, out_width, row_taps, out_height, block, max_rows; then
- * logits, col_start, col_weights, row_start, row_weights) and writes the labels to another. */
+ * logits, col_start, col_weights, row_start, row_weights; the width's taps per output, col_group 0) and writes the
+ * labels to another. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 void upsample_argmax(const float *logits, int64_t classes, int64_t height, int64_t width, const int32_t *col_start,
-                     const float *col_weights, int64_t col_taps, int64_t out_width, const int32_t *row_start,
+                     const float *col_weights, int64_t col_taps, int64_t col_group, int64_t out_width, const int32_t *row_start,
                      const float *row_weights, int64_t row_taps, int64_t out_height, int64_t y0, int64_t y1,
                      int64_t block, int64_t max_rows, float *scratch, float *best, float *scores, uint8_t *labels);
 
@@ -39,7 +40,7 @@ int main(int argc, char **argv) {
     float *scratch = malloc(sizeof(float) * classes * max_rows * out_width);
     float *best = malloc(sizeof(float) * out_width), *scores = malloc(sizeof(float) * out_width);
     uint8_t *labels = malloc(out_height * out_width);
-    upsample_argmax(logits, classes, height, width, col_start, col_weights, col_taps, out_width, row_start,
+    upsample_argmax(logits, classes, height, width, col_start, col_weights, col_taps, 0, out_width, row_start,
                     row_weights, row_taps, out_height, 0, out_height, block, max_rows, scratch, best, scores, labels);
     FILE *out = fopen(argv[2], "wb");
     if (out == NULL || fwrite(labels, 1, out_height * out_width, out) != (size_t)(out_height * out_width)) return 1;
