@@ -218,6 +218,20 @@ def test_a_cached_teacher_labels_each_image_once_and_the_student_still_follows_i
     assert _sky_share(tmp_path / "cached" / "last.pt", data) > 0.9
 
 
+def test_a_teacher_cache_over_half_the_free_memory_is_refused_before_training(data, teacher, tmp_path, monkeypatch):
+    from seglite.errors import SegliteError
+    from seglite.training import trainer
+
+    need = 6 * 96 * 192 * len(CLASS_NAMES) * 2  # the 6 generated 192x96 frames' logits in float16
+    monkeypatch.setattr(trainer, "free_memory_bytes", lambda device: 2 * need - 1)
+    run = Trainer(_config(data, f"distill.teacher={teacher}", "distill.cache=true"), tmp_path, show_progress=False)
+    with pytest.raises(
+        SegliteError, match=r"for 6 images of 192x96 take .* GiB, over half .* set distill.cache: false"
+    ):
+        run.run()
+    assert not list(tmp_path.glob("*.pt"))
+
+
 def _train_cli(data: Path, out: Path, teacher: Path, *sets: str) -> subprocess.CompletedProcess:
     args = ["configs/synth_espnetv2_s0.5.yaml", "--data-root", str(data), "--out", str(out), "--teacher", str(teacher)]
     for item in (*TINY, *sets):
