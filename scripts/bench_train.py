@@ -216,10 +216,10 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(f"CPU: {cpu_description()}", flush=True)
-    if args.worker:
+    if args.worker:  # its stdout is the parent's channel: nothing but replies
         worker(args.worker)
         return
+    print(f"CPU: {cpu_description()}", flush=True)
     torch.set_num_threads(args.threads)
     data, num_classes, source = batches(args.camvid, args.steps + 1, args.batch, tuple(args.crop))
     print(

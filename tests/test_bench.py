@@ -163,3 +163,36 @@ def test_espnet_peer_names_the_missing_checkout(tmp_path):
     result = _espnet_peer("--edgenets-code", str(tmp_path), "--models", "espnetv2_s1.0")
     assert result.returncode == 1
     assert "github.com/sacmehta/EdgeNets" in result.stderr and "Traceback" not in result.stderr
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    script = Path(__file__).parents[1] / "scripts" / name
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow  # ~1 min: seven variant processes, each importing torch
+def test_bench_train_times_every_lever_against_the_plain_loop(tmp_path):
+    result = _script(
+        "bench_train.py", "--models", "deeplabv3p_lcnet_050", "--rounds", "1", "--steps", "1", "--batch", "2",
+        "--crop", "96", "64", "--camvid", str(tmp_path / "no_camvid"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("CPU: ") and "generated" in result.stdout
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| deeplabv3p_lcnet_050 |")]
+    variants = {row[1] for row in rows}
+    levers = {"plain", "allocator", "channels_last", "bf16", "fused", "fused_norm"}
+    assert variants - levers in ({"seglite (fp32)"}, {"seglite (bf16)"}) and levers <= variants  # with its choice
+    assert all(float(row[2]) > 0 for row in rows) and {row[3] for row in rows if row[1] == "plain"} == {"1.0"}
+
+
+@pytest.mark.slow
+def test_bench_labels_times_each_path_and_they_agree():
+    result = _script("bench_labels.py", "--frame", "320x180", "--rounds", "1", "--repeats", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    networks = ("ESPNetv2", "DeepLabV3+", "ESPNet-C")
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(networks)]
+    assert [row[0] for row in rows] == list(networks)
+    for row in rows:  # name, logits, grouped ms, per-output ms, OpenCV ms, agreement of the last two with the first
+        assert float(row[3]) > 0 and float(row[4]) > 0 and (row[2] == "-" or float(row[2]) > 0)  # "-": no vectors
+        assert row[-3] == "100.0000%"  # the kernel's two forms sum the same terms in the same order
+        assert float(row[-1][:-1]) > 99.5  # OpenCV's float32 chain: near-ties may go either way
