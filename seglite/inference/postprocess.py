@@ -123,9 +123,9 @@ class ResizeChainArgmax:
     and the argmax, in one native pass (seglite/inference/upsample_argmax.c).
 
     Why: the full-resolution logits (40 MB at 1024x512) are never written or read; for ESPNetv2 s1.0 on a 960x540
-    video this does in ~6.5 ms what the net's upsampling plus `resize_argmax` did in ~29 (scripts/bench_labels.py). The same labels up to float
-    rounding (one chain of weights instead of two roundings: near-exact ties may differ, as between any two
-    implementations). `steps`: (height, width, align_corners) of each resize after the logits, the frame last.
+    video this does in ~6.5 ms what the net's upsampling plus `resize_argmax` did in ~29 (scripts/bench_labels.py).
+    The same labels up to float rounding (one chain of weights instead of two roundings: near-exact ties may differ,
+    as between any two implementations). `steps`: (height, width, align_corners) of each resize after the logits, the frame last.
     """
 
     def __init__(self, logits_size: tuple[int, int], steps: list[tuple[int, int, bool]], grouped: bool = True):
