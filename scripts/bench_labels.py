@@ -73,7 +73,8 @@ def main() -> None:
         ms = {path: f"{statistics.median(values):.2f}" for path, values in timings.items()}
         grouped = ms.get("grouped", "-") if paths.get("grouped") and paths["grouped"].col_group else "-"
         print(
-            f"{name:<12}{f'{low[1]}x{low[0]}':>10}{grouped:>12}{ms.get('per-output', '-'):>15}{ms['OpenCV']:>11}  {same}"
+            f"{name:<12}{f'{low[1]}x{low[0]}':>10}{grouped:>12}{ms.get('per-output', '-'):>15}"
+            f"{ms['OpenCV']:>11}  {same}"
         )
 
 

@@ -7,6 +7,7 @@ import functools
 import os
 import platform
 import sys
+from pathlib import Path
 
 import torch
 
@@ -78,11 +79,34 @@ def cpu_info() -> tuple[str, frozenset[str]]:
     return model or platform.processor() or "unknown CPU", flags
 
 
+def parse_cache_size(text: str) -> int:
+    """Bytes of a sysfs cache `size` ("2048K", "1M", "32768")."""
+    text = text.strip().upper()
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    return int(text.rstrip("KMG")) * scale
+
+
+@functools.lru_cache(maxsize=4)
+def cpu_cache_bytes(level: int, root: str = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
+    """One core's data (or unified) cache at `level` as Linux reports it; None where it does not."""
+    try:
+        for folder in sorted(Path(root).glob("index*")):
+            fields = {name: (folder / name).read_text().strip() for name in ("level", "type", "size")}
+            if fields["level"] == str(level) and fields["type"] != "Instruction":
+                return parse_cache_size(fields["size"])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def cpu_description() -> str:
-    """One line for benchmark headers: which CPU, how many cores, and the features that decide kernel speed."""
+    """One line for benchmark headers: which CPU, how many cores, the features that decide kernel speed and the
+    per-core L2 (cache blocking is sized from it)."""
     model, flags = cpu_info()
     features = [name for name in SPEED_FEATURES if name in flags]
-    return f"{model}, {os.cpu_count()} cores; {' '.join(features) or 'no vector features listed'}"
+    l2 = cpu_cache_bytes(2)
+    cache = f", L2 {l2 >> 10} KiB a core" if l2 else ""
+    return f"{model}, {os.cpu_count()} cores{cache}; {' '.join(features) or 'no vector features listed'}"
 
 
 def cpu_supports_bf16() -> bool:

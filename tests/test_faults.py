@@ -79,6 +79,19 @@ def test_cpu_facts_read_x86_and_arm_cpuinfo():
     assert line.startswith(model) and all(name in line.split() for name in SPEED_FEATURES if name in flags)
 
 
+def test_cache_sizes_read_from_sysfs(tmp_path):
+    from seglite.devices import cpu_cache_bytes, parse_cache_size
+
+    assert [parse_cache_size(t) for t in ("2048K", "1M\n", "32768")] == [2 << 20, 1 << 20, 32768]
+    for index, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "32K"), (2, "Unified", "1M")]):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(f"{value}\n")
+    assert cpu_cache_bytes(1, str(tmp_path)) == 48 << 10 and cpu_cache_bytes(2, str(tmp_path)) == 1 << 20
+    assert cpu_cache_bytes(3, str(tmp_path)) is None and cpu_cache_bytes(2, str(tmp_path / "none")) is None
+
+
 def test_full_disk_during_video_fails_and_leaves_nothing(video, tiny_disk):
     result = run("predict", str(video), *TINY, "--out", str(tiny_disk))
     assert result.returncode == 1, result.stderr

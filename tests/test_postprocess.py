@@ -122,6 +122,22 @@ def test_resize_chain_argmax_equals_resizing_every_class_then_argmax(classes, lo
 
 
 @needs_kernels
+def test_resize_chain_argmax_blocks_follow_the_l2_and_never_change_the_labels(monkeypatch):
+    from seglite.inference import postprocess
+
+    torch.manual_seed(2)
+    logits = F.interpolate(torch.randn(1, 19, 6, 8) * 4, size=(64, 128), mode="bilinear")[0]
+    chain = ResizeChainArgmax((64, 128), [(128, 256, True), (270, 480, False)])
+    found = []
+    for l2 in (None, 4 << 20, 1 << 20, 128 << 10, 1):  # unknown (as 2 MiB), 4 MiB, 1 MiB (AMD Zen 4), tiny
+        monkeypatch.setattr(postprocess, "cpu_cache_bytes", lambda level, l2=l2: l2)
+        found.append((chain._blocks(19)[0], chain(logits)))
+    blocks = [block for block, _ in found]
+    assert blocks[1] > blocks[0] > blocks[2] > blocks[3] > blocks[4] == 1, blocks  # widened rows fill half the L2
+    assert all(np.array_equal(labels, found[0][1]) for _, labels in found)
+
+
+@needs_kernels
 def test_resize_chain_argmax_ties_keep_the_first_class():
     logits = torch.zeros(4, 8, 8)
     logits[1, :4] = logits[3, :4] = 2.0  # classes 1 and 3 tie on the top half, all four on the bottom half

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from seglite.devices import cpu_cache_bytes
 from seglite.inference import native
 
 
@@ -125,7 +126,8 @@ class ResizeChainArgmax:
     Why: the full-resolution logits (40 MB at 1024x512) are never written or read; for ESPNetv2 s1.0 on a 960x540
     video this does in ~6.5 ms what the net's upsampling plus `resize_argmax` did in ~29 (scripts/bench_labels.py).
     The same labels up to float rounding (one chain of weights instead of two roundings: near-exact ties may differ,
-    as between any two implementations). `steps`: (height, width, align_corners) of each resize after the logits, the frame last.
+    as between any two implementations). `steps`: (height, width, align_corners) of each resize after the logits,
+    the frame last.
     """
 
     def __init__(self, logits_size: tuple[int, int], steps: list[tuple[int, int, bool]], grouped: bool = True):
@@ -165,14 +167,16 @@ class ResizeChainArgmax:
         scratch = np.empty((classes, max_rows, out_width), np.float32)
         best, scores = np.empty(out_width, np.float32), np.empty(out_width, np.float32)
         self.library.upsample_argmax(
-            _ptr(planes), classes, height, width, _ptr(col_start), _ptr(col_weights), self.col_taps, self.col_group, out_width,
-            _ptr(row_start), _ptr(row_weights), len(row_weights), out_height, 0, out_height, block, max_rows,
+            _ptr(planes), classes, height, width, _ptr(col_start), _ptr(col_weights), self.col_taps, self.col_group,
+            out_width, _ptr(row_start), _ptr(row_weights), len(row_weights), out_height, 0, out_height, block, max_rows,
             _ptr(scratch), _ptr(best), _ptr(scores), _ptr(labels),
         )  # fmt: skip
         return labels
 
-    def _blocks(self, classes: int, cache_bytes: int = 1 << 20) -> tuple[int, int]:
-        """Output rows a block (its widened rows fill about `cache_bytes`) and the most low-resolution rows one reads."""
+    def _blocks(self, classes: int, cache_bytes: int | None = None) -> tuple[int, int]:
+        """Output rows a block (its widened rows fill about `cache_bytes`: half a core's L2, 1 MiB where unknown, so
+        they stay in L2 on a 1 MiB-L2 AMD Zen 4 as on a 2 MiB-L2 Xeon) and the most low-resolution rows one reads."""
+        cache_bytes = cache_bytes or (cpu_cache_bytes(2) or 2 << 20) // 2
         start, weights = self.rows
         out_height, taps = len(start), len(weights)
         row_bytes = classes * self.out_size[1] * 4
