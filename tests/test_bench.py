@@ -140,9 +140,13 @@ class ESPNet(nn.Module):  # stands in for the authors' train/Model.py: same cons
 """
 
 
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    script = Path(__file__).parents[1] / "scripts" / name
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600)
+
+
 def _espnet_peer(*args: str) -> subprocess.CompletedProcess:
-    script = Path(__file__).parents[1] / "scripts" / "espnet_peer.py"
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    return _script("espnet_peer.py", *args)
 
 
 def test_espnet_peer_times_a_checkout_on_every_backend(tmp_path):
@@ -163,11 +167,6 @@ def test_espnet_peer_names_the_missing_checkout(tmp_path):
     result = _espnet_peer("--edgenets-code", str(tmp_path), "--models", "espnetv2_s1.0")
     assert result.returncode == 1
     assert "github.com/sacmehta/EdgeNets" in result.stderr and "Traceback" not in result.stderr
-
-
-def _script(name: str, *args: str) -> subprocess.CompletedProcess:
-    script = Path(__file__).parents[1] / "scripts" / name
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow  # ~1 min: seven variant processes, each importing torch
