@@ -176,7 +176,8 @@ def _sky_share(weights: Path, data: Path) -> float:
 
 
 def test_distilled_student_moves_towards_its_teacher_which_never_changes(data, teacher, tmp_path):
-    steps = ["schedule.iters=20", "seed=0", "optim.lr=0.05"]
+    # lr 0.02: at 0.05 the 20-step outcome hung on float rounding (distilled sky 0.67-1.0 over seeds 0-3)
+    steps = ["schedule.iters=20", "seed=0", "optim.lr=0.02"]
     plain = Trainer(_config(data, *steps), tmp_path / "plain", show_progress=False)
     plain.run()
     distilled = Trainer(

@@ -322,3 +322,30 @@ def test_training_resize_is_interpolate_in_values_gradients_and_layout(size_in, 
     with torch.no_grad():
         traced = torch.jit.trace(lambda t: bilinear_resize(t, size_out, align_corners), x)
     assert "aten::upsample_bilinear2d" in {node.kind() for node in traced.graph.nodes()}
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dilation", [2, 3, 4])
+def test_dilated_depthwise_training_conv_is_pytorchs_in_values_gradients_and_layout(dilation, stride, channels_last):
+    from seglite.models.layers import dilated_conv
+
+    torch.manual_seed(0)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    ours = dilated_conv(6, 6, dilation, stride, groups=6).to(memory_format=memory_format)
+    reference = torch.nn.Conv2d(6, 6, 3, stride, dilation, dilation, groups=6, bias=False)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 6, 17, 22).contiguous(memory_format=memory_format)  # odd sizes: strided outputs miss a row
+    mine, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, expected = ours(mine), reference(theirs)
+    assert "DilatedDepthwise" in got.grad_fn.name()  # the fast backward is the one under test
+    upstream = torch.randn_like(expected)
+    got.backward(upstream)
+    expected.backward(upstream)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-4)
+    assert mine.grad.is_contiguous(memory_format=memory_format)  # adds to the input's other gradients at full speed
+    with torch.no_grad():  # inference and export: PyTorch's own conv
+        kinds = {node.kind() for node in torch.jit.trace(ours, x).graph.nodes()}
+    assert "aten::_convolution" in kinds and "prim::PythonOp" not in kinds

@@ -8,9 +8,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from seglite.errors import SegliteError
 from seglite.models import fused
+from seglite.models.layers import global_avg_pool
 from seglite.models.registry import create_model
 from seglite.training.config import load_config
 from seglite.training.losses import SegmentationLoss
@@ -51,6 +53,61 @@ def test_channels_last_step_is_the_plain_step(name):
     for (key, a), b in zip(plain.state_dict().items(), fast.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), key  # the same update and BN statistics
     assert not fast.state_dict()[next(k for k, v in fast.state_dict().items() if v.ndim == 4)].is_contiguous()
+
+
+def _layout(tensor: torch.Tensor) -> str | None:
+    """ "nchw" or "nhwc" for a 4-d tensor whose two layouts differ in memory; None where it is ambiguous or broadcast."""
+    if tensor.dim() != 4 or min(tensor.shape[1:]) == 1 or 0 in tensor.stride():
+        return None
+    if tensor.is_contiguous():
+        return "nchw"
+    return "nhwc" if tensor.is_contiguous(memory_format=torch.channels_last) else None
+
+
+class _MixedLayoutAdds(TorchDispatchMode):
+    """Records every add whose two tensor operands are laid out differently: ~15x slower than a same-layout add."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.add, torch.ops.aten.add_):
+            layouts = {_layout(a) for a in args[:2] if isinstance(a, torch.Tensor)} - {None}
+            if len(layouts) > 1:
+                self.found.append(f"{func} {tuple(args[0].shape)}")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    # timm's squeeze-excite blocks keep their mean: LCNet's last two (1/32 maps, ~1 % of a MobileNetV3 step in all)
+    [("espnetv2_s0.5", 0), ("espnetv1", 0), ("deeplabv3p_lcnet_050", 2)],
+)
+def test_channels_last_backward_adds_no_gradients_across_layouts(name, allowed):
+    """A global pooling's mean backward hands its input an NCHW gradient; summed with the NHWC ones from the input's
+    other consumers, that add ran at ~1/15 the speed (seglite.models.layers.global_avg_pool)."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5).train().to(memory_format=torch.channels_last)
+    images, labels = _batch()
+    loss = F.cross_entropy(model(images.contiguous(memory_format=torch.channels_last)), labels, ignore_index=255)
+    with _MixedLayoutAdds() as adds:
+        loss.backward()
+    assert len(adds.found) <= allowed, adds.found
+
+
+def test_global_avg_pool_is_the_mean_with_a_broadcast_gradient():
+    x = torch.randn(2, 8, 12, 16).contiguous(memory_format=torch.channels_last).requires_grad_()
+    received = []
+    x.register_hook(lambda grad: received.append(grad))
+    pooled = global_avg_pool(x)
+    assert torch.allclose(pooled, x.mean((2, 3), keepdim=True), atol=1e-6)
+    weights = torch.randn(pooled.shape)
+    (pooled * weights).sum().backward()
+    assert torch.allclose(received[0], (weights / (12 * 16)).expand(x.shape))
+    assert 0 in received[0].stride()  # a view of the pooled gradient, not an NCHW tensor of x's size
+    with torch.no_grad():
+        assert torch.equal(global_avg_pool(x), F.adaptive_avg_pool2d(x, 1))  # inference and export: the plain op
 
 
 def test_bf16_step_follows_the_fp32_loss():

@@ -104,17 +104,21 @@ def bilinear_matrix(size_in: int, size_out: int, align_corners: bool, like: torc
     return matrix.to(like.dtype)
 
 
-def _matmul_resize_pays(x: torch.Tensor) -> bool:
-    """Training on a CPU: PyTorch's bilinear backward there is a serial scatter (8x256x72x96 from 1/16: 96 ms for
-    forward + backward, as two matmuls 23 ms). Inference and every exporter keep F.interpolate."""
+def eager_training(x: torch.Tensor) -> bool:
+    """x's op is being recorded for a backward pass, eagerly: graph tracers, compilers and exporters see the plain op."""
     return (
-        x.device.type == "cpu"
-        and x.requires_grad
+        x.requires_grad
         and torch.is_grad_enabled()
         and not torch.jit.is_tracing()
         and not torch.compiler.is_compiling()
         and not torch.onnx.is_in_onnx_export()
     )
+
+
+def _matmul_resize_pays(x: torch.Tensor) -> bool:
+    """Training on a CPU: PyTorch's bilinear backward there is a serial scatter (8x256x72x96 from 1/16: 96 ms for
+    forward + backward, as two matmuls 23 ms). Inference and every exporter keep F.interpolate."""
+    return x.device.type == "cpu" and eager_training(x)
 
 
 def bilinear_resize(x: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:

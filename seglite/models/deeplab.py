@@ -23,6 +23,7 @@ from seglite.models.base import (
     portable_graph_active,
     upsample_logits,
 )
+from seglite.models.layers import global_avg_pool
 from seglite.models.registry import register_model
 
 ASPP_RATES = {32: (6, 12, 18), 16: (6, 12, 18), 8: (12, 24, 36)}  # PaddleSeg defaults; OS32 keeps OS16's
@@ -58,7 +59,7 @@ class ImagePooling(nn.Module):
         self.project = ConvBNReLU(c_in, c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.project(x.mean(dim=(2, 3), keepdim=True))
+        pooled = self.project(global_avg_pool(x))
         if portable_graph_active():  # LiteRT's BROADCAST_TO refuses this broadcast: the textbook resize, same values
             return F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return pooled.expand(-1, -1, x.shape[2], x.shape[3])  # bilinear resize of a 1x1 map is a broadcast

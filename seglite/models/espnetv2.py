@@ -16,7 +16,7 @@ from torch import nn
 
 from seglite.models.base import SegmentationNet, upsample_logits
 from seglite.models.fused import bn_prelu
-from seglite.models.layers import BNPReLU, ConvBN, ConvBNPReLU, adaptive_avg_pool, dilated_conv
+from seglite.models.layers import BNPReLU, ConvBN, ConvBNPReLU, GlobalAvgPool, adaptive_avg_pool, dilated_conv
 from seglite.models.registry import register_model
 
 BRANCHES = 4
@@ -172,7 +172,7 @@ class EfficientPWConv(nn.Module):
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
-        self.wt_layer = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c_in, c_out, 1, bias=False), nn.Sigmoid())
+        self.wt_layer = nn.Sequential(GlobalAvgPool(), nn.Conv2d(c_in, c_out, 1, bias=False), nn.Sigmoid())
         self.expansion_layer = ConvBNPReLU(c_in, c_out, 3, groups=math.gcd(c_in, c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
