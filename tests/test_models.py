@@ -337,15 +337,19 @@ def test_dilated_depthwise_training_conv_is_pytorchs_in_values_gradients_and_lay
     reference.load_state_dict(ours.state_dict())
     x = torch.randn(2, 6, 17, 22).contiguous(memory_format=memory_format)  # odd sizes: strided outputs miss a row
     mine, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
-    got, expected = ours(mine), reference(theirs)
-    assert "DilatedDepthwise" in got.grad_fn.name()  # the fast backward is the one under test
-    upstream = torch.randn_like(expected)
+    received = []
+    into_conv = mine * 1.0  # the gradient the conv hands its input, before autograd restrides a leaf's
+    into_conv.register_hook(received.append)
+    got, expected = ours(into_conv), reference(theirs)
+    assert ("DilatedDepthwise" in got.grad_fn.name()) == channels_last  # the fast backward is used channels-last only
+    wider = torch.randn(*expected.shape[:3], expected.shape[3] + 3).contiguous(memory_format=memory_format)
+    upstream = wider[..., 1:-2]  # a strided view, as a slice of a concatenation's gradient is
     got.backward(upstream)
     expected.backward(upstream)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-4)
-    assert mine.grad.is_contiguous(memory_format=memory_format)  # adds to the input's other gradients at full speed
+    assert received[0].is_contiguous(memory_format=memory_format)  # adds to the input's other gradients at full speed
     with torch.no_grad():  # inference and export: PyTorch's own conv
         kinds = {node.kind() for node in torch.jit.trace(ours, x).graph.nodes()}
     assert "aten::_convolution" in kinds and "prim::PythonOp" not in kinds
