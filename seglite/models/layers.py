@@ -93,19 +93,7 @@ class _DilatedDepthwiseConv(torch.autograd.Function):
             grad_x = F.conv2d(spread, weight.flip(2, 3), None, 1, dilation, dilation, channels)
             grad_x = grad_x.contiguous(memory_format=torch.channels_last)  # x's layout (a no-op where it is)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.ops.aten.convolution_backward(
-                grad,
-                x,
-                weight,
-                None,
-                [stride] * 2,
-                [dilation] * 2,
-                [dilation] * 2,
-                False,
-                [0, 0],
-                channels,
-                [False, True, False],
-            )[1]
+            grad_weight = torch.nn.grad.conv2d_weight(x, weight.shape, grad, stride, dilation, dilation, channels)
         return grad_x, grad_weight, None, None
 
 
@@ -115,8 +103,9 @@ class DilatedConv2d(nn.Conv2d):
     shapes); everything else, inference and export included, is nn.Conv2d's forward. Not in NCHW: there PyTorch's
     backward is less slow and oneDNN's NCHW depth-wise forward is slow, so the gain is mixed (0.6-1.6x a shape)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.depthwise_dilated = (  # the form _DilatedDepthwiseConv computes
             self.dilation[0] > 1
             and self.groups == self.in_channels == self.out_channels
             and self.kernel_size == (3, 3)
@@ -124,6 +113,11 @@ class DilatedConv2d(nn.Conv2d):
             and self.dilation[0] == self.dilation[1]
             and self.stride[0] == self.stride[1]
             and self.bias is None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            self.depthwise_dilated
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and x.is_contiguous(memory_format=torch.channels_last)
