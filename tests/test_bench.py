@@ -13,7 +13,7 @@ import pytest
 from conftest import LARGE_TENSOR_PAGES, large_tensor_page_faults
 
 from seglite.bench.report import pareto_front
-from seglite.data.synth import write_dataset
+from seglite.data.synth import write_dataset, write_video
 from seglite.zoo.checkpoint import atomic_torch_save, checkpoint_dict
 
 
@@ -182,6 +182,27 @@ def test_bench_train_times_every_lever_against_the_plain_loop(tmp_path):
     levers = {"plain", "allocator", "channels_last", "bf16", "fused", "fused_norm"}
     assert variants - levers in ({"seglite (fp32)"}, {"seglite (bf16)"}) and levers <= variants  # with its choice
     assert all(float(row[2]) > 0 for row in rows) and {row[3] for row in rows if row[1] == "plain"} == {"1.0"}
+
+
+@pytest.mark.slow  # ~15 s: one process, a 24-frame clip through 1 and 2 streams, the model timed between them
+def test_bench_predict_brackets_every_video_with_model_only_runs(tmp_path):
+    video = write_video(tmp_path / "drive.mp4", frames=24, size=(256, 128))
+    result = _script(
+        "bench_predict.py", "--video", str(video), "--weights", "none", "--model", "espnetv2_s0.5",
+        "--size", "256x128", "--rounds", "1", "--no-memory",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("CPU: ")
+    (round_,) = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    one, two = round_["streams_1"], round_["streams_2"]
+    assert one["frames"] == two["frames"] == 24
+    # the model-only run after the first video is the one before the second
+    assert one["model_only_fps_before_after"][1] == two["model_only_fps_before_after"][0]
+    for run in (one, two):
+        assert run["model_only_fps"] == pytest.approx(sum(run["model_only_fps_before_after"]) / 2)
+        assert run["ratio"] == pytest.approx(run["end_to_end_fps"] / run["model_only_fps"])
+    summary = [line for line in result.stdout.splitlines() if "stream(s): end to end" in line]
+    assert [line.split()[0] for line in summary] == ["1", "2"]
 
 
 @pytest.mark.slow
