@@ -10,11 +10,17 @@ long runs re-check the load and take the cores back when the other program stops
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 SAMPLE_SECONDS = 0.15
 BUSY_CORE = 0.5  # other programs using at least half a core count as a busy core
@@ -191,3 +197,21 @@ def split_threads(parts: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def in_streams(work: Callable[[Item], Result], items: Iterable[Item], streams: int) -> Iterator[Result]:
+    """work(item) for `streams` items at once, each with 1/streams of the threads, yielded in input order (throughput
+    mode for offline sources: one thread a call never waits on another, and each call's I/O overlaps the others'
+    model). Items are pulled only as calls finish, so at most `streams` are in flight."""
+    pool = ThreadPoolExecutor(streams, thread_name_prefix="seglite-stream")
+    pending: collections.deque[Future] = collections.deque()
+    try:
+        with split_threads(streams):
+            for item in items:
+                pending.append(pool.submit(work, item))
+                if len(pending) >= streams:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

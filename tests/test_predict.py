@@ -610,3 +610,47 @@ def test_colorize_paints_each_class_its_palette_colour():
     blended = overlay(image, np.array([[0, 1, 255, 255]], np.uint8), alpha=0.5, lut=custom)
     assert blended[0, 2].tolist() == [100, 100, 100]  # ignored pixels keep the image
     assert blended[0, 0].tolist() == [65, 60, 55]
+
+
+def test_folder_in_two_streams_writes_what_one_stream_writes(tmp_path):
+    """Throughput mode for images: the same files and labels, the same failures, progress for every input, and the
+    autotuned stream count reaches the images (their model calls run in the stream threads)."""
+    import threading
+
+    from seglite.inference.predict import expand_sources, predict_images, predict_units, work_units
+    from seglite.inference.segmenter import Segmenter
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index, (width, height) in enumerate([(128, 64)] * 3 + [(160, 96)] * 2 + [(128, 64)]):
+        cv2.imwrite(str(folder / f"f{index}.png"), render_scene(width, height, seed=index)[0])
+    (folder / "f3b.png").write_text("not an image")
+    images = tuple(sorted(folder.iterdir()))
+    segmenter = Segmenter(model="espnetv2_s0.5", size=(128, 64), device="cpu", backend="torch")
+    runs = {}
+    for streams in (1, 2):
+        ticks: list[Path] = []
+        out = tmp_path / f"out{streams}"
+        run = predict_images(
+            segmenter, images, out, ("overlay", "trainid"), batch=2, on_image=ticks.append, streams=streams
+        )
+        assert sorted(ticks) == list(images)  # every input once (an unreadable one as soon as it was read)
+        runs[streams] = run, {p.name: p.read_bytes() for p in out.iterdir() if p.name.endswith("_trainid.png")}
+    (one, one_labels), (two, two_labels) = runs[1], runs[2]
+    assert one.processed == two.processed == 6 and len(one_labels) == 6
+    assert one_labels == two_labels  # the same labels: each stream runs the same network on its own images
+    assert sorted(p.name for p in one.written) == sorted(p.name for p in two.written)
+    assert one.failures == two.failures and len(one.failures) == 1 and "f3b.png" in one.failures[0]
+
+    callers: set[str] = set()
+    predict_batch = segmenter.predict_batch
+
+    def recording(images_bgr):
+        callers.add(threading.current_thread().name)
+        return predict_batch(images_bgr)
+
+    segmenter.predict_batch = recording
+    segmenter.runtime.streams = 2  # what --backend auto decides where two streams pay
+    sources = expand_sources([str(folder)])
+    run = predict_units(segmenter, sources, work_units(sources), tmp_path / "auto", ("trainid",))
+    assert run.processed == 6 and callers and all(name.startswith("seglite-stream") for name in callers)

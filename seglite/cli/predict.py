@@ -62,9 +62,9 @@ def predict_cmd(
         int | None,
         typer.Option(
             min=1,
-            help="Video files on a CPU: frames segmented at once, each on its share of the threads (default: 2 where "
-            "--backend auto measured that it pays for this network on this CPU, else 1; cameras, streams and "
-            "--realtime: 1).",
+            help="Images and video files on a CPU: frames segmented at once, each on its share of the threads "
+            "(default: 2 where --backend auto measured that it pays for this network on this CPU, else 1; cameras, "
+            "streams and --realtime: 1).",
             show_default=False,
         ),
     ] = None,

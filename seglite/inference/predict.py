@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
+import numpy as np
 
 from seglite.errors import InputError, OutputError, SegliteError
 from seglite.files import choose_output, prepare_output_folder
 from seglite.inference.outputs import write_outputs
 from seglite.inference.sources import Source, read_image, resolve_source
-from seglite.inference.video import VIDEO_FORMATS, VideoResult, segment_video
+from seglite.inference.video import (
+    VIDEO_FORMATS,
+    VideoResult,
+    segment_video,
+    single_threaded_opencv,
+    throughput_streams,
+)
+from seglite.sharing import in_streams
 
 if TYPE_CHECKING:  # for annotations only: inference modules import the Segmenter, never the reverse
     from seglite.inference.segmenter import Segmenter
@@ -29,6 +38,11 @@ class ImageRun:
     failures: list[str] = field(default_factory=list)  # one line per input that could not be processed
     processed: int = 0
 
+    def add(self, other: ImageRun) -> None:
+        self.written += other.written
+        self.failures += other.failures
+        self.processed += other.processed
+
 
 def predict_images(
     segmenter: Segmenter,
@@ -39,60 +53,72 @@ def predict_images(
     batch: int = 1,
     on_image: Callable[[Path], None] | None = None,
     source: Source | None = None,
+    streams: int = 1,
 ) -> ImageRun:
     """Segment images in batches; a bad file is reported and skipped, the rest still run. Outputs keep each
-    image's folder below the source folder (`source.output_stem`), so equal file names never overwrite."""
+    image's folder below the source folder (`source.output_stem`), so equal file names never overwrite.
+    `streams` > 1 (CPU): that many batches at once, each on its share of the threads, so one image's PNG encoding
+    (~100 ms for a 2048x1024 overlay) overlaps another's model instead of following it."""
     run = ImageRun()
     prepare_output_folder(out_dir)
-    pending: list[tuple[Path, object]] = []
 
-    def write(path: Path, image, train_ids) -> None:
-        stem = source.output_stem(path) if source is not None else path.stem
-        (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
-        run.written += write_outputs(out_dir, stem, image, train_ids, formats, alpha, segmenter.palette_lut)
-        run.processed += 1
+    def tick(path: Path) -> None:
+        if on_image:
+            on_image(path)
 
-    def flush() -> None:
-        if not pending:
-            return
+    def segment(items: list[tuple[Path, np.ndarray]]) -> ImageRun:
+        """One batch's outputs and failures (a batch that fails runs again image by image, to find the bad one)."""
+        part = ImageRun()
         try:
-            labels = segmenter.predict_batch([image for _, image in pending])
+            labels = segmenter.predict_batch([image for _, image in items])
         except (SegliteError, RuntimeError, cv2.error) as exc:
-            if len(pending) > 1:  # find the image that fails; the others still run
-                items = list(pending)
-                pending.clear()
+            if len(items) > 1:
                 for item in items:
-                    pending.append(item)
-                    flush()
-                return
-            run.failures.append(f"{pending[0][0]}: {str(exc).splitlines()[0][:200]}")
-            labels = []
-        for (path, image), train_ids in zip(pending, labels, strict=False):
+                    part.add(segment([item]))
+            else:
+                part.failures.append(f"{items[0][0]}: {str(exc).splitlines()[0][:200]}")
+            return part
+        for (path, image), train_ids in zip(items, labels, strict=True):
+            stem = source.output_stem(path) if source is not None else path.stem
             try:
-                write(path, image, train_ids)
+                (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
+                part.written += write_outputs(out_dir, stem, image, train_ids, formats, alpha, segmenter.palette_lut)
+                part.processed += 1
             except OutputError:
                 raise
             except (SegliteError, cv2.error) as exc:
-                run.failures.append(f"{path}: {str(exc).splitlines()[0][:200]}")
-        for path, _ in pending:
-            if on_image:
-                on_image(path)
-        pending.clear()
+                part.failures.append(f"{path}: {str(exc).splitlines()[0][:200]}")
+        return part
 
-    for path in images:
-        try:
-            image = read_image(path)
-        except InputError as exc:
-            run.failures.append(str(exc))
-            if on_image:
-                on_image(path)
-            continue
-        if pending and image.shape != pending[0][1].shape:
-            flush()
-        pending.append((path, image))
-        if len(pending) >= batch:
-            flush()
-    flush()
+    def batches() -> Iterator[list[tuple[Path, np.ndarray]]]:
+        pending: list[tuple[Path, np.ndarray]] = []
+        for path in images:
+            try:
+                image = read_image(path)
+            except InputError as exc:
+                run.failures.append(str(exc))
+                tick(path)
+                continue
+            if pending and image.shape != pending[0][1].shape:
+                yield pending
+                pending = []
+            pending.append((path, image))
+            if len(pending) >= batch:
+                yield pending
+                pending = []
+        if pending:
+            yield pending
+
+    def paths_and_outcome(items: list[tuple[Path, np.ndarray]]) -> tuple[list[Path], ImageRun]:
+        return [path for path, _ in items], segment(items)
+
+    streams = streams if segmenter.device.type == "cpu" else 1
+    with single_threaded_opencv(streams > 1):  # as in the video pipeline: the streams are the parallelism
+        outcomes = map if streams == 1 else functools.partial(in_streams, streams=streams)
+        for paths, part in outcomes(paths_and_outcome, batches()):
+            run.add(part)
+            for path in paths:
+                tick(path)
     return run
 
 
@@ -257,9 +283,19 @@ def predict_units(
     for unit in units:
         if unit.image is not None:
             images.setdefault(unit.source, []).append(unit.image)
+    # images are an offline source: as many streams as a video file gets (see throughput_streams)
+    image_streams = streams if streams is not None else throughput_streams(segmenter, live=False)
     for index, paths in images.items():
         part = predict_images(
-            segmenter, tuple(paths), out_dir, formats, alpha, batch, on_image=on_image, source=sources[index]
+            segmenter,
+            tuple(paths),
+            out_dir,
+            formats,
+            alpha,
+            batch,
+            on_image=on_image,
+            source=sources[index],
+            streams=image_streams,
         )
         run.images += len(paths)
         run.processed += part.processed

@@ -8,7 +8,6 @@ every frame is segmented and written, in order.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import errno
 import functools
@@ -20,7 +19,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +30,7 @@ import torch
 from seglite.errors import InputError, Interrupted, OutputError
 from seglite.inference.outputs import render
 from seglite.inference.sources import open_video
-from seglite.sharing import ThreadGovernor, split_threads
+from seglite.sharing import ThreadGovernor, in_streams
 
 if TYPE_CHECKING:  # the Segmenter imports this module lazily (predict_video, stream): no import circle
     from seglite.inference.segmenter import Segmenter
@@ -41,7 +39,7 @@ STAGES = ("decode", "preprocess", "model", "postprocess", "encode")
 
 
 @contextlib.contextmanager
-def _single_threaded_opencv(enabled: bool) -> Iterator[None]:
+def single_threaded_opencv(enabled: bool) -> Iterator[None]:
     """OpenCV's own thread pool would compete with the model's threads; the pipeline's parallelism is the threads."""
     previous = cv2.getNumThreads()
     if enabled:
@@ -217,7 +215,7 @@ def iter_batches(
     # other programs may start meanwhile; with one thread a stream no thread waits on another (see seglite.sharing)
     governor = ThreadGovernor() if segmenter.device.type == "cpu" and streams == 1 else None
     infer = functools.partial(_infer, segmenter, result, turns)
-    with _single_threaded_opencv(segmenter.device.type == "cpu"):
+    with single_threaded_opencv(segmenter.device.type == "cpu"):
         try:
             if streams == 1:
                 for items in _gather(decoder, batch, realtime):
@@ -226,7 +224,7 @@ def iter_batches(
                         governor.poll()
                     yield out
             else:
-                yield from _in_streams(infer, _gather(decoder, batch, realtime), streams)
+                yield from in_streams(infer, _gather(decoder, batch, realtime), streams)
         finally:
             decoder.stop.set()
             decoder.join(timeout=5)
@@ -267,22 +265,6 @@ def _infer(
     if segmenter.device.type == "cpu":
         labels = functools.partial(_made, labels())
     return indices, frames, labels
-
-
-def _in_streams(infer: Callable, batches: Iterator[list[tuple]], streams: int) -> Iterator:
-    """infer(batch) for `streams` batches at once, each with 1/streams of the threads, yielded in input order."""
-    pool = ThreadPoolExecutor(streams, thread_name_prefix="seglite-stream")
-    pending: collections.deque[Future] = collections.deque()
-    try:
-        with split_threads(streams):
-            for items in batches:
-                pending.append(pool.submit(infer, items))
-                if len(pending) >= streams:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def is_live(video: str | int) -> bool:
