@@ -273,7 +273,7 @@ def is_live(video: str | int) -> bool:
 
 
 def throughput_streams(segmenter: Segmenter, live: bool) -> int:
-    """How many inference streams an offline source (a video file) runs: what `--backend auto` measured to pay on
+    """How many inference streams an offline source (a video file, images) runs: what `--backend auto` measured to pay on
     this CPU for this network (two 1-thread calls at once against one 2-thread call: seglite.inference.autotune),
     else one. Live sources, --realtime and CUDA: one (each frame answered at once)."""
     if live or segmenter.device.type != "cpu":
