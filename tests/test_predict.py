@@ -53,13 +53,20 @@ def test_folder_of_images_gives_every_format_at_the_input_size(street, tmp_path)
         "predict", str(street), *FAST, "--format", "overlay,color,trainid,labelid", "--out", str(tmp_path)
     )
     assert result.returncode == 0, result.stderr
-    names = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
-    assert names == sorted(  # the input's sub-folders are kept under --out
-        f"{stem}_{fmt}.png" for stem in ("a", "sub/b") for fmt in ("overlay", "color", "trainid", "labelid")
+    names = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.*"))
+    # the input's sub-folders are kept under --out; a JPEG's overlay is a JPEG, every other output a PNG
+    assert names == sorted(
+        [f"{stem}_{fmt}.png" for stem in ("a", "sub/b") for fmt in ("color", "trainid", "labelid")]
+        + ["a_overlay.png", "sub/b_overlay.jpg"]
     )
     trainid = cv2.imread(str(tmp_path / "sub" / "b_trainid.png"), cv2.IMREAD_UNCHANGED)
     assert trainid.shape == (100, 200) and trainid.dtype == np.uint8 and trainid.max() < 19
     assert cv2.imread(str(tmp_path / "a_overlay.png")).shape == (96, 160, 3)
+    from seglite.inference.visualize import overlay
+
+    jpeg_overlay = cv2.imread(str(tmp_path / "sub" / "b_overlay.jpg")).astype(int)
+    exact = overlay(cv2.imread(str(street / "sub" / "b.jpg")), trainid, 0.5).astype(int)
+    assert jpeg_overlay.shape == exact.shape and np.abs(jpeg_overlay - exact).mean() < 2  # quality 95
     from seglite.data.labels import TRAIN_ID_TO_LABEL_ID
 
     labelid = cv2.imread(str(tmp_path / "sub" / "b_labelid.png"), cv2.IMREAD_UNCHANGED)
@@ -70,7 +77,7 @@ def test_folder_of_images_gives_every_format_at_the_input_size(street, tmp_path)
 def test_glob_source(street, tmp_path):
     result = _seglite("predict", str(street / "**" / "*.jpg"), *FAST, "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ["b_overlay.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["b_overlay.jpg"]
 
 
 def test_video_keeps_frame_count_fps_and_size(video, tmp_path):

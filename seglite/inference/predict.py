@@ -14,7 +14,7 @@ import numpy as np
 
 from seglite.errors import InputError, OutputError, SegliteError
 from seglite.files import choose_output, prepare_output_folder
-from seglite.inference.outputs import write_outputs
+from seglite.inference.outputs import output_name, write_outputs
 from seglite.inference.sources import Source, read_image, resolve_source
 from seglite.inference.video import (
     VIDEO_FORMATS,
@@ -82,7 +82,9 @@ def predict_images(
             stem = source.output_stem(path) if source is not None else path.stem
             try:
                 (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
-                part.written += write_outputs(out_dir, stem, image, train_ids, formats, alpha, segmenter.palette_lut)
+                part.written += write_outputs(
+                    out_dir, stem, image, train_ids, formats, alpha, segmenter.palette_lut, path.suffix
+                )
                 part.processed += 1
             except OutputError:
                 raise
@@ -166,7 +168,11 @@ def planned_outputs(source: Source, out_dir: Path, formats: tuple[str, ...]) -> 
     """Every file or folder `predict` will write for `source`: checked before the model loads, so an earlier
     result is never replaced unless the user asks (`--exist-ok`)."""
     if source.kind == "images":
-        return [out_dir / f"{source.output_stem(path)}_{fmt}.png" for path in source.images for fmt in formats]
+        return [
+            out_dir / output_name(source.output_stem(path), fmt, path.suffix)
+            for path in source.images
+            for fmt in formats
+        ]
     stem = video_stem(source.video)
     return [out_dir / (f"{stem}_{fmt}.mp4" if fmt in VIDEO_FORMATS else f"{stem}_{fmt}") for fmt in formats]
 
