@@ -59,6 +59,12 @@ def test_folder_of_images_gives_every_format_at_the_input_size(street, tmp_path)
         [f"{stem}_{fmt}.png" for stem in ("a", "sub/b") for fmt in ("color", "trainid", "labelid")]
         + ["a_overlay.png", "sub/b_overlay.jpg"]
     )
+    from seglite.inference.predict import planned_outputs
+    from seglite.inference.sources import resolve_source
+
+    # what the refusal to overwrite checks before any work is what was written
+    planned = planned_outputs(resolve_source(str(street)), tmp_path, ("overlay", "color", "trainid", "labelid"))
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in planned) == names
     trainid = cv2.imread(str(tmp_path / "sub" / "b_trainid.png"), cv2.IMREAD_UNCHANGED)
     assert trainid.shape == (100, 200) and trainid.dtype == np.uint8 and trainid.max() < 19
     assert cv2.imread(str(tmp_path / "a_overlay.png")).shape == (96, 160, 3)
