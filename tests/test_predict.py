@@ -667,3 +667,7 @@ def test_folder_in_two_streams_writes_what_one_stream_writes(tmp_path):
     sources = expand_sources([str(folder)])
     run = predict_units(segmenter, sources, work_units(sources), tmp_path / "auto", ("trainid",))
     assert run.processed == 6 and callers and all(name.startswith("seglite-stream") for name in callers)
+    callers.clear()  # a lone image keeps every thread: no stream for it
+    sources = expand_sources([str(folder / "f0.png")])
+    run = predict_units(segmenter, sources, work_units(sources), tmp_path / "one", ("trainid",))
+    assert run.processed == 1 and callers == {threading.main_thread().name}

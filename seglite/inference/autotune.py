@@ -66,9 +66,10 @@ def pick_backend(trial: dict, frames: int | None, compiled_already: bool = False
 
 
 def streams_pay(trial: dict, choice: str) -> int:
-    """Inference streams for offline sources (video files, images): two where the choice is eager PyTorch and two 1-thread
-    calls at once took at most 15 % longer a frame than one 2-thread call. Measured, not assumed: end to end ESPNetv2
-    s1.0 gains ~10 % in two streams (model alone 0.9-1.1x), DeepLabV3+ LCNet 0.5x loses ~30 % (model alone 1.5x)."""
+    """Inference streams for offline sources (video files, images): two where the choice is eager PyTorch and two
+    1-thread calls at once took at most 15 % longer a frame than one 2-thread call. Measured, not assumed: end to end
+    ESPNetv2 s1.0 gains ~10 % in two streams (model alone 0.9-1.1x), DeepLabV3+ LCNet 0.5x loses ~30 % (model alone
+    1.5x)."""
     two = trial.get("two_streams")
     return 2 if choice == "torch" and two is not None and two <= THROUGHPUT_GAIN else 1
 

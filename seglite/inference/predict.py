@@ -57,8 +57,9 @@ def predict_images(
 ) -> ImageRun:
     """Segment images in batches; a bad file is reported and skipped, the rest still run. Outputs keep each
     image's folder below the source folder (`source.output_stem`), so equal file names never overwrite.
-    `streams` > 1 (CPU): that many batches at once, each on its share of the threads, so one image's PNG encoding
-    (~100 ms for a 2048x1024 overlay) overlaps another's model instead of following it."""
+    `streams` > 1 (CPU): that many batches at once, each on its share of the threads, so one image's reading and
+    encoding overlap another's model instead of following it (never more streams than batches: a lone image keeps
+    every thread)."""
     run = ImageRun()
     prepare_output_folder(out_dir)
 
@@ -114,7 +115,7 @@ def predict_images(
     def paths_and_outcome(items: list[tuple[Path, np.ndarray]]) -> tuple[list[Path], ImageRun]:
         return [path for path, _ in items], segment(items)
 
-    streams = streams if segmenter.device.type == "cpu" else 1
+    streams = min(streams, -(-len(images) // batch)) if segmenter.device.type == "cpu" else 1
     with single_threaded_opencv(streams > 1):  # as in the video pipeline: the streams are the parallelism
         outcomes = map if streams == 1 else functools.partial(in_streams, streams=streams)
         for paths, part in outcomes(paths_and_outcome, batches()):
