@@ -215,3 +215,18 @@ def in_streams(work: Callable[[Item], Result], items: Iterable[Item], streams: i
                 yield pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def single_threaded_opencv(enabled: bool) -> Iterator[None]:
+    """OpenCV's own thread pool would compete with the model's threads where the pipeline's threads (or streams) are
+    the parallelism."""
+    import cv2
+
+    previous = cv2.getNumThreads()
+    if enabled:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)

@@ -203,3 +203,41 @@ def test_eval_on_onnx_runtime_gives_the_eager_result(synth_root, tmp_path, monke
     assert list((tmp_path / "home" / "onnx").glob("*.onnx"))  # ONNX Runtime really ran
     assert summaries["onnx"]["pixel_acc"] == pytest.approx(summaries["torch"]["pixel_acc"], abs=0.05)
     assert summaries["onnx"]["miou"] == pytest.approx(summaries["torch"]["miou"], abs=0.05)
+
+
+def test_eval_in_two_streams_counts_what_one_stream_counts(synth_root, tmp_path):
+    """Throughput mode for eval: the same confusion matrix and saved predictions, with the images' predictions made in
+    the stream threads (the matrix is updated in the calling thread only)."""
+    import threading
+
+    from seglite.data.datasets import load_dataset
+    from seglite.evaluation.evaluator import EvalOptions, evaluate
+    from seglite.inference.segmenter import Segmenter
+
+    segmenter = Segmenter(model="espnetv2_s0.5", size=(256, 128), device="cpu", backend="torch")
+    dataset = load_dataset("cityscapes", synth_root)
+    callers: set[str] = set()
+    network = segmenter.network
+
+    def recording(batch):
+        callers.add(threading.current_thread().name)
+        return network(batch)
+
+    segmenter.network = recording
+    results = {}
+    for streams in (1, 2):
+        callers.clear()
+        saved = tmp_path / f"pred{streams}"
+        options = EvalOptions(split="val", progress=False, streams=streams, save_predictions=saved)
+        results[streams] = evaluate(segmenter, dataset, options), {p.name: p.read_bytes() for p in saved.iterdir()}
+        in_streams = all(name.startswith("seglite-stream") for name in callers)
+        assert callers and in_streams == (streams == 2), callers
+    (one, one_saved), (two, two_saved) = results[1], results[2]
+    assert one.num_images == two.num_images == 4 and len(one_saved) == 4
+    assert one.summary == two.summary and one_saved == two_saved
+    cli = _seglite(
+        "eval", "--model", "espnetv2_s0.5", "--size", "256x128", "--data-root", str(synth_root), "--device", "cpu",
+        "--backend", "torch", "--streams", "2", "--json",
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["streams"] == 2 and json.loads(cli.stdout)["num_images"] == 4

@@ -72,7 +72,9 @@ def test_folder_of_images_gives_every_format_at_the_input_size(street, tmp_path)
 
     jpeg_overlay = cv2.imread(str(tmp_path / "sub" / "b_overlay.jpg")).astype(int)
     exact = overlay(cv2.imread(str(street / "sub" / "b.jpg")), trainid, 0.5).astype(int)
-    assert jpeg_overlay.shape == exact.shape and np.abs(jpeg_overlay - exact).mean() < 2  # quality 95
+    # JPEG quality 95 over a random net's busy label map: a few levels off on average (a wrong blend or wrong labels
+    # would be tens off)
+    assert jpeg_overlay.shape == exact.shape and np.abs(jpeg_overlay - exact).mean() < 6
     from seglite.data.labels import TRAIN_ID_TO_LABEL_ID
 
     labelid = cv2.imread(str(tmp_path / "sub" / "b_labelid.png"), cv2.IMREAD_UNCHANGED)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from seglite.data.cityscapes import read_image
+from seglite.data.cityscapes import Sample, read_image
 from seglite.data.classmap import describe_links, link_classes, load_class_map
 from seglite.data.datasets import DatasetSpec, load_dataset
 from seglite.data.labels import IGNORE_INDEX, train_ids_to_label_ids
@@ -22,6 +22,7 @@ from seglite.errors import DataError
 from seglite.evaluation.metrics import ConfusionMatrix
 from seglite.files import atomic_write_bytes, write_failure
 from seglite.inference.segmenter import Segmenter
+from seglite.sharing import in_streams, single_threaded_opencv
 
 
 @dataclass
@@ -34,6 +35,7 @@ class EvalOptions:
     progress: bool = True
     window: tuple[int, int] | None = None  # sliding-window crop (W, H) over the full-resolution image
     class_map: str | Path | dict | None = None  # data set class <- predicted class(es), for weights of other classes
+    streams: int | None = None  # images at once on a CPU, each on its share of the threads (None: the backend's choice)
 
 
 @dataclass
@@ -44,6 +46,7 @@ class EvalResult:
     seconds_model: float
     seconds_metric: float
     extra: dict = field(default_factory=dict)
+    streams: int = 1  # images at once (each image's seconds are then its own, in its stream)
 
 
 def sliding_window_logits(
@@ -139,32 +142,43 @@ def evaluate(
     seconds_model = seconds_metric = 0.0
     if options.save_predictions:
         options.save_predictions.mkdir(parents=True, exist_ok=True)
+
+    def judge(sample: Sample) -> tuple[Sample, torch.Tensor, np.ndarray, float]:
+        """One image's prediction in the data set's ids, its label, and the seconds its prediction took."""
+        image = read_image(sample.image)
+        target = dataset.read_label(sample)
+        if target.shape != image.shape[:2]:
+            raise DataError(
+                f"{sample.label}: label is {target.shape[1]}x{target.shape[0]} but its image "
+                f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}"
+            )
+        start = time.perf_counter()
+        logits = predict_logits(segmenter, image, target.shape, options)
+        prediction = logits.argmax(1)[0]
+        if logits.shape[1] > segmenter.num_known:
+            prediction[prediction >= segmenter.num_known] = IGNORE_INDEX
+        if lookup is not None:
+            prediction = lookup[prediction]
+        if segmenter.device.type == "cuda":
+            torch.cuda.synchronize()
+        return sample, prediction, target, time.perf_counter() - start
+
+    # Throughput mode as in predict (seglite.sharing.in_streams): one image's reading and upsampling overlap the
+    # other's model. The confusion matrix is only ever updated here, in this thread.
+    streams = options.streams if options.streams is not None else segmenter.runtime.streams
+    streams = max(1, min(streams, len(samples))) if segmenter.device.type == "cpu" else 1
+    judged = map(judge, samples) if streams == 1 else in_streams(judge, samples, streams)
     columns = (TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not (options.progress and dist.is_main), transient=True) as progress:
+    progress = Progress(*columns, disable=not (options.progress and dist.is_main), transient=True)
+    with progress, single_threaded_opencv(streams > 1):
         task = progress.add_task(segmenter.model_name, total=len(samples))
-        for sample in samples:
-            image = read_image(sample.image)
-            target = dataset.read_label(sample)
-            if target.shape != image.shape[:2]:
-                raise DataError(
-                    f"{sample.label}: label is {target.shape[1]}x{target.shape[0]} but its image "
-                    f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}"
-                )
-            start = time.perf_counter()
-            logits = predict_logits(segmenter, image, target.shape, options)
-            prediction = logits.argmax(1)[0]
-            if logits.shape[1] > segmenter.num_known:
-                prediction[prediction >= segmenter.num_known] = IGNORE_INDEX
-            if lookup is not None:
-                prediction = lookup[prediction]
-            if segmenter.device.type == "cuda":
-                torch.cuda.synchronize()
+        for sample, prediction, target, seconds in judged:
+            seconds_model += seconds
             middle = time.perf_counter()
             matrix.update(prediction, torch.from_numpy(target))
             if segmenter.device.type == "cuda":
                 torch.cuda.synchronize()
             seconds_metric += time.perf_counter() - middle
-            seconds_model += middle - start
             if options.save_predictions:
                 _save_prediction(options.save_predictions, sample.stem, prediction, dataset.layout == "cityscapes")
             progress.advance(task)
@@ -178,6 +192,7 @@ def evaluate(
         float(seconds[0]),  # summed over ranks: per image, the time one frame took
         float(seconds[1]),
         {"dataset": dataset.name, "data_root": str(dataset.root()), "split": options.split, "class_map": mapping},
+        streams,
     )
 
 

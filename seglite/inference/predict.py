@@ -20,10 +20,9 @@ from seglite.inference.video import (
     VIDEO_FORMATS,
     VideoResult,
     segment_video,
-    single_threaded_opencv,
     throughput_streams,
 )
-from seglite.sharing import in_streams
+from seglite.sharing import in_streams, single_threaded_opencv
 
 if TYPE_CHECKING:  # for annotations only: inference modules import the Segmenter, never the reverse
     from seglite.inference.segmenter import Segmenter

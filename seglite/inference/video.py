@@ -30,24 +30,12 @@ import torch
 from seglite.errors import InputError, Interrupted, OutputError
 from seglite.inference.outputs import render
 from seglite.inference.sources import open_video
-from seglite.sharing import ThreadGovernor, in_streams
+from seglite.sharing import ThreadGovernor, in_streams, single_threaded_opencv
 
 if TYPE_CHECKING:  # the Segmenter imports this module lazily (predict_video, stream): no import circle
     from seglite.inference.segmenter import Segmenter
 
 STAGES = ("decode", "preprocess", "model", "postprocess", "encode")
-
-
-@contextlib.contextmanager
-def single_threaded_opencv(enabled: bool) -> Iterator[None]:
-    """OpenCV's own thread pool would compete with the model's threads; the pipeline's parallelism is the threads."""
-    previous = cv2.getNumThreads()
-    if enabled:
-        cv2.setNumThreads(1)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(previous)
 
 
 class Turns:
