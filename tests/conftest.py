@@ -57,6 +57,22 @@ def require_realdata(*parts: str) -> Path:
     return path
 
 
+def record_calling_threads(owner: object, method: str) -> set[str]:
+    """Wrap `owner.method` (on the instance) so that every call adds its thread's name to the returned set: which
+    calls ran in stream threads."""
+    import threading
+
+    callers: set[str] = set()
+    wrapped = getattr(owner, method)
+
+    def recording(*args, **kwargs):
+        callers.add(threading.current_thread().name)
+        return wrapped(*args, **kwargs)
+
+    setattr(owner, method, recording)
+    return callers
+
+
 LARGE_TENSOR_PAGES = 5 * 40_000_000 // 4096  # what five fresh 40 MB tensors (full-resolution logits) touch
 
 

@@ -13,7 +13,7 @@ import torch
 
 from seglite.data.synth import write_dataset
 from seglite.evaluation.metrics import ConfusionMatrix
-from tests.conftest import require_realdata
+from tests.conftest import record_calling_threads, require_realdata
 
 
 @pytest.fixture(scope="module")
@@ -208,22 +208,13 @@ def test_eval_on_onnx_runtime_gives_the_eager_result(synth_root, tmp_path, monke
 def test_eval_in_two_streams_counts_what_one_stream_counts(synth_root, tmp_path):
     """Throughput mode for eval: the same confusion matrix and saved predictions, with the images' predictions made in
     the stream threads (the matrix is updated in the calling thread only)."""
-    import threading
-
     from seglite.data.datasets import load_dataset
     from seglite.evaluation.evaluator import EvalOptions, evaluate
     from seglite.inference.segmenter import Segmenter
 
     segmenter = Segmenter(model="espnetv2_s0.5", size=(256, 128), device="cpu", backend="torch")
     dataset = load_dataset("cityscapes", synth_root)
-    callers: set[str] = set()
-    network = segmenter.network
-
-    def recording(batch):
-        callers.add(threading.current_thread().name)
-        return network(batch)
-
-    segmenter.network = recording
+    callers = record_calling_threads(segmenter, "network")
     results = {}
     for streams in (1, 2):
         callers.clear()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from seglite.data.synth import render_scene, write_video
-from tests.conftest import cli, require_realdata
+from tests.conftest import cli, record_calling_threads, require_realdata
 
 # A requested backend: a random network has new weights every process, so `--backend auto` would time every backend
 # again in each test (its own tests cover it).
@@ -657,14 +657,7 @@ def test_folder_in_two_streams_writes_what_one_stream_writes(tmp_path):
     assert sorted(p.name for p in one.written) == sorted(p.name for p in two.written)
     assert one.failures == two.failures and len(one.failures) == 1 and "f3b.png" in one.failures[0]
 
-    callers: set[str] = set()
-    predict_batch = segmenter.predict_batch
-
-    def recording(images_bgr):
-        callers.add(threading.current_thread().name)
-        return predict_batch(images_bgr)
-
-    segmenter.predict_batch = recording
+    callers = record_calling_threads(segmenter, "predict_batch")
     segmenter.runtime.streams = 2  # what --backend auto decides where two streams pay
     sources = expand_sources([str(folder)])
     run = predict_units(segmenter, sources, work_units(sources), tmp_path / "auto", ("trainid",))
