@@ -205,6 +205,25 @@ def test_bench_predict_brackets_every_video_with_model_only_runs(tmp_path):
     assert [line.split()[0] for line in summary] == ["1", "2"]
 
 
+@pytest.mark.slow  # ~15 s: one process, four variants over three small frames
+def test_bench_images_times_png_and_jpeg_overlays_in_one_and_two_streams(tmp_path):
+    import cv2
+
+    from seglite.data.synth import render_scene
+
+    for index in range(3):
+        cv2.imwrite(str(tmp_path / f"f{index}.jpg"), render_scene(160, 96, seed=index)[0])
+    result = _script(
+        "bench_images.py", "--images", str(tmp_path), "--weights", "none", "--model", "espnetv2_s0.5",
+        "--size", "128x64", "--rounds", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("CPU: ") and "3 images (.jpg" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("PNG", "JPEG"))]
+    assert [(row[0], row[1]) for row in rows] == [("PNG", "1"), ("PNG", "2"), ("JPEG", "1"), ("JPEG", "2")]
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+
+
 @pytest.mark.slow
 def test_bench_labels_times_each_path_and_they_agree():
     result = _script("bench_labels.py", "--frame", "320x180", "--rounds", "1", "--repeats", "1")
