@@ -433,6 +433,9 @@ def test_two_streams_run_at_once_on_half_the_threads_and_write_the_frames_of_one
         assert throughput_streams(seg, live=False) == 1  # a requested backend: not measured, latency mode
         seg.runtime.streams = 2  # what --backend auto sets where two streams measured faster (streams_pay)
         assert throughput_streams(seg, live=False) == 2 and throughput_streams(seg, live=True) == 1
+        torch.set_num_threads(1)  # a torchrun rank or a busy machine: no thread to split
+        assert throughput_streams(seg, live=False) == 1
+        torch.set_num_threads(2)
         forward, calls, threads_seen = seg.forward_for_labels, [], []
         both_running = threading.Barrier(2, timeout=30)  # the first two frames must be in the model together
 
@@ -632,6 +635,8 @@ def test_folder_in_two_streams_writes_what_one_stream_writes(tmp_path):
     autotuned stream count reaches the images (their model calls run in the stream threads)."""
     import threading
 
+    import torch
+
     from seglite.inference.predict import expand_sources, predict_images, predict_units, work_units
     from seglite.inference.segmenter import Segmenter
 
@@ -659,10 +664,15 @@ def test_folder_in_two_streams_writes_what_one_stream_writes(tmp_path):
 
     callers = record_calling_threads(segmenter, "predict_batch")
     segmenter.runtime.streams = 2  # what --backend auto decides where two streams pay
-    sources = expand_sources([str(folder)])
-    run = predict_units(segmenter, sources, work_units(sources), tmp_path / "auto", ("trainid",))
-    assert run.processed == 6 and callers and all(name.startswith("seglite-stream") for name in callers)
-    callers.clear()  # a lone image keeps every thread: no stream for it
-    sources = expand_sources([str(folder / "f0.png")])
-    run = predict_units(segmenter, sources, work_units(sources), tmp_path / "one", ("trainid",))
-    assert run.processed == 1 and callers == {threading.main_thread().name}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # two threads to split (a process with one keeps one stream)
+    try:
+        sources = expand_sources([str(folder)])
+        run = predict_units(segmenter, sources, work_units(sources), tmp_path / "auto", ("trainid",))
+        assert run.processed == 6 and callers and all(name.startswith("seglite-stream") for name in callers)
+        callers.clear()  # a lone image keeps every thread: no stream for it
+        sources = expand_sources([str(folder / "f0.png")])
+        run = predict_units(segmenter, sources, work_units(sources), tmp_path / "one", ("trainid",))
+        assert run.processed == 1 and callers == {threading.main_thread().name}
+    finally:
+        torch.set_num_threads(threads)

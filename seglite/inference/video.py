@@ -261,12 +261,13 @@ def is_live(video: str | int) -> bool:
 
 
 def throughput_streams(segmenter: Segmenter, live: bool) -> int:
-    """How many inference streams an offline source (a video file, images) runs: what `--backend auto` measured to pay on
-    this CPU for this network (two 1-thread calls at once against one 2-thread call: seglite.inference.autotune),
-    else one. Live sources, --realtime and CUDA: one (each frame answered at once)."""
+    """How many inference streams an offline source (a video file, images, eval) runs: what `--backend auto` measured
+    to pay on this CPU for this network (two 1-thread calls at once against one 2-thread call:
+    seglite.inference.autotune), else one; never more than this process's threads (a torchrun rank or a busy machine
+    may have one). Live sources, --realtime and CUDA: one (each frame answered at once)."""
     if live or segmenter.device.type != "cpu":
         return 1
-    return segmenter.runtime.streams
+    return max(1, min(segmenter.runtime.streams, torch.get_num_threads()))
 
 
 def iter_frames(
