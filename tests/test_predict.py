@@ -53,6 +53,8 @@ def test_folder_of_images_gives_every_format_at_the_input_size(street, tmp_path)
         "predict", str(street), *FAST, "--format", "overlay,color,trainid,labelid", "--out", str(tmp_path)
     )
     assert result.returncode == 0, result.stderr
+    assert f"2 of 2 image(s) segmented; 8 file(s) written to {tmp_path} (" in result.stdout
+    assert "images/s)" in result.stdout  # --backend torch: one stream, not named
     names = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.*"))
     # the input's sub-folders are kept under --out; a JPEG's overlay is a JPEG, every other output a PNG
     assert names == sorted(
@@ -657,7 +659,7 @@ def test_folder_in_two_streams_writes_what_one_stream_writes(tmp_path):
         assert sorted(ticks) == list(images)  # every input once (an unreadable one as soon as it was read)
         runs[streams] = run, {p.name: p.read_bytes() for p in out.iterdir() if p.name.endswith("_trainid.png")}
     (one, one_labels), (two, two_labels) = runs[1], runs[2]
-    assert one.processed == two.processed == 6 and len(one_labels) == 6
+    assert one.processed == two.processed == 6 and len(one_labels) == 6 and (one.streams, two.streams) == (1, 2)
     assert one_labels == two_labels  # the same labels: each stream runs the same network on its own images
     assert sorted(p.name for p in one.written) == sorted(p.name for p in two.written)
     assert one.failures == two.failures and len(one.failures) == 1 and "f3b.png" in one.failures[0]
@@ -670,9 +672,10 @@ def test_folder_in_two_streams_writes_what_one_stream_writes(tmp_path):
         sources = expand_sources([str(folder)])
         run = predict_units(segmenter, sources, work_units(sources), tmp_path / "auto", ("trainid",))
         assert run.processed == 6 and callers and all(name.startswith("seglite-stream") for name in callers)
+        assert run.image_streams == 2 and run.image_seconds > 0
         callers.clear()  # a lone image keeps every thread: no stream for it
         sources = expand_sources([str(folder / "f0.png")])
         run = predict_units(segmenter, sources, work_units(sources), tmp_path / "one", ("trainid",))
-        assert run.processed == 1 and callers == {threading.main_thread().name}
+        assert run.processed == 1 and callers == {threading.main_thread().name} and run.image_streams == 1
     finally:
         torch.set_num_threads(threads)

@@ -190,7 +190,13 @@ def _print_predict_summary(runs: list, out: Path) -> None:
     if images:
         processed = sum(r.processed for r in runs)
         written = sum(len(r.written) for r in runs) - sum(len(v.outputs) for v in videos)
-        console.print(f"{processed} of {images} image(s) segmented; {written} file(s) written to {out}", markup=False)
+        seconds = max(r.image_seconds for r in runs)
+        streams = f", {runs[0].image_streams} streams" if runs[0].image_streams > 1 else ""
+        console.print(
+            f"{processed} of {images} image(s) segmented; {written} file(s) written to {out} "
+            f"({seconds:.1f} s, {processed / max(seconds, 1e-9):.2f} images/s{streams})",
+            markup=False,
+        )
     if len(videos) == 1 and len(runs) == 1 and not images:
         _print_video_summary(videos[0], out)
     else:

@@ -36,6 +36,7 @@ class ImageRun:
     written: list[Path] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # one line per input that could not be processed
     processed: int = 0
+    streams: int = 1  # inference streams it ran in
 
     def add(self, other: ImageRun) -> None:
         self.written += other.written
@@ -114,7 +115,7 @@ def predict_images(
     def paths_and_outcome(items: list[tuple[Path, np.ndarray]]) -> tuple[list[Path], ImageRun]:
         return [path for path, _ in items], segment(items)
 
-    streams = min(streams, -(-len(images) // batch)) if segmenter.device.type == "cpu" else 1
+    streams = run.streams = max(1, min(streams, -(-len(images) // batch))) if segmenter.device.type == "cpu" else 1
     with single_threaded_opencv(streams > 1):  # as in the video pipeline: the streams are the parallelism
         outcomes = map if streams == 1 else functools.partial(in_streams, streams=streams)
         for paths, part in outcomes(paths_and_outcome, batches()):
@@ -266,6 +267,8 @@ class PredictRun:
     failures: list[str] = field(default_factory=list)  # one line per input that could not be processed
     videos: list[VideoResult] = field(default_factory=list)
     seconds: float = 0.0
+    image_seconds: float = 0.0  # the images' share of `seconds`
+    image_streams: int = 1
 
 
 def predict_units(
@@ -304,6 +307,8 @@ def predict_units(
             streams=image_streams,
         )
         run.images += len(paths)
+        run.image_seconds = time.perf_counter() - start
+        run.image_streams = max(run.image_streams, part.streams)
         run.processed += part.processed
         run.written += part.written
         run.failures += part.failures
