@@ -22,7 +22,7 @@ from seglite.errors import DataError
 from seglite.evaluation.metrics import ConfusionMatrix
 from seglite.files import atomic_write_bytes, write_failure
 from seglite.inference.segmenter import Segmenter
-from seglite.inference.video import throughput_streams
+from seglite.inference.video import offline_streams
 from seglite.sharing import in_streams, single_threaded_opencv
 
 
@@ -166,8 +166,7 @@ def evaluate(
 
     # Throughput mode as in predict (seglite.sharing.in_streams): one image's reading and upsampling overlap the
     # other's model. The confusion matrix is only ever updated here, in this thread.
-    streams = options.streams if options.streams is not None else throughput_streams(segmenter, live=False)
-    streams = max(1, min(streams, len(samples))) if segmenter.device.type == "cpu" else 1
+    streams = offline_streams(segmenter, options.streams, len(samples))
     judged = map(judge, samples) if streams == 1 else in_streams(judge, samples, streams)
     columns = (TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     progress = Progress(*columns, disable=not (options.progress and dist.is_main), transient=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +18,8 @@ from seglite.inference.sources import Source, read_image, resolve_source
 from seglite.inference.video import (
     VIDEO_FORMATS,
     VideoResult,
+    offline_streams,
     segment_video,
-    throughput_streams,
 )
 from seglite.sharing import in_streams, single_threaded_opencv
 
@@ -53,13 +52,13 @@ def predict_images(
     batch: int = 1,
     on_image: Callable[[Path], None] | None = None,
     source: Source | None = None,
-    streams: int = 1,
+    streams: int | None = 1,
 ) -> ImageRun:
     """Segment images in batches; a bad file is reported and skipped, the rest still run. Outputs keep each
     image's folder below the source folder (`source.output_stem`), so equal file names never overwrite.
     `streams` > 1 (CPU): that many batches at once, each on its share of the threads, so one image's reading and
-    encoding overlap another's model instead of following it (never more streams than batches: a lone image keeps
-    every thread)."""
+    encoding overlap another's model instead of following it (None: as many as a video file gets; see
+    offline_streams)."""
     run = ImageRun()
     prepare_output_folder(out_dir)
 
@@ -115,10 +114,10 @@ def predict_images(
     def paths_and_outcome(items: list[tuple[Path, np.ndarray]]) -> tuple[list[Path], ImageRun]:
         return [path for path, _ in items], segment(items)
 
-    streams = run.streams = max(1, min(streams, -(-len(images) // batch))) if segmenter.device.type == "cpu" else 1
+    streams = run.streams = offline_streams(segmenter, streams, -(-len(images) // batch))
+    outcomes = map(paths_and_outcome, batches()) if streams == 1 else in_streams(paths_and_outcome, batches(), streams)
     with single_threaded_opencv(streams > 1):  # as in the video pipeline: the streams are the parallelism
-        outcomes = map if streams == 1 else functools.partial(in_streams, streams=streams)
-        for paths, part in outcomes(paths_and_outcome, batches()):
+        for paths, part in outcomes:
             run.add(part)
             for path in paths:
                 tick(path)
@@ -292,8 +291,6 @@ def predict_units(
     for unit in units:
         if unit.image is not None:
             images.setdefault(unit.source, []).append(unit.image)
-    # images are an offline source: as many streams as a video file gets (see throughput_streams)
-    image_streams = streams if streams is not None else throughput_streams(segmenter, live=False)
     for index, paths in images.items():
         part = predict_images(
             segmenter,
@@ -304,7 +301,7 @@ def predict_units(
             batch,
             on_image=on_image,
             source=sources[index],
-            streams=image_streams,
+            streams=streams,  # None: as many as a video file gets
         )
         run.images += len(paths)
         run.image_seconds = time.perf_counter() - start

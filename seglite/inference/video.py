@@ -270,6 +270,15 @@ def throughput_streams(segmenter: Segmenter, live: bool) -> int:
     return max(1, min(segmenter.runtime.streams, torch.get_num_threads()))
 
 
+def offline_streams(segmenter: Segmenter, requested: int | None, batches: int) -> int:
+    """Streams for `batches` batches of images (predict, eval): `requested`, or throughput_streams where None, never
+    more than there are batches (a lone image keeps every thread); one off the CPU."""
+    if segmenter.device.type != "cpu":
+        return 1
+    chosen = requested if requested is not None else throughput_streams(segmenter, live=False)
+    return max(1, min(chosen, batches))
+
+
 def iter_frames(
     segmenter: Segmenter, video: str | int, batch: int = 1, realtime: bool = False
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
