@@ -237,6 +237,9 @@ def test_usage_errors_show_usage_not_a_traceback(street):
     # A second SOURCE is no usage error now (predict takes several): a missing one is named in one line.
     missing = cli("predict", str(street), "no-such-file.png")
     assert missing.returncode == 2 and "no-such-file.png: no such file or folder" in missing.stderr
+    # A misspelt --model is named once, without the random-weights warning that would follow a real one.
+    typo = cli("predict", str(street), "--model", "espnetv9")
+    assert typo.returncode == 2 and "unknown model 'espnetv9'" in typo.stderr and "random" not in typo.stderr
 
 
 def test_export_stores_preprocessing_and_checks_ort(tmp_path):

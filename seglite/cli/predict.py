@@ -85,6 +85,7 @@ def predict_cmd(
         predict_units,
         work_units,
     )
+    from seglite.models.registry import get_spec
 
     fmt = parse_formats(formats)
     sources = expand_sources(source)
@@ -96,6 +97,7 @@ def predict_cmd(
     if model is None and weights is None:
         weights = DEFAULT_WEIGHTS
     elif weights is None and dist.is_main:
+        get_spec(model)  # an unknown name is the error to report, not the random weights
         err_console.print(f"warning: no --weights: {model} is randomly initialised, its predictions mean nothing")
     frames = _expected_frames(sources, units)
     started = time.perf_counter()
