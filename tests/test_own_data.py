@@ -256,6 +256,8 @@ def test_init_copies_linked_class_rows_and_reinitialises_the_rest():
     assert torch.equal(dst[CAMVID_NAMES.index("Sky")], src[cs.index("sky")])
     assert torch.allclose(dst[CAMVID_NAMES.index("Car")], (src[cs.index("car")] + src[cs.index("truck")]) / 2)
     assert torch.equal(dst[CAMVID_NAMES.index("Pavement")], src[cs.index("sidewalk")])
+    assert report.unlinked == ["Tree", "SignSymbol", "Pedestrian", "Bicyclist"]
+    assert "new classes (fresh rows; `class_map: {target: source}` links one): Tree, SignSymbol" in report.lines()[2]
     for unlinked in ("Tree", "SignSymbol", "Pedestrian", "Bicyclist"):  # no equal name, not in the map
         assert torch.equal(dst[CAMVID_NAMES.index(unlinked)], fresh[name][CAMVID_NAMES.index(unlinked)])
     encoder = "base_net.level4.0.proj_1x1.conv.weight"
@@ -381,6 +383,10 @@ def test_short_finetune_on_camvid_lowers_the_loss_and_predicts_camvid_classes(tm
     assert result.returncode == 0, result.stderr
     assert (
         "linked classes: Sky <- sky, Building <- building, Pole <- pole, Road <- road, Pavement <- sidewalk, Tree <- vegetation"
+        in result.stdout
+    )
+    assert (
+        "new classes (fresh rows; `class_map: {target: source}` links one): SignSymbol, Pedestrian, Bicyclist\n"
         in result.stdout
     )
     ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)

@@ -59,10 +59,12 @@ def data_check(
         reports = check_dataset(spec, progress=lambda: progress.advance(task))
     full = FULL_COUNTS.get(spec.name, {})
     table = Table(title=f"{spec.name}: {spec.root()} ({spec.num_classes} classes)")
-    for column in ("split", "images", "labelled", f"full {spec.name}", "problems"):
+    # The published split sizes, where known, show a partial download; a user's own data set has none to show.
+    for column in ("split", "images", "labelled", *([f"full {spec.name}"] if full else []), "problems"):
         table.add_column(column)
     for r in reports:
-        table.add_row(r.split, str(r.images), str(r.labelled), str(full.get(r.split, "-")), str(len(r.problems)))
+        known = [str(full.get(r.split, "-"))] if full else []
+        table.add_row(r.split, str(r.images), str(r.labelled), *known, str(len(r.problems)))
     console.print(table)
     for r in reports:
         if r.unmapped:

@@ -28,6 +28,7 @@ class InitReport:
     reinitialised: list[tuple[str, str]] = field(default_factory=list)  # (tensor, why)
     unused: list[str] = field(default_factory=list)  # in the source, not in the target
     links: str = ""
+    unlinked: list[str] = field(default_factory=list)  # target classes no source class feeds: they start fresh
 
     def lines(self) -> list[str]:
         out = [
@@ -36,6 +37,10 @@ class InitReport:
             f"{len(self.unused)} unused",
             f"  linked classes: {self.links}",
         ]
+        if self.unlinked:
+            out.append(
+                f"  new classes (fresh rows; `class_map: {{target: source}}` links one): {', '.join(self.unlinked)}"
+            )
         for name, why in self.reinitialised[:12]:
             out.append(f"  re-initialised {name}: {why}")
         if len(self.reinitialised) > 12:
@@ -94,6 +99,7 @@ def init_from(
     report = InitReport(source)
     links = link_classes(target_names, source_names, class_map)
     report.links = describe_links(links, target_names, source_names)
+    report.unlinked = [name for index, name in enumerate(target_names) if index not in links]
     source_state = source_model.state_dict()
     source_classes = int(source_model.num_classes)
     dims = class_dimensions(model_name, model_kwargs)
