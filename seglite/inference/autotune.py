@@ -139,8 +139,11 @@ def choose_backend(
     runs skip the trial and only redo the choice for their own number of frames. torch.compile is not even timed
     for a run too short to pay it back; a later, longer run adds it to the cache.
     """
-    if context.device.type != "cpu" or context.size is None:
-        return create_backend("torch", context), "GPU or variable input size"
+    if context.device.type != "cpu":
+        return create_backend("torch", context), "auto keeps PyTorch on a GPU"
+    if context.size is None:
+        # Exported runtimes fix the input size; each image at its own size stays in eager PyTorch.
+        return create_backend("torch", context), "images at their own size: no fixed input to export"
     from seglite.inference.onnx_export import weights_fingerprint
     from seglite.zoo.registry import seglite_home
 
