@@ -513,3 +513,38 @@ def test_freeze_encoder_iters_trains_only_the_head_first(tmp_path):
     frozen = [k for k in before if k.startswith("base_net.") and k.endswith("weight") and "bn" not in k]
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen if before[k].ndim > 1)
     assert not torch.equal(before["bu_dec_l4.merge_layer.3.weight"], after["bu_dec_l4.merge_layer.3.weight"])
+
+
+def test_weights_validated_at_each_frames_size_export_at_their_frames_size(tmp_path):
+    """Training records the validation frames' usual size; without --size, exports and latency figures use it (to
+    the network's stride) instead of Cityscapes' 1024x512, which would show the net objects twice the size it
+    learnt."""
+    from seglite.training.config import load_config
+    from seglite.training.trainer import Trainer
+    from seglite.zoo.checkpoint import load_weights
+
+    path = _binary_yaml(tmp_path)
+    spec = load_dataset(path)
+    for i in range(3):  # 3 of the 4 val frames at 100x70, one left at 64x48
+        frame = cv2.resize(cv2.imread(str(spec.path / "images" / "val" / f"f{i}.jpg")), (100, 70))
+        mask = cv2.resize(cv2.imread(str(spec.path / "masks" / "val" / f"f{i}.png"), 0), (100, 70), cv2.INTER_NEAREST)
+        cv2.imwrite(str(spec.path / "images" / "val" / f"f{i}.jpg"), frame)
+        cv2.imwrite(str(spec.path / "masks" / "val" / f"f{i}.png"), mask)
+    from seglite.data.check import check_dataset
+
+    assert [dict(r.sizes) for r in check_dataset(spec)] == [{(64, 48): 4}, {(100, 70): 3, (64, 48): 1}]
+    sets = [f"data.dataset={path}", "data.root=null", "data.workers=0", "data.crop=[64,48]", "data.val_size=null"]
+    config = load_config("configs/synth_espnetv2_s0.5.yaml", sets + ["batch_size=2", "schedule.iters=1"])
+    Trainer(config, tmp_path / "run", show_progress=False).run()
+    loaded = load_weights(tmp_path / "run" / "last.pt")
+    assert loaded.preprocess.size is None and loaded.dataset["image_size"] == [100, 70]
+    assert loaded.fixed_size() == (96, 64)  # ESPNetv2's stride is 32
+    loaded.preprocess = loaded.preprocess.with_size((128, 64))  # weights with a size of their own keep it
+    assert loaded.fixed_size() == (128, 64)
+    loaded.preprocess, loaded.dataset = loaded.preprocess.with_size(None), None
+    assert loaded.fixed_size() == (1024, 512)
+    exported = _seglite("export", "--weights", str(tmp_path / "run" / "last.pt"), "--out", str(tmp_path / "m.onnx"))
+    assert exported.returncode == 0, exported.stderr
+    assert "96x64" in exported.stdout
+    timed = _seglite("bench", "--weights", str(tmp_path / "run" / "last.pt"), "--backend", "torch", "--iters", "1")
+    assert timed.returncode == 0 and "fp32, 96x64, batch 1" in timed.stdout

@@ -70,7 +70,7 @@ def benchmark_formats(
     from seglite.zoo.checkpoint import load_model
 
     loaded = load_model(model, weights)
-    size = tuple(size or loaded.preprocess.size or (1024, 512))
+    size = tuple(size or loaded.fixed_size())
     prepare_output_folder(out)
     rows = [_pytorch_row(loaded, weights, size, data, limit, warmup, iters, threads)]
     if progress:

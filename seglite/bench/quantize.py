@@ -124,7 +124,7 @@ def quantize_and_validate(
     from seglite.zoo.checkpoint import load_model
 
     loaded = load_model(model, weights)
-    size = size or loaded.preprocess.size or (1024, 512)
+    size = tuple(size or loaded.fixed_size())
     preprocess = loaded.preprocess.with_size(size)
     dataset = data if isinstance(data, DatasetSpec) else load_dataset("cityscapes", data)
     for split in (calibration_split, eval_split):

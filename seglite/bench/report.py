@@ -18,7 +18,7 @@ from seglite.files import atomic_write_bytes, prepare_output_folder, write_failu
 
 @dataclass
 class ReportOptions:
-    sizes: tuple[tuple[int, int], ...] | None = None  # None: each model at its weights' own size (else 1024x512)
+    sizes: tuple[tuple[int, int], ...] | None = None  # None: each model at LoadedWeights.fixed_size()
     data_root: Path | None = None
     data: str | None = None  # data set name or YAML (None: Cityscapes at data_root)
     split: str = "val"
@@ -63,7 +63,7 @@ def build_report(
     rows, machine = [], {}
     for model, weights in entries:
         base = Segmenter(model=model, weights=weights, device=options.device)
-        for size in options.sizes or (base.preprocess.size or (1024, 512),):
+        for size in options.sizes or (base.loaded.fixed_size(),):
             segmenter = Segmenter(model=model, weights=weights, device=options.device, size=size)
             miou, evaluated = None, {"dataset": None, "data_root": None, "split": None, "eval_images": 0}
             if (options.data_root is not None or options.data) and weights is not None:  # eval at the timed size

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from seglite.cli.common import (
+    SIZE_DEFAULT,
     DataOption,
     _dataset,
     _join_run,
@@ -32,8 +33,9 @@ def bench_cmd(
         str | None, typer.Option("--weights", help="Checkpoint path, zoo name or exported model (optional).")
     ] = None,
     size: Annotated[
-        str, typer.Option(help="Input WxH (an exported model: the size it was exported for).")
-    ] = "1024x512",
+        str | None,
+        typer.Option(help=f"Input WxH (default: {SIZE_DEFAULT}; an exported model: the size it was exported for)."),
+    ] = None,
     batch: Annotated[int, typer.Option(min=1)] = 1,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: torch's).")] = None,
@@ -65,10 +67,12 @@ def bench_cmd(
         size, results = "x".join(map(str, result.size)), [result]
     else:
         loaded = load_model(model, weights)
+        wh = parse_size(size) if size else loaded.fixed_size()
+        size = f"{wh[0]}x{wh[1]}"
         result, results = benchmark_backends(
             loaded.model,
             loaded.model_name,
-            parse_size(size),
+            wh,
             backend=backend,
             device=resolve_device(device),
             precision=precision,
@@ -103,7 +107,7 @@ def report_cmd(
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Data root for mIoU.")] = None,
     split: Annotated[str, typer.Option()] = "val",
     size: Annotated[
-        list[str] | None, typer.Option("--size", help="WxH; repeat for several (default: the weights' own).")
+        list[str] | None, typer.Option("--size", help=f"WxH; repeat for several (default: {SIZE_DEFAULT}).")
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder (default: outputs/report, or report2, ... if it holds one).")
@@ -168,7 +172,7 @@ def quantize_cmd(
     ] = None,
     model: Annotated[str | None, typer.Option("--model")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
-    size: Annotated[str | None, typer.Option(help="Input WxH (default: the weights' own, else 1024x512).")] = None,
+    size: Annotated[str | None, typer.Option(help=f"Input WxH (default: {SIZE_DEFAULT}).")] = None,
     calibration_split: Annotated[str, typer.Option(help="Split whose images calibrate the ranges.")] = "train",
     eval_split: Annotated[str, typer.Option(help="Labelled split for the mIoU change.")] = "val",
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads for the timing.")] = None,
@@ -218,7 +222,7 @@ def benchmark_cmd(
     formats: Annotated[
         str, typer.Option("--formats", help="all, or a comma-separated list (onnx,openvino,tflite,...).")
     ] = "all",
-    size: Annotated[str | None, typer.Option(help="Input WxH (default: the weights' own, else 1024x512).")] = None,
+    size: Annotated[str | None, typer.Option(help=f"Input WxH (default: {SIZE_DEFAULT}).")] = None,
     int8: Annotated[
         bool, typer.Option("--int8", help="Also INT8 where a format has it (calibrated on --data).")
     ] = False,

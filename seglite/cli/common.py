@@ -79,6 +79,9 @@ def print_rows(rows: list[dict], as_json: bool, title: str, columns: tuple[str, 
         print_table(title, columns, [cells(row) for row in rows])
 
 
+# What an export or a latency figure runs at when no --size is given (LoadedWeights.fixed_size).
+SIZE_DEFAULT = "the weights' own; else the size of the frames they were trained on; else 1024x512"
+
 DataOption = Annotated[
     str | None,
     typer.Option(

@@ -60,11 +60,11 @@ def data_check(
     full = FULL_COUNTS.get(spec.name, {})
     table = Table(title=f"{spec.name}: {spec.root()} ({spec.num_classes} classes)")
     # The published split sizes, where known, show a partial download; a user's own data set has none to show.
-    for column in ("split", "images", "labelled", *([f"full {spec.name}"] if full else []), "problems"):
+    for column in ("split", "images", "labelled", *([f"full {spec.name}"] if full else []), "size", "problems"):
         table.add_column(column)
     for r in reports:
         known = [str(full.get(r.split, "-"))] if full else []
-        table.add_row(r.split, str(r.images), str(r.labelled), *known, str(len(r.problems)))
+        table.add_row(r.split, str(r.images), str(r.labelled), *known, _sizes(r), str(len(r.problems)))
     console.print(table)
     for r in reports:
         if r.unmapped:
@@ -76,6 +76,14 @@ def data_check(
     if problems:
         raise SegliteError(f"{spec.root()}: {len(problems)} problem(s) found (first: {problems[0]})")
     console.print("dataset OK")
+
+
+def _sizes(report) -> str:
+    """The images' usual WxH (what training records and exports default to), and how many differ from it."""
+    if report.common_size is None:
+        return "-"
+    (width, height), others = report.common_size, report.images - report.sizes[report.common_size]
+    return f"{width}x{height}" + (f" (+{others} other)" if others else "")
 
 
 @data_app.command("stats")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from seglite.cli.common import DataOption, _dataset, app, console, print_json
+from seglite.cli.common import SIZE_DEFAULT, DataOption, _dataset, app, console, print_json
 
 
 @app.command("export")
@@ -30,7 +30,7 @@ def export_cmd(
             "--out", help="Artifact folder (default outputs/export/NAME_FORMAT_model); for onnx a .onnx file too."
         ),
     ] = None,
-    size: Annotated[str | None, typer.Option(help="Input WxH (default: the weights' own, else 1024x512).")] = None,
+    size: Annotated[str | None, typer.Option(help=f"Input WxH (default: {SIZE_DEFAULT}).")] = None,
     data: DataOption = None,
     data_root: Annotated[
         Path | None, typer.Option("--data-root", help="Data root (overrides the data set's path).")

@@ -35,6 +35,11 @@ class SplitReport:
     labelled: int = 0
     problems: list[str] = field(default_factory=list)
     unmapped: Counter = field(default_factory=Counter)  # raw mask values label_mapping leaves out (ignored): pixels
+    sizes: Counter = field(default_factory=Counter)  # (width, height) of the readable images: how many of each
+
+    @property
+    def common_size(self) -> tuple[int, int] | None:
+        return self.sizes.most_common(1)[0][0] if self.sizes else None
 
 
 def check_dataset(
@@ -55,32 +60,41 @@ def check_dataset(
             continue
         report.images = len(samples)
         check = functools.partial(_check_sample, spec, split, read_labels)
-        for labelled, problems, unmapped in _map(check, samples, progress):
+        for labelled, problems, unmapped, size in _map(check, samples, progress):
             report.labelled += labelled
             report.problems += problems
             report.unmapped.update(unmapped)
+            if size is not None:
+                report.sizes[size] += 1
         reports.append(report)
     if not reports:
         raise DataError(f"data set {spec.name!r} at {spec.root()}: none of the splits {', '.join(splits or SPLITS)}")
     return reports
 
 
-def _check_sample(spec: DatasetSpec, split: str, read_labels: bool, sample) -> tuple[int, list[str], Counter]:
-    """One image and its mask: (1 if labelled, problems, raw mask values that label_mapping leaves out)."""
-    if sample.label is None:
-        return 0, ([f"{sample.image}: no mask"] if split != "test" else []), Counter()
+def _check_sample(
+    spec: DatasetSpec, split: str, read_labels: bool, sample
+) -> tuple[int, list[str], Counter, tuple[int, int] | None]:
+    """One image and its mask: (1 if labelled, problems, raw mask values that label_mapping leaves out, the image's
+    width and height if its header reads)."""
+    size = None
     try:
-        with Image.open(sample.image) as image, Image.open(sample.label) as label:
-            if image.size != label.size:
-                size = f"mask is {label.size[0]}x{label.size[1]}, image {image.size[0]}x{image.size[1]}"
-                return 1, [f"{sample.label}: {size}"], Counter()
+        with Image.open(sample.image) as image:
+            size = image.size
+            if sample.label is None:
+                return 0, ([f"{sample.image}: no mask"] if split != "test" else []), Counter(), size
+            with Image.open(sample.label) as label:
+                if image.size != label.size:
+                    sizes = f"mask is {label.size[0]}x{label.size[1]}, image {image.size[0]}x{image.size[1]}"
+                    return 1, [f"{sample.label}: {sizes}"], Counter(), size
         if read_labels:
             spec.read_label(sample)
             if spec.label_mapping is not None and spec.mask_format == "index":
-                return 1, [], _unmapped_values(spec, sample.label)
+                return 1, [], _unmapped_values(spec, sample.label), size
     except (OSError, DataError) as exc:
-        return 1, [str(exc) if isinstance(exc, DataError) else f"{sample.image}: unreadable ({exc})"], Counter()
-    return 1, [], Counter()
+        problem = str(exc) if isinstance(exc, DataError) else f"{sample.image}: unreadable ({exc})"
+        return int(sample.label is not None), [problem], Counter(), size
+    return 1, [], Counter(), size
 
 
 def _map(function: Callable[[T], R], items: Sequence[T], progress=None) -> Iterator[R]:

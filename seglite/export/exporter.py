@@ -158,7 +158,7 @@ def export_model(
     loaded = loaded or load_model(model, weights)
     if "artifact" in loaded.config:
         raise InputError(f"--weights {weights}: already an exported model; export from the PyTorch checkpoint")
-    size = tuple(size or loaded.preprocess.size or (1024, 512))
+    size = tuple(size or loaded.fixed_size())
     stride = getattr(loaded.model, "stride", 1)
     if size[0] % stride or size[1] % stride:
         raise InputError(f"--size {size[0]}x{size[1]}: {loaded.model_name} needs multiples of {stride}")

@@ -203,6 +203,7 @@ class Trainer:
         self.exist_ok = exist_ok
         self.dataset = load_dataset(config.data.dataset, config.data.root)
         self.dataset.root()
+        self.dataset_record = self.dataset.to_record()  # _check_data adds the frames' size
         self.num_classes = config.num_classes or self.dataset.num_classes
         if self.num_classes < self.dataset.num_classes:
             raise SegliteError(
@@ -267,6 +268,10 @@ class Trainer:
             if report.problems:
                 more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
                 raise SegliteError(f"dataset not usable: {report.problems[0]}{more}; run `seglite data check`")
+        # Checkpoints keep the validation frames' usual size: an export or a latency figure of weights validated
+        # at each frame's own size defaults to it (LoadedWeights.fixed_size).
+        frames = reports[-1].common_size
+        self.dataset_record = self.dataset.to_record() | ({"image_size": list(frames)} if frames else {})
 
     def _build(self) -> None:
         config = self.config
@@ -369,7 +374,7 @@ class Trainer:
             self.preprocess.with_size(tuple(self.config.data.val_size) if self.config.data.val_size else None),
             config=self.config.to_dict(),
             model_kwargs=self.model_kwargs,
-            dataset=self.dataset.to_record(),
+            dataset=self.dataset_record,
             optimizer=self.optimizer.state_dict(),
             scaler=self.scaler.state_dict(),
             precision=self.precision,
@@ -438,7 +443,7 @@ class Trainer:
             "training",
             {},
             self.model_kwargs,
-            self.dataset.to_record(),
+            self.dataset_record,
         )
         was_training = self.model.training
         broadcast_buffers(self.model, self.dist)

@@ -50,6 +50,19 @@ class LoadedWeights:
         """RGB per class, from the training data set (None: Cityscapes' colours)."""
         return (self.dataset or {}).get("palette")
 
+    def fixed_size(self) -> tuple[int, int]:
+        """The input size for an export or a latency figure when none is asked for: the weights' own; else, for
+        weights validated at each frame's own size, the size of the frames they were trained on (to the network's
+        stride, as exports need); else Cityscapes' 1024x512. A model timed or exported at 1024x512 after training on
+        480x360 frames would see its objects twice the size it learnt and report a latency nobody ships."""
+        if self.preprocess.size:
+            return tuple(self.preprocess.size)
+        frames = (self.dataset or {}).get("image_size")
+        if not frames:
+            return (1024, 512)
+        stride = int(getattr(self.model, "stride", 1))
+        return tuple(max(stride, round(side / stride) * stride) for side in frames)
+
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
     """Serialise in memory, write to a unique temporary file, fsync, then rename over the target. In memory first:
