@@ -240,6 +240,10 @@ def test_usage_errors_show_usage_not_a_traceback(street):
     # A misspelt --model is named once, without the random-weights warning that would follow a real one.
     typo = cli("predict", str(street), "--model", "espnetv9")
     assert typo.returncode == 2 and "unknown model 'espnetv9'" in typo.stderr and "random" not in typo.stderr
+    # A camera that is not there is named before the model is set up (which may time and compile backends).
+    camera = cli("predict", "9", "--model", "espnetv2_s0.5", "--backend", "torch")
+    assert camera.returncode == 2 and "camera 9: cannot be opened" in camera.stderr
+    assert "on cpu, backend" not in camera.stderr and "Traceback" not in camera.stderr
 
 
 def test_export_stores_preprocessing_and_checks_ort(tmp_path):

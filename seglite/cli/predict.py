@@ -85,6 +85,7 @@ def predict_cmd(
         predict_units,
         work_units,
     )
+    from seglite.inference.sources import check_stream
     from seglite.models.registry import get_spec
 
     fmt = parse_formats(formats)
@@ -94,6 +95,8 @@ def predict_cmd(
     out = _on_main(dist, lambda: choose_output_folder(sources, out, fmt, exist_ok))
     check_distinct_outputs(sources, out, fmt)
     units = shard(work_units(sources), dist)
+    for unit in units:
+        check_stream(sources[unit.source])
     if model is None and weights is None:
         weights = DEFAULT_WEIGHTS
     elif weights is None and dist.is_main:

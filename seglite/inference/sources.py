@@ -129,6 +129,14 @@ def read_image(path: Path) -> np.ndarray:
     return as_bgr_uint8(image, str(path))
 
 
+def check_stream(source: Source) -> None:
+    """Open a camera or stream once and let it go, so that a missing camera is named before the model's set-up (on
+    a first run at a size, `--backend auto` may spend minutes timing and compiling backends for an endless source)."""
+    if source.kind == "stream":
+        capture, *_ = open_video(source.video)
+        capture.release()
+
+
 def open_video(video: str | int, decode_threads: int = 0) -> tuple[cv2.VideoCapture, float, tuple[int, int], int]:
     """(capture, fps, (W, H), frame count or 0 when unknown) or an InputError naming the video.
 
