@@ -543,6 +543,11 @@ def test_weights_validated_at_each_frames_size_export_at_their_frames_size(tmp_p
     assert loaded.fixed_size() == (128, 64)
     loaded.preprocess, loaded.dataset = loaded.preprocess.with_size(None), None
     assert loaded.fixed_size() == (1024, 512)
+    # The fixed-size runtimes of predict and eval take the same default (so --int8 finds what quantize made).
+    weights = str(tmp_path / "run" / "last.pt")
+    assert seglite.Segmenter(weights=weights, device="cpu", backend="onnx").preprocess.size == (96, 64)
+    with pytest.raises(SegliteError, match=r"no accepted INT8 model for .*last.pt at 96x64: run `seglite quantize"):
+        seglite.Segmenter(weights=weights, device="cpu", int8=True)
     exported = _seglite("export", "--weights", str(tmp_path / "run" / "last.pt"), "--out", str(tmp_path / "m.onnx"))
     assert exported.returncode == 0, exported.stderr
     assert "96x64" in exported.stdout

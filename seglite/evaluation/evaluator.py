@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from seglite.data.cityscapes import Sample, read_image
@@ -169,7 +170,10 @@ def evaluate(
     streams = offline_streams(segmenter, options.streams, len(samples))
     judged = map(judge, samples) if streams == 1 else in_streams(judge, samples, streams)
     columns = (TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    progress = Progress(*columns, disable=not (options.progress and dist.is_main), transient=True)
+    # On stderr: stdout carries the results (a piped run's stdout would get the bar's closing newline).
+    progress = Progress(
+        *columns, console=Console(stderr=True), disable=not (options.progress and dist.is_main), transient=True
+    )
     with progress, single_threaded_opencv(streams > 1):
         task = progress.add_task(segmenter.model_name, total=len(samples))
         for sample, prediction, target, seconds in judged:

@@ -69,7 +69,10 @@ class Segmenter:
         device = resolve_device(device)
         if device.type == "cpu":
             reuse_freed_memory()
-        self._prepare(load_model(model, weights), device, size, half_dtype(device) if half else torch.float32)
+        loaded = load_model(model, weights)
+        if size is None and loaded.preprocess.size is None and (int8 or backend in ("onnx", "openvino")):
+            size = loaded.fixed_size()  # a runtime with a fixed input: the size quantize and export chose too
+        self._prepare(loaded, device, size, half_dtype(device) if half else torch.float32)
         if self.preprocess.size:
             check_input_fits(self.preprocess.size, self.loaded.model.num_classes, 1, self.device)
         self.backend_reason = "requested"

@@ -586,10 +586,11 @@ class Trainer:
 @contextlib.contextmanager
 def _task_progress(description: str, total: int, show: bool) -> Iterator[Callable[[], None]]:
     """A transient progress bar for set-up work; yields the function that advances it by one."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True, disable=not show) as progress:
+    with Progress(*columns, console=Console(stderr=True), transient=True, disable=not show) as progress:
         task = progress.add_task(description, total=total)
         yield lambda: progress.advance(task)
 

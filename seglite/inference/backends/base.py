@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from seglite.errors import SegliteError
 from seglite.zoo.checkpoint import LoadedWeights
 
 
@@ -22,6 +23,13 @@ class BackendContext:
     device: torch.device
     dtype: torch.dtype
     memory_format: torch.memory_format
+
+    def require_fixed_cpu(self, option: str) -> None:
+        """The exported runtimes run on a CPU at one input size; name what is missing."""
+        if self.device.type != "cpu":
+            raise SegliteError(f"{option} runs on a CPU: pass --device cpu (this run is on {self.device})")
+        if self.size is None:
+            raise SegliteError(f"{option} runs at one input size: pass --size WxH")
 
 
 class Backend:

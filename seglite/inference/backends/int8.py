@@ -40,8 +40,7 @@ class Int8Backend(RunnerBackend):
     def __init__(self, context: BackendContext):
         from seglite.inference.onnx_export import OnnxRunner
 
-        if context.device.type != "cpu" or context.size is None:
-            raise SegliteError("--int8 runs on CPU at a fixed size: pass --device cpu (and --size WxH if needed)")
+        context.require_fixed_cpu("--int8")
         path = int8_path(context.loaded, context.size)
         if not path.is_file():
             width, height = context.size

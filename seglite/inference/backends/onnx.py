@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 
-from seglite.errors import SegliteError
 from seglite.inference.backends.base import Backend, BackendContext
 
 
@@ -14,11 +13,7 @@ class OnnxBackend(Backend):
 
     def __init__(self, context: BackendContext):
         super().__init__(context)
-        if context.device.type != "cpu" or context.size is None:
-            raise SegliteError(
-                "--backend onnx runs on CPU at a fixed size: pass --device cpu and --size WxH "
-                "(weights with a training size set it themselves)"
-            )
+        context.require_fixed_cpu("--backend onnx")
         self.runners: dict[int, object] = {}
 
     def serves(self, batch: torch.Tensor) -> bool:

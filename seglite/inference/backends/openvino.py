@@ -21,8 +21,7 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, context: BackendContext):
         super().__init__(context)
-        if context.device.type != "cpu" or context.size is None:
-            raise SegliteError("--backend openvino runs on CPU at a fixed size: pass --device cpu and --size WxH")
+        context.require_fixed_cpu("--backend openvino")
         if not openvino_available():
             raise SegliteError("--backend openvino needs openvino: pip install 'seglite[export]'")
         self.requests: dict[int, object] = {}
