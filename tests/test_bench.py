@@ -224,6 +224,20 @@ def test_bench_images_times_png_and_jpeg_overlays_in_one_and_two_streams(tmp_pat
     assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
 
 
+@pytest.mark.slow  # ~20 s: two generated 2048x1024 frames, evaluated in one and two streams
+def test_bench_eval_times_one_and_two_streams_with_the_same_miou(tmp_path):
+    result = _script(
+        "bench_eval.py", "--weights", "none", "--model", "espnetv2_s0.5", "--camvid", str(tmp_path / "absent"),
+        "--frames", "2", "--rounds", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("CPU: ") and "absent; only the generated frames" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if "stream(s): images/s" in line]
+    assert [row.split(", ")[2].split()[0] for row in rows] == ["1", "2"]
+    mious = {row.split("(mIoU ")[1] for row in rows}
+    assert len(mious) == 1  # streams change the speed, not the figures
+
+
 @pytest.mark.slow
 def test_bench_labels_times_each_path_and_they_agree():
     result = _script("bench_labels.py", "--frame", "320x180", "--rounds", "1", "--repeats", "1")

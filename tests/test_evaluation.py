@@ -37,6 +37,30 @@ def test_confusion_matrix_by_hand():
     assert matrix.pixel_accuracy() == pytest.approx(3 / 5)
 
 
+@pytest.mark.parametrize("classes", [2, 19, 130])  # 130: codes past 16 bits
+def test_confusion_matrix_counts_every_pixel_as_a_loop_does(classes):
+    rng = np.random.default_rng(classes)
+    target = rng.integers(0, classes, (37, 53)).astype(np.uint8)
+    target[rng.random(target.shape) < 0.2] = 255
+    prediction = rng.integers(0, min(classes + 3, 256), target.shape)  # past the classes: misses
+    prediction[rng.random(target.shape) < 0.1] = 255
+    expected = np.zeros((classes, classes + 1), np.int64)
+    for t, p in zip(target.ravel(), prediction.ravel(), strict=True):
+        if t != 255:
+            expected[t, min(p, classes)] += 1
+    for target_type in (torch.uint8, torch.int64):
+        matrix = ConfusionMatrix(classes)
+        matrix.update(torch.from_numpy(prediction), torch.from_numpy(target).to(target_type))
+        assert np.array_equal(matrix.matrix.numpy(), expected)
+    for bad in (classes, 300, -1):  # a label value that is neither a class nor ignore is an error, not a count
+        if bad == classes and classes > 254:
+            continue
+        wrong = torch.from_numpy(target).long()
+        wrong[0, 0] = bad
+        with pytest.raises(ValueError, match="label values must be class ids"):
+            ConfusionMatrix(classes).update(torch.from_numpy(prediction), wrong)
+
+
 def test_mean_matches_the_official_evaluator(synth_root, tmp_path, monkeypatch):
     predictions = tmp_path / "pred"
     result = _seglite(

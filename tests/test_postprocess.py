@@ -16,7 +16,13 @@ import seglite
 from seglite.data.labels import CLASS_NAMES
 from seglite.data.synth import render_scene
 from seglite.inference import native
-from seglite.inference.postprocess import ResizeChainArgmax, bilinear_taps, grouped_taps, upsample_argmax_library
+from seglite.inference.postprocess import (
+    ResizeChainArgmax,
+    bilinear_taps,
+    class_argmax,
+    grouped_taps,
+    upsample_argmax_library,
+)
 from seglite.inference.segmenter import Segmenter
 from seglite.zoo.checkpoint import LoadedWeights
 from seglite.zoo.preprocess import IMAGENET
@@ -283,3 +289,12 @@ def test_native_kernel_gives_the_same_labels_on_arm64(tmp_path):
     clear = margin > 1e-4
     assert clear.mean() > 0.99 and len(np.unique(expected)) >= 10
     assert np.array_equal(arm64[clear], expected[clear])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_class_argmax_is_torch_argmax_ties_included(dtype):
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randint(0, 3, (2, 19, 31, 45), generator=generator).to(dtype)  # many equal maxima
+    assert torch.equal(class_argmax(logits), logits.argmax(1))
+    logits = torch.randn(1, 11, 40, 64, generator=generator).to(dtype).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(class_argmax(logits), logits.argmax(1))

@@ -22,6 +22,7 @@ from seglite.distributed import DistInfo, all_reduce_sum, shard
 from seglite.errors import DataError
 from seglite.evaluation.metrics import ConfusionMatrix
 from seglite.files import atomic_write_bytes, write_failure
+from seglite.inference.postprocess import class_argmax
 from seglite.inference.segmenter import Segmenter
 from seglite.inference.video import offline_streams
 from seglite.sharing import in_streams, single_threaded_opencv
@@ -156,7 +157,7 @@ def evaluate(
             )
         start = time.perf_counter()
         logits = predict_logits(segmenter, image, target.shape, options)
-        prediction = logits.argmax(1)[0]
+        prediction = class_argmax(logits)[0]
         if logits.shape[1] > segmenter.num_known:
             prediction[prediction >= segmenter.num_known] = IGNORE_INDEX
         if lookup is not None:

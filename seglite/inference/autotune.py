@@ -17,6 +17,7 @@ from seglite.files import atomic_write_bytes
 from seglite.inference.backends import Backend, BackendContext, create_backend
 from seglite.inference.backends.compiled import FRESH_COMPILE_S
 from seglite.inference.backends.openvino import openvino_available
+from seglite.inference.postprocess import class_argmax
 from seglite.sharing import split_threads
 
 BACKEND_TRIAL_FIELDS = ("ms", "agreement", "compile_s", "unavailable", "two_streams")  # one cached entry
@@ -103,7 +104,7 @@ def time_backends(context: BackendContext, names: list[str]) -> tuple[dict, dict
     width, height = context.size
     x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     x = x.contiguous(memory_format=context.memory_format)
-    reference = create_backend("torch", context)(x).argmax(1)
+    reference = class_argmax(create_backend("torch", context)(x))
     timings, agreement, unavailable, compile_s, built = {}, {}, {}, None, {}
     for name in names:
         start = time.perf_counter()
@@ -117,7 +118,7 @@ def time_backends(context: BackendContext, names: list[str]) -> tuple[dict, dict
         if cost is not None:
             compile_s = cost
         if name != "torch":
-            agreement[name] = float((out.argmax(1) == reference).float().mean())
+            agreement[name] = float((class_argmax(out) == reference).float().mean())
         times = []
         for _ in range(5):
             start = time.perf_counter()

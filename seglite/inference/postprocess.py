@@ -16,6 +16,14 @@ from seglite.devices import cpu_cache_bytes
 from seglite.inference import native
 
 
+def class_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W logits -> N x H x W class ids, the first of equal maxima, as torch.argmax(1) gives them. On a
+    CPU torch.argmax over the strided class dimension is ~6x slower than max(1), which picks the same index:
+    531 against 89 ms for 19 x 1024 x 2048 logits on 2 threads (Xeon; most of what eval spent on a Cityscapes frame
+    beside the network)."""
+    return logits.max(1).indices
+
+
 def _class_planes(logits: torch.Tensor) -> np.ndarray:
     """C x h x w logits as contiguous class planes: free for NCHW; for channels_last (e.g. ESPNet's final deconv),
     OpenCV's transpose, ~5x faster than NumPy's or PyTorch's copy for 19 interleaved channels."""

@@ -17,7 +17,7 @@ from seglite.devices import check_input_fits, cpu_supports_bf16, resolve_device,
 from seglite.errors import InputError, SegliteError
 from seglite.inference.backends import Backend, BackendContext, create_backend
 from seglite.inference.optimize import fold_batchnorm
-from seglite.inference.postprocess import ResizeChainArgmax, resize_argmax, upsample_argmax_library
+from seglite.inference.postprocess import ResizeChainArgmax, class_argmax, resize_argmax, upsample_argmax_library
 from seglite.inference.sources import as_bgr_uint8
 from seglite.inference.visualize import palette_lut
 from seglite.models.base import FinalUpsample, SegmentationNet, without_final_upsample
@@ -232,7 +232,7 @@ class Segmenter:
         else:
             if tuple(logits.shape[-2:]) != tuple(out_size):
                 logits = F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False)
-            labels = logits.argmax(1).to(torch.uint8).cpu().numpy()
+            labels = class_argmax(logits).to(torch.uint8).cpu().numpy()
         if logits.shape[1] > self.num_known:
             labels[labels >= self.num_known] = IGNORE_INDEX
         return labels
