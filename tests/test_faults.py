@@ -272,6 +272,14 @@ def test_weights_list_never_cuts_the_names_you_type():
     assert result.returncode == 0
     for entry in list_zoo():
         assert entry.name in result.stdout, entry.name
+    # Piped without COLUMNS (a file, a CI log): no cell is cut to fit 80 columns.
+    piped = subprocess.run(
+        [SEGLITE, "weights", "list"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in ENV.items() if k != "COLUMNS"},
+    )
+    assert piped.returncode == 0 and "reported mIoU" in piped.stdout and "…" not in piped.stdout
 
 
 def _train_cmd(data: Path, out: Path | None, *extra: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -26,8 +27,19 @@ weights_app = typer.Typer(no_args_is_help=True, help="Published checkpoints: lis
 app.add_typer(weights_app, name="weights")
 data_app = typer.Typer(no_args_is_help=True, help="Data sets: check, statistics, generate the synthetic city.")
 app.add_typer(data_app, name="data")
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _console(stderr: bool) -> Console:
+    """Output to a file, a pipe or a CI log keeps whole table cells: rich fits tables to 80 columns when it cannot
+    ask a terminal (COLUMNS, if set, still wins)."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if "COLUMNS" in os.environ or stream.isatty() else PIPED_WIDTH
+    return Console(stderr=stderr, soft_wrap=True, width=width)
+
+
+PIPED_WIDTH = 240
+console = _console(stderr=False)
+err_console = _console(stderr=True)
 _state: dict = {"debug": False, "shared_cpu": None}
 
 
