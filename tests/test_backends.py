@@ -3,6 +3,8 @@ runs in eager PyTorch (one place: Segmenter.forward)."""
 
 from __future__ import annotations
 
+import warnings
+
 import cv2
 import pytest
 import torch
@@ -47,7 +49,9 @@ def test_every_backend_agrees_with_eager_on_a_real_frame(family, backend, frame,
     eager = segmenter.predict_batch([frame])[0]
     segmenter.runtime = create_backend(backend, segmenter.context)
     assert segmenter.backend == backend
-    labels = segmenter.predict_batch([frame])[0]
+    with warnings.catch_warnings():  # a first run's conversion (trace, export) shows the user no warnings
+        warnings.simplefilter("error")
+        labels = segmenter.predict_batch([frame])[0]
     assert (labels == eager).mean() >= 0.999
 
 

@@ -122,7 +122,7 @@ def benchmark(
     elif backend == "openvino":
         if device.type != "cpu" or precision != "fp32":
             raise SegliteError("--backend openvino runs on CPU in fp32 here; use --backend torch for GPU or fp16/bf16")
-        from seglite.inference.backends.openvino import openvino_available
+        from seglite.inference.backends.openvino import convert_torch, openvino_available
 
         if not openvino_available():
             raise SegliteError("--backend openvino needs openvino: pip install 'seglite[export]'")
@@ -132,10 +132,7 @@ def benchmark(
 
         example = torch.zeros(shape)
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
-        with torch.no_grad():
-            compiled = ov.Core().compile_model(
-                ov.convert_model(fold_batchnorm(model), example_input=example), "CPU", config
-            )
+        compiled = ov.Core().compile_model(convert_torch(fold_batchnorm(model), example), "CPU", config)
         request = compiled.create_infer_request()
         images = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
         times = _timed(lambda: request.infer({0: images}), warmup, iters, lambda: None)

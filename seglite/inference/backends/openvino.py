@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 
 import torch
 
@@ -14,6 +15,17 @@ from seglite.inference.backends.base import Backend, BackendContext
 
 def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
+
+
+def convert_torch(model: torch.nn.Module, example: torch.Tensor):
+    """`ov.convert_model` of a network at one input size, without the tracer's warnings (shape arithmetic that is
+    constant at a fixed size, torch.jit.trace's deprecation: a screen of them on a first run means nothing to a
+    user; the backend trial and the export check the converted model's labels)."""
+    import openvino as ov
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        return ov.convert_model(model, example_input=example)
 
 
 class OpenVinoBackend(Backend):
@@ -54,7 +66,7 @@ class OpenVinoBackend(Backend):
         path = seglite_home() / "openvino" / f"{key}.xml"
         if not path.is_file():
             example = torch.zeros(batch_size, 3, height, width)
-            model = ov.convert_model(self.context.model.float(), example_input=example)
+            model = convert_torch(self.context.model.float(), example)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = temporary_name(path)  # the .bin beside it takes the same stem: rename both once complete
             ov.save_model(model, str(tmp.with_suffix(".xml")), compress_to_fp16=False)
