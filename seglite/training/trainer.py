@@ -270,7 +270,7 @@ class Trainer:
                 raise SegliteError(f"dataset not usable: {report.problems[0]}{more}; run `seglite data check`")
         # Checkpoints keep the validation frames' usual size: an export or a latency figure of weights validated
         # at each frame's own size defaults to it (LoadedWeights.fixed_size).
-        frames = reports[-1].common_size
+        frames = next(r for r in reports if r.split == self.config.data.val_split).common_size
         self.dataset_record = self.dataset.to_record() | ({"image_size": list(frames)} if frames else {})
 
     def _build(self) -> None:
