@@ -119,7 +119,7 @@ def main() -> None:
     )
     for streams in common["streams"]:
         runs = sorted((run[f"streams_{streams}"] for run in rounds), key=itemgetter("ratio"))
-        middle = runs[len(runs) // 2]
+        middle = runs[(len(runs) - 1) // 2]  # a round's own figures: the lower middle one for an even count
         print(
             f"  {streams} stream(s): end to end {middle['end_to_end_fps']:.2f} FPS vs model only {middle['model_only_fps']:.2f} "
             f"FPS: ratio {middle['ratio']:.2f} (rounds {', '.join(format(run['ratio'], '.2f') for run in runs)})"
