@@ -27,6 +27,7 @@ weights_app = typer.Typer(no_args_is_help=True, help="Published checkpoints: lis
 app.add_typer(weights_app, name="weights")
 data_app = typer.Typer(no_args_is_help=True, help="Data sets: check, statistics, generate the synthetic city.")
 app.add_typer(data_app, name="data")
+PIPED_WIDTH = 240  # columns when stdout/stderr is no terminal
 
 
 def _console(stderr: bool) -> Console:
@@ -37,7 +38,6 @@ def _console(stderr: bool) -> Console:
     return Console(stderr=stderr, soft_wrap=True, width=width)
 
 
-PIPED_WIDTH = 240
 console = _console(stderr=False)
 err_console = _console(stderr=True)
 _state: dict = {"debug": False, "shared_cpu": None}
