@@ -551,5 +551,7 @@ def test_weights_validated_at_each_frames_size_export_at_their_frames_size(tmp_p
     exported = _seglite("export", "--weights", str(tmp_path / "run" / "last.pt"), "--out", str(tmp_path / "m.onnx"))
     assert exported.returncode == 0, exported.stderr
     assert "96x64" in exported.stdout
-    timed = _seglite("bench", "--weights", str(tmp_path / "run" / "last.pt"), "--backend", "torch", "--iters", "1")
+    timed = _seglite(
+        "bench", "--weights", str(tmp_path / "run" / "last.pt"), "--backend", "torch", "--iters", "1", "--warmup", "0"
+    )
     assert timed.returncode == 0 and "fp32, 96x64, batch 1" in timed.stdout
