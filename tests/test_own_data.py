@@ -534,7 +534,9 @@ def test_weights_validated_at_each_frames_size_export_at_their_frames_size(tmp_p
 
     assert [dict(r.sizes) for r in check_dataset(spec)] == [{(64, 48): 4}, {(100, 70): 3, (64, 48): 1}]
     sets = [f"data.dataset={path}", "data.root=null", "data.workers=0", "data.crop=[64,48]", "data.val_size=null"]
-    config = load_config("configs/synth_espnetv2_s0.5.yaml", sets + ["batch_size=2", "schedule.iters=1"])
+    config = load_config(
+        "configs/synth_espnetv2_s0.5.yaml", sets + ["batch_size=2", "schedule.iters=1", "fused_norm=false"]
+    )
     Trainer(config, tmp_path / "run", show_progress=False).run()
     loaded = load_weights(tmp_path / "run" / "last.pt")
     assert loaded.preprocess.size is None and loaded.dataset["image_size"] == [100, 70]
