@@ -70,7 +70,7 @@ class Segmenter:
         if device.type == "cpu":
             reuse_freed_memory()
         loaded = load_model(model, weights)
-        if size is None and loaded.preprocess.size is None and (int8 or backend in ("onnx", "openvino")):
+        if size is None and (int8 or backend in ("onnx", "openvino")):
             size = loaded.fixed_size()  # a runtime with a fixed input: the size quantize and export chose too
         self._prepare(loaded, device, size, half_dtype(device) if half else torch.float32)
         if self.preprocess.size:
