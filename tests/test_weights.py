@@ -187,6 +187,20 @@ def test_a_zoo_name_resolves_through_the_cache(home):
     assert seg.loaded.source == entry.name and seg.preprocess.size == (1024, 512)
 
 
+def test_the_cached_file_name_finds_its_entry_and_a_typo_names_the_nearest():
+    entry = zoo.find_entry("espnetv2_s0.5_cityscapes_512x256")
+    assert zoo.find_entry("espnetv2_s_0.5_city_512x256") == entry == zoo.find_entry("espnetv2_s_0.5_city_512x256.pth")
+    assert zoo.find_entry("espnetv2_s0.5") is None
+    assert zoo.closest_names("espnetv2_s0.5_cityscape_512x256") == [entry.name]
+    assert zoo.closest_names("espnetv2_s0.5") == ["espnetv2_s0.5_cityscapes_1024x512", entry.name]
+    assert zoo.closest_names("resnet50") == []
+
+
+def test_a_mistyped_zoo_name_is_answered_with_the_nearest_one(tmp_path):
+    message = _cli_error("bench", "--weights", "espnetv2_s1.0_cityscape_1024x512", "--size", "64x64")
+    assert "did you mean espnetv2_s1.0_cityscapes_1024x512?" in message
+
+
 # ---- bad files ---------------------------------------------------------------------------------------
 
 

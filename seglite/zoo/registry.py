@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import tempfile
@@ -46,7 +47,22 @@ def list_zoo(manifest: Path | None = None) -> list[ZooEntry]:
 
 
 def find_entry(name: str, manifest: Path | None = None) -> ZooEntry | None:
-    return next((e for e in list_zoo(manifest) if e.name == name), None)
+    """An entry by its zoo name, or by its file's name as it sits in the cache (with or without .pth)."""
+    entries = list_zoo(manifest)
+    by_name = next((e for e in entries if e.name == name), None)
+    return by_name or next((e for e in entries if name in (e.file, Path(e.file).stem)), None)
+
+
+def closest_names(spec: str, manifest: Path | None = None) -> list[str]:
+    """Zoo names a mistyped --weights meant: a model name's published weights, else the nearest name or file name."""
+    aliases = {}
+    for entry in list_zoo(manifest):
+        aliases.setdefault(entry.name, entry.name)
+        aliases.setdefault(Path(entry.file).stem, entry.name)
+    typed = spec.removesuffix(".pth")
+    near = [alias for alias in aliases if alias.startswith(typed)]
+    near = near or difflib.get_close_matches(typed, list(aliases), n=1, cutoff=0.6)
+    return list(dict.fromkeys(aliases[alias] for alias in near))
 
 
 def sha256_of(path: Path) -> str:
@@ -103,8 +119,9 @@ def resolve_weights_file(spec: str) -> tuple[Path, ZooEntry | None]:
         return path, None
     entry = find_entry(spec)
     if entry is None:
-        names = ", ".join(e.name for e in list_zoo()[:3])
+        near = closest_names(spec)
+        hint = f"did you mean {', '.join(near)}?" if near else f"zoo names look like {list_zoo()[0].name}"
         raise SegliteError(
-            f"--weights {spec!r}: no such file, and not a zoo name (e.g. {names}; see `seglite weights list`)"
+            f"--weights {spec!r}: no such file, and not a zoo name; {hint} (`seglite weights list` shows them all)"
         )
     return fetch(entry), entry
