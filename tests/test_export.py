@@ -230,6 +230,25 @@ def test_published_espnetv2_keeps_its_predictions_on_real_frames(tmp_path, fmt):
         report = export(Path(weights), fmt, tmp_path / precision, precision, data=data)
         assert "cityscapes val frames" in report.frames
         assert report.agreement >= floor[precision], report
+        if fmt == "tflite" and precision == "fp32":  # pyramid pooling as matmuls, not a slice and sum per cell
+            ops = litert_ops(Path(report.path) / "model.tflite")
+            assert "SLICE" not in ops and ops["BATCH_MATMUL"] + ops["FULLY_CONNECTED"] >= 8, ops
+
+
+def litert_ops(path: Path) -> dict[str, int]:
+    """How many operators of each kind a LiteRT flatbuffer holds."""
+    from collections import Counter
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    graph = model.Subgraphs(0)
+    kinds = Counter()
+    for index in range(graph.OperatorsLength()):
+        code = model.OperatorCodes(graph.Operators(index).OpcodeIndex())
+        kinds[names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]] += 1
+    return kinds
 
 
 @pytest.mark.export

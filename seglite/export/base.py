@@ -73,6 +73,10 @@ class Format:
                 f"pass --precision {self.precisions[0]}"
             )
 
+    def pools_as_matrices(self, precision: str) -> bool:
+        """Whether this precision's export writes non-dividing adaptive pooling as matmuls (portable_graph)."""
+        return self.matrix_pooling
+
     def export(self, request: ExportRequest) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -179,7 +179,11 @@ def export_model(
     try:
         work.mkdir()
         started = time.perf_counter()
-        with torch.no_grad(), quiet_converter(), portable_graph(fmt.matrix_pooling) if fmt.portable else nullcontext():
+        with (
+            torch.no_grad(),
+            quiet_converter(),
+            portable_graph(fmt.pools_as_matrices(precision)) if fmt.portable else nullcontext(),
+        ):
             try:
                 fmt.export(ExportRequest(net, example, precision, calibration, work, threads, dynamic, record))
             except (SegliteError, OSError):
