@@ -278,14 +278,39 @@ def test_openvino_backend_predicts_like_eager_and_caches_its_model(tmp_path, mon
     assert openvino.backend == "openvino" and len(list((tmp_path / "openvino").glob("*.xml"))) == 1
 
 
-def test_portable_graph_computes_what_the_fused_deeplab_head_does():
+@pytest.mark.parametrize("matrix_pooling", [False, True])
+@pytest.mark.parametrize("model", ["deeplabv3p_lcnet_050", "espnetv1", "espnetv2_s0.5"])
+def test_portable_graph_computes_what_the_fast_eval_graph_does(model, matrix_pooling):
+    # The plain forms exporters see: DeepLabV3+'s unfused head, ESPNet's concatenations, padded 3x3 average pooling
+    # and ESPNetv2's pyramid pooling as matmuls.
     from seglite.models.base import portable_graph
 
     torch.manual_seed(0)
-    net = create_model("deeplabv3p_lcnet_050", num_classes=11).eval()
+    net = create_model(model, num_classes=11).eval()
     x = torch.randn(1, 3, 128, 160)
     with torch.no_grad():
-        fused = net(x)
-        with portable_graph():
+        fast = net(x)
+        with portable_graph(matrix_pooling):
             plain = net(x)
-    assert torch.allclose(fused, plain, atol=1e-4), (fused - plain).abs().max()
+    assert torch.allclose(fast, plain, atol=1e-4), (fast - plain).abs().max()
+
+
+@pytest.mark.export
+@pytest.mark.parametrize("model", ["deeplabv3p_lcnet_050", "espnetv1", "espnetv2_s0.5"])
+def test_executorch_runs_the_whole_network_inside_xnnpack(model):
+    # An op XNNPACK refuses runs in ExecuTorch's single-threaded portable kernels and splits the delegate: ESPNet's
+    # sliced BN weights made its export 70x slower than the same net in LiteRT.
+    pytest.importorskip("executorch")
+    import operator
+
+    from seglite.export import get_format
+    from seglite.export.formats.executorch import lower_to_xnnpack
+    from seglite.models.base import portable_graph
+
+    net = create_model(model, num_classes=19).eval()
+    with torch.no_grad(), portable_graph(get_format("executorch").pools_as_matrices("fp32")):
+        graph = lower_to_xnnpack(net, torch.rand(1, 3, 128, 256)).exported_program().graph
+    calls = [node for node in graph.nodes if node.op == "call_function" and node.target is not operator.getitem]
+    delegates = [node for node in calls if "call_delegate" in str(node.target)]
+    outside = [str(node.target) for node in calls if node not in delegates and node.meta["val"].numel() > 1]
+    assert len(delegates) == 1 and outside == [], outside

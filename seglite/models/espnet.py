@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seglite.models.base import SegmentationNet, upsample_logits
+from seglite.models.base import SegmentationNet, portable_graph_active, upsample_logits
 from seglite.models.fused import bn_prelu
-from seglite.models.layers import BNPReLU, ConvBNPReLU, dilated_conv
+from seglite.models.layers import BNPReLU, ConvBNPReLU, dilated_conv, halve_avg
 from seglite.models.registry import register_model
 
 BN_EPS = 1e-3  # ESPNet v1 used eps 1e-3 everywhere; the checkpoints' statistics assume it.
@@ -71,7 +71,7 @@ class ESPModule(nn.Module):
 def bnprelu_parts(br: BNPReLU, parts: list[torch.Tensor]) -> list[torch.Tensor]:
     """`br(cat(parts))`, split back into the parts: in eval mode BN and PReLU act channel by channel, so the
     concatenation is never built (training keeps it: one batch-statistics update for the whole BN)."""
-    if br.training:
+    if br.training or portable_graph_active():  # sliced BN and PReLU weights are no static params to XNNPACK
         return [br(torch.cat(parts, 1))]
     outputs, start = [], 0
     for part in parts:
@@ -95,6 +95,8 @@ def bnprelu_parts(br: BNPReLU, parts: list[torch.Tensor]) -> list[torch.Tensor]:
 def conv_parts(conv: nn.Conv2d, parts: list[torch.Tensor]) -> torch.Tensor:
     """`conv(cat(parts))` as a sum of convolutions over the parts' input channels: the concatenation (odd channel
     counts like 19, 35 or 131 at 1/2 and 1/4 resolution, slow to write channels-last) is never built."""
+    if portable_graph_active():
+        return conv(parts[0] if len(parts) == 1 else torch.cat(parts, 1))
     total, start = None, 0
     for part in parts:
         end = start + part.shape[1]
@@ -109,7 +111,7 @@ def conv_parts(conv: nn.Conv2d, parts: list[torch.Tensor]) -> torch.Tensor:
 def image_pyramid(image: torch.Tensor, times: int) -> torch.Tensor:
     """Input-image reinforcement: the image average-pooled (3x3, stride 2) `times` times."""
     for _ in range(times):
-        image = F.avg_pool2d(image, 3, 2, 1)
+        image = halve_avg(image)
     return image
 
 

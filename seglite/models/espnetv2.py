@@ -16,7 +16,15 @@ from torch import nn
 
 from seglite.models.base import SegmentationNet, upsample_logits
 from seglite.models.fused import bn_prelu
-from seglite.models.layers import BNPReLU, ConvBN, ConvBNPReLU, GlobalAvgPool, adaptive_avg_pool, dilated_conv
+from seglite.models.layers import (
+    BNPReLU,
+    ConvBN,
+    ConvBNPReLU,
+    GlobalAvgPool,
+    adaptive_avg_pool,
+    dilated_conv,
+    halve_avg,
+)
 from seglite.models.registry import register_model
 
 BRANCHES = 4
@@ -80,7 +88,7 @@ class DownSampler(nn.Module):
         self.act = nn.PReLU(c_out)
 
     def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        out = torch.cat([F.avg_pool2d(x, 3, 2, 1), self.eesp(x)], 1)
+        out = torch.cat([halve_avg(x), self.eesp(x)], 1)
         reinforce, projection = self.inp_reinf
         return bn_prelu(projection.bn, self.act, projection.conv(reinforce(image)), out)  # out + BN(...), then PReLU
 
@@ -101,9 +109,9 @@ class EESPNetBackbone(nn.Module):
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         # The image pyramid is pooled incrementally (1/4, 1/8, 1/16): same values as pooling from full size.
-        quarter = F.avg_pool2d(F.avg_pool2d(image, 3, 2, 1), 3, 2, 1)
-        eighth = F.avg_pool2d(quarter, 3, 2, 1)
-        sixteenth = F.avg_pool2d(eighth, 3, 2, 1)
+        quarter = halve_avg(halve_avg(image))
+        eighth = halve_avg(quarter)
+        sixteenth = halve_avg(eighth)
         out_l1 = self.level1(image)
         out_l2 = self.level2_0(out_l1, quarter)
         out_l3 = self.level3_0(out_l2, eighth)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seglite.models.base import eager_training, matrix_pooling_active
+from seglite.models.base import eager_training, matrix_pooling_active, portable_graph_active
 from seglite.models.fused import bn_prelu
 
 
@@ -58,6 +58,14 @@ def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
     if not eager_training(x):
         return F.adaptive_avg_pool2d(x, 1)
     return x.sum((2, 3), keepdim=True) * (1.0 / (x.shape[2] * x.shape[3]))
+
+
+def halve_avg(x: torch.Tensor) -> torch.Tensor:
+    """3x3 average pooling at stride 2 with a zero border that counts (F.avg_pool2d(x, 3, 2, 1)). A portable graph
+    writes the border as its own pad: XNNPACK (ExecuTorch) runs no pooling whose padding counts."""
+    if portable_graph_active():
+        return F.avg_pool2d(F.pad(x, (1, 1, 1, 1)), 3, 2)
+    return F.avg_pool2d(x, 3, 2, 1)
 
 
 class GlobalAvgPool(nn.Module):
@@ -156,11 +164,12 @@ def _adaptive_pool_axis(x: torch.Tensor, dim: int, size_out: int) -> torch.Tenso
 
 
 def _averaging_matrix(size_in: int, size_out: int, like: torch.Tensor) -> torch.Tensor:
-    """size_out x size_in: row i averages the window adaptive pooling gives output cell i (built from Python lists,
-    so a trace records one constant, not a write per row)."""
+    """size_in x size_out: column i averages the window adaptive pooling gives output cell i (built from Python
+    lists, so a trace records one constant, not a write per row, and no transpose: XNNPACK wants a plain weight)."""
+    starts, ends = _window_bounds(size_in, size_out)
     rows = [
-        [1.0 / (end - start) if start <= column < end else 0.0 for column in range(size_in)]
-        for start, end in zip(*_window_bounds(size_in, size_out), strict=True)
+        [1.0 / (end - start) if start <= row < end else 0.0 for start, end in zip(starts, ends, strict=True)]
+        for row in range(size_in)
     ]
     return torch.tensor(rows, dtype=like.dtype, device=like.device)
 
@@ -171,16 +180,21 @@ def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     The TorchScript ONNX exporter rejects adaptive pooling when the output size does not divide the
     input (ESPNetv2's pyramid pooling does exactly that). During export the same averages are written
     as plain pooling (divisible sizes) or a cumulative sum and gathers (the rest); eager mode keeps
-    PyTorch's native kernel.
+    PyTorch's native kernel. Matrix pooling (portable_graph) writes the rest as two matmuls.
     """
     h_in, w_in = (int(v) for v in x.shape[-2:])
     h_out, w_out = size
     if (h_in, w_in) == (h_out, w_out):
         return x
-    if matrix_pooling_active() and (h_in % h_out or w_in % w_out):  # a window mean is separable: rows, then columns
-        return _averaging_matrix(h_in, h_out, x) @ x @ _averaging_matrix(w_in, w_out, x).T
+    divisible = h_in % h_out == 0 and w_in % w_out == 0
+    if matrix_pooling_active() and not divisible:  # a window mean is separable: columns, then rows
+        # 2-D products with a constant on the right: what every runtime runs as one fully connected op
+        along_w = (x.reshape(-1, w_in) @ _averaging_matrix(w_in, w_out, x)).reshape(*x.shape[:-1], w_out)
+        columns = along_w.transpose(-1, -2).reshape(-1, h_in)
+        pooled = (columns @ _averaging_matrix(h_in, h_out, x)).reshape(*x.shape[:-2], w_out, h_out)
+        return pooled.transpose(-1, -2)
+    if divisible and (torch.onnx.is_in_onnx_export() or matrix_pooling_active()):  # not ncnn: pnnx fails on it
+        return F.avg_pool2d(x, (h_in // h_out, w_in // w_out))
     if not torch.onnx.is_in_onnx_export():
         return F.adaptive_avg_pool2d(x, size)
-    if h_in % h_out == 0 and w_in % w_out == 0:
-        return F.avg_pool2d(x, (h_in // h_out, w_in // w_out))
     return _adaptive_pool_axis(_adaptive_pool_axis(x, -2, h_out), -1, w_out)
