@@ -187,6 +187,30 @@ def test_a_zoo_name_resolves_through_the_cache(home):
     assert seg.loaded.source == entry.name and seg.preprocess.size == (1024, 512)
 
 
+def test_subnormal_weights_are_flushed_on_load_and_change_no_prediction(tmp_path):
+    # The authors' ESPNet files are ~5 % subnormal floats, which x86 multiplies 10-100x slower.
+    original = require_realdata("weights", WEIGHTS["espnetv1_p2q8"])
+    raw = torch.load(original, map_location="cpu", weights_only=True)
+    tiny = torch.finfo(torch.float32).tiny
+    subnormal = sum(int(((v != 0) & (v.abs() < tiny)).sum()) for v in raw.values() if v.is_floating_point())
+    assert subnormal > 1000
+    loaded = load_weights(original)
+    tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
+    assert not any(((t != 0) & (t.abs() < tiny)).any() for t in tensors if t.is_floating_point())
+    from seglite.models.base import flush_subnormals
+
+    torch.manual_seed(0)
+    net = seglite.create_model("espnetv1", num_classes=19).eval()
+    with torch.no_grad():
+        for weight in net.parameters():
+            weight[torch.rand_like(weight) < 0.05] = 1e-40
+        image = torch.randn(1, 3, 128, 256)
+        before = net(image)
+        assert flush_subnormals(net) > 0 and flush_subnormals(net) == 0
+        after = net(image)
+    assert torch.equal(before.argmax(1), after.argmax(1)) and (before - after).abs().max() < 1e-6
+
+
 def test_the_cached_file_name_finds_its_entry_and_a_typo_names_the_nearest():
     entry = zoo.find_entry("espnetv2_s0.5_cityscapes_512x256")
     assert zoo.find_entry("espnetv2_s_0.5_city_512x256") == entry == zoo.find_entry("espnetv2_s_0.5_city_512x256.pth")

@@ -19,6 +19,7 @@ from torch import nn
 from seglite.data.labels import CLASS_NAMES
 from seglite.errors import CheckpointError, SegliteError
 from seglite.files import atomic_write
+from seglite.models.base import flush_subnormals
 from seglite.models.registry import create_model, get_spec
 from seglite.zoo import preprocess as pp
 from seglite.zoo.convert import detect_original, rename_keys
@@ -203,6 +204,7 @@ def _load_strict(model: nn.Module, state: dict, path: str | os.PathLike) -> None
             f"{path}: does not fit {getattr(model, 'model_name', type(model).__name__)} "
             f"({first[:200]}); is it for another architecture or width?"
         ) from None
+    flush_subnormals(model)  # every runtime this net reaches (PyTorch, exports, fine-tuning) computes at full speed
 
 
 def load_model(model: str | None = None, weights: str | None = None, num_classes: int = 19) -> LoadedWeights:
