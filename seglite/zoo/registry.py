@@ -46,23 +46,27 @@ def list_zoo(manifest: Path | None = None) -> list[ZooEntry]:
     return entries
 
 
-def find_entry(name: str, manifest: Path | None = None) -> ZooEntry | None:
-    """An entry by its zoo name, or by its file's name as it sits in the cache (with or without .pth)."""
+def _aliases(manifest: Path | None = None) -> dict[str, ZooEntry]:
+    """What --weights may call an entry: its zoo name, or its file's name as it sits in the cache (names first)."""
     entries = list_zoo(manifest)
-    by_name = next((e for e in entries if e.name == name), None)
-    return by_name or next((e for e in entries if name in (e.file, Path(e.file).stem)), None)
+    aliases = {entry.name: entry for entry in entries}
+    for entry in entries:
+        aliases.setdefault(Path(entry.file).stem, entry)
+    return aliases
+
+
+def find_entry(name: str, manifest: Path | None = None) -> ZooEntry | None:
+    """An entry by its zoo name, or by its file's name (with or without .pth)."""
+    return _aliases(manifest).get(name.removesuffix(".pth"))
 
 
 def closest_names(spec: str, manifest: Path | None = None) -> list[str]:
     """Zoo names a mistyped --weights meant: a model name's published weights, else the nearest name or file name."""
-    aliases = {}
-    for entry in list_zoo(manifest):
-        aliases.setdefault(entry.name, entry.name)
-        aliases.setdefault(Path(entry.file).stem, entry.name)
+    aliases = _aliases(manifest)
     typed = spec.removesuffix(".pth")
     near = [alias for alias in aliases if alias.startswith(typed)]
     near = near or difflib.get_close_matches(typed, list(aliases), n=1, cutoff=0.6)
-    return list(dict.fromkeys(aliases[alias] for alias in near))
+    return list(dict.fromkeys(aliases[alias].name for alias in near))
 
 
 def sha256_of(path: Path) -> str:
