@@ -314,3 +314,31 @@ def test_executorch_runs_the_whole_network_inside_xnnpack(model):
     delegates = [node for node in calls if "call_delegate" in str(node.target)]
     outside = [str(node.target) for node in calls if node not in delegates and node.meta["val"].numel() > 1]
     assert len(delegates) == 1 and outside == [], outside
+
+
+@pytest.mark.export
+def test_executorch_runs_on_the_threads_asked_for(checkpoint, tmp_path):
+    # ExecuTorch's XNNPACK thread pool is process-wide and was left at its own size: `seglite benchmark --threads 1`
+    # timed the ExecuTorch row on every core. Resizing it under a loaded program would free the pool that program
+    # runs on, so that is refused while one is loaded.
+    pytest.importorskip("executorch")
+    import gc
+
+    from executorch.extension.pybindings import portable_lib
+
+    from seglite.errors import InputError
+    from seglite.export.artifact import open_artifact
+
+    path = export(checkpoint, "executorch", tmp_path / "et").path
+    images = np.random.default_rng(0).standard_normal((1, 3, SIZE[1], SIZE[0]), dtype=np.float32)
+    one = open_artifact(path, threads=1)
+    assert portable_lib._threadpool_get_thread_count() == 1
+    on_one = one.model.runner(images)
+    with pytest.raises(InputError, match="now 1 threads"):
+        open_artifact(path, threads=2)
+    assert portable_lib._threadpool_get_thread_count() == 1
+    del one
+    gc.collect()
+    two = open_artifact(path, threads=2)
+    assert portable_lib._threadpool_get_thread_count() == 2
+    np.testing.assert_allclose(two.model.runner(images), on_one, atol=1e-4)

@@ -4,7 +4,6 @@ benchmark mode, for segmentation)."""
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -15,6 +14,7 @@ import torch
 from seglite.bench.latency import benchmark, benchmark_artifact, machine_fingerprint
 from seglite.bench.report import save_figure, write_json_and_csv
 from seglite.errors import SegliteError
+from seglite.export.base import runtime_threads
 from seglite.files import atomic_write_bytes, prepare_output_folder, write_failure
 
 BENCHMARK_FILES = ("benchmark.md", "benchmark.csv", "benchmark.json", "benchmark.png")
@@ -88,7 +88,7 @@ def benchmark_formats(
             rows.append(row)
             if progress:
                 progress(row)
-    machine = machine_fingerprint(torch.device("cpu"), threads or os.cpu_count())
+    machine = machine_fingerprint(torch.device("cpu"), runtime_threads(threads))
     machine["size"] = f"{size[0]}x{size[1]}"
     machine["model"] = loaded.model_name
     machine["weights"] = loaded.source

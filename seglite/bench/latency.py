@@ -14,6 +14,7 @@ import torch
 
 from seglite.bench.complexity import count_flops, count_parameters
 from seglite.errors import SegliteError
+from seglite.export.base import runtime_threads
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -216,7 +217,7 @@ def benchmark_artifact(loaded, warmup: int = 10, iters: int = 50, threads: int |
         record.get("precision", "fp32"),
         (width, height),
         1,
-        threads or os.cpu_count(),
+        runtime_threads(threads),
         int(record.get("params", 0)),
         float(record.get("gflops", 0.0)),
     )

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from seglite.errors import CheckpointError, InputError
-from seglite.export.base import ArtifactNet, find_artifact, read_record
+from seglite.export.base import ArtifactNet, find_artifact, quiet_converter, read_record, runtime_threads
 from seglite.zoo.checkpoint import LoadedWeights
 from seglite.zoo.preprocess import Preprocess
 
 
 def open_artifact(weights: str | Path, model: str | None = None, threads: int | None = None) -> LoadedWeights:
-    """`weights`: an artifact folder, a file inside one, or a seglite .onnx file (see find_artifact)."""
+    """`weights`: an artifact folder, a file inside one, or a seglite .onnx file (see find_artifact); `threads`: see
+    runtime_threads."""
     from seglite.export import get_format
 
     path = find_artifact(weights)
@@ -28,7 +29,8 @@ def open_artifact(weights: str | Path, model: str | None = None, threads: int | 
     if fmt.runs_here_note:
         raise InputError(f"{path}: {fmt.runs_here_note}")
     folder = path if path.is_dir() else path.parent
-    runner = fmt.load(folder if path.is_dir() else path, record, threads)
+    with quiet_converter():  # the runtimes' own start-up logging (ExecuTorch's cpuinfo and thread pool lines)
+        runner = fmt.load(folder if path.is_dir() else path, record, runtime_threads(threads))
     dataset = record.get("dataset") or None
     return LoadedWeights(
         ArtifactNet(runner, record, path).eval(),

@@ -80,8 +80,15 @@ class Format:
     def export(self, request: ExportRequest) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def load(self, folder: Path, record: dict, threads: int | None = None) -> Runner:  # pragma: no cover
+    def load(self, folder: Path, record: dict, threads: int) -> Runner:  # pragma: no cover
         raise NotImplementedError
+
+
+def runtime_threads(threads: int | None) -> int:
+    """The threads an artifact's runtime runs on: --threads, else PyTorch's count (OMP_NUM_THREADS, or the share
+    seglite.sharing gave this process on a busy CPU or under torchrun), as eager PyTorch would; never a runtime's
+    own default, so every row of a benchmark runs on the same threads."""
+    return threads or torch.get_num_threads()
 
 
 @contextlib.contextmanager

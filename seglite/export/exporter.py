@@ -16,7 +16,7 @@ import torch
 
 from seglite.errors import InputError, SegliteError
 from seglite.export import get_format
-from seglite.export.base import METADATA_FILE, ExportRequest, quiet_converter, write_record
+from seglite.export.base import METADATA_FILE, ExportRequest, quiet_converter, runtime_threads, write_record
 from seglite.files import temporary_name, write_failure
 from seglite.models.base import portable_graph
 from seglite.zoo.checkpoint import LoadedWeights, load_model
@@ -230,7 +230,7 @@ def export_model(
 def _parity(fmt, folder: Path, record: dict, net, inputs: list[np.ndarray], threads) -> tuple[float, float]:
     try:
         with quiet_converter():
-            runner = fmt.load(folder, record, threads)
+            runner = fmt.load(folder, record, runtime_threads(threads))
         got = [np.asarray(runner(x), np.float32) for x in inputs]
     except SegliteError:
         raise

@@ -59,7 +59,7 @@ class TensorRtFormat(Format):
         (request.folder / self.model_file).write_bytes(bytes(serialized))
         onnx_file.unlink()
 
-    def load(self, folder: Path, record: dict, threads: int | None = None):
+    def load(self, folder: Path, record: dict, threads: int):
         import tensorrt as trt
         import torch
 

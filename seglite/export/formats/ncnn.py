@@ -3,7 +3,6 @@ boards (and x86), with fp16 storage where the CPU has it."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +37,14 @@ class NcnnFormat(Format):
         if not (folder / self.model_file).is_file():
             raise SegliteError("pnnx could not convert the network to ncnn (its log is below)")
 
-    def load(self, folder: Path, record: dict, threads: int | None = None):
+    def load(self, folder: Path, record: dict, threads: int):
         import ncnn
 
         net = ncnn.Net()
         half = record.get("precision") == "fp16"
         net.opt.use_fp16_packed = net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = half
         net.opt.use_bf16_storage = False
-        net.opt.num_threads = threads or os.cpu_count()
+        net.opt.num_threads = threads
         if net.load_param(str(folder / self.model_file)) or net.load_model(str(folder / "model.ncnn.bin")):
             raise OSError(f"ncnn could not read {folder}")
 

@@ -37,7 +37,7 @@ class OnnxFormat(Format):
         finally:
             request.net.float()
 
-    def load(self, folder: Path, record: dict, threads: int | None = None):
+    def load(self, folder: Path, record: dict, threads: int):
         from seglite.inference.onnx_export import ort_session
 
         path = folder if folder.is_file() else folder / self.model_file

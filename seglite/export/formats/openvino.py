@@ -25,7 +25,7 @@ class OpenVinoFormat(Format):
             model = quantize(model, request.calibration)
         ov.save_model(model, str(request.folder / self.model_file), compress_to_fp16=request.precision == "fp16")
 
-    def load(self, folder: Path, record: dict, threads: int | None = None):
+    def load(self, folder: Path, record: dict, threads: int):
         import openvino as ov
 
         config = {"PERFORMANCE_HINT": "LATENCY"}

@@ -41,10 +41,10 @@ class TfliteFormat(Format):
         quantize(floating, target, request.precision, request.calibration)
         floating.unlink()
 
-    def load(self, folder: Path, record: dict, threads: int | None = None):
+    def load(self, folder: Path, record: dict, threads: int):
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_path=str(folder / self.model_file), num_threads=threads or os.cpu_count())
+        interpreter = Interpreter(model_path=str(folder / self.model_file), num_threads=threads)
         interpreter.allocate_tensors()
         source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
         to_input, from_output = _quantizer(source), _dequantizer(target)

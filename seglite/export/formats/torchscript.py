@@ -28,7 +28,7 @@ class TorchScriptFormat(Format):
             _extra_files={"seglite.json": json.dumps(request.record)},
         )
 
-    def load(self, folder: Path, record: dict, threads: int | None = None):
+    def load(self, folder: Path, record: dict, threads: int):
         import warnings
 
         with warnings.catch_warnings():  # "torch.jit.load is deprecated": still what LibTorch users load
