@@ -72,10 +72,32 @@ def test_pareto_front():
     assert sorted(pareto_front(points)) == [0, 1, 4]
 
 
-@pytest.mark.slow  # 16 s: a report over two models with mIoU
+def test_report_entries_name_a_network_weights_or_a_label(tmp_path):
+    from seglite.bench.report import ReportEntry, parse_entries
+    from seglite.errors import InputError
+
+    exported = tmp_path / "onnx_fp32"
+    exported.mkdir()
+    text = f"espnetv1, espnetv2_s0.5=w.pt,mine=runs/a/best.pt,{exported},espnetv2_s0.5_cityscapes_512x256,"
+    assert parse_entries(text) == [
+        ReportEntry(model="espnetv1"),
+        ReportEntry(model="espnetv2_s0.5", weights="w.pt"),
+        ReportEntry(weights="runs/a/best.pt", label="mine"),
+        ReportEntry(weights=str(exported)),
+        ReportEntry(weights="espnetv2_s0.5_cityscapes_512x256"),
+    ]
+    for wrong in ("mine=", "=w.pt", " , "):
+        with pytest.raises(InputError, match="--models"):
+            parse_entries(wrong)
+    with pytest.raises(InputError, match="espnetv2_s05: not a network.*did you mean espnetv2_s0.5"):
+        parse_entries("espnetv2_s05")
+
+
+@pytest.mark.slow  # 20 s: a report over three models and an exported one, with mIoU
 def test_report_with_data_writes_table_and_plot(tmp_path):
     import seglite
     from seglite.data.labels import CLASS_NAMES
+    from seglite.export.exporter import export_model
     from seglite.zoo.preprocess import IMAGENET
 
     root = write_dataset(tmp_path / "data", train=0, val=2, size=(128, 64))
@@ -86,11 +108,12 @@ def test_report_with_data_writes_table_and_plot(tmp_path):
         ),
         weights,
     )
+    exported = export_model(None, str(weights), "onnx", tmp_path / "onnx_fp32").path
     out = tmp_path / "report"
     result = _seglite(
         "report",
         "--models",
-        f"espnetv2_s0.5={weights},espnetv1",
+        f"espnetv2_s0.5={weights},espnetv1,mine={weights},{exported}",
         "--data-root",
         str(root),
         "--iters",
@@ -105,9 +128,13 @@ def test_report_with_data_writes_table_and_plot(tmp_path):
     assert result.returncode == 0, result.stderr
     assert {p.name for p in out.iterdir()} == {"report.md", "report.csv", "report.json", "pareto.png"}
     rows = json.loads((out / "report.json").read_text())["rows"]
-    assert [r["model"] for r in rows] == ["espnetv2_s0.5", "espnetv1"]
+    assert [r["model"] for r in rows] == ["espnetv2_s0.5", "espnetv1", "espnetv2_s0.5", "espnetv2_s0.5"]
+    assert [r["name"] for r in rows] == ["espnetv2_s0.5", "espnetv1", "mine", "espnetv2_s0.5 (onnx fp32)"]
     assert rows[0]["size"] == "128x64" and rows[0]["miou"] is not None and rows[1]["miou"] is None
     assert rows[0]["params"] == 79_452 and rows[1]["params"] == 362_949  # the model's own count, not the folded one
+    # The exported model: evaluated and timed in its own runtime, at its size, with the same mIoU.
+    assert rows[3]["backend"] == "onnx fp32" and rows[3]["size"] == "128x64" and rows[3]["threads"] == 2
+    assert abs(rows[3]["miou"] - rows[0]["miou"]) < 0.5 and rows[2]["miou"] == rows[0]["miou"]
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert "espnetv2_s0.5" in (out / "report.md").read_text()
 

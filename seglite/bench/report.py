@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import csv
+import difflib
+import gc
 import io
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from seglite.bench.latency import benchmark_backends
+from seglite.bench.latency import benchmark_artifact, benchmark_backends
 from seglite.data.datasets import load_dataset
 from seglite.devices import resolve_device
 from seglite.distributed import DistInfo, barrier
+from seglite.errors import InputError
 from seglite.files import atomic_write_bytes, prepare_output_folder, write_failure
 
 
@@ -30,6 +33,50 @@ class ReportOptions:
     eval_limit: int | None = None
 
 
+@dataclass(frozen=True)
+class ReportEntry:
+    """One model in a report: a registered network and/or its weights (a checkpoint, a zoo name or a model exported
+    by `seglite export`, timed in its own runtime); `label` names its rows (default: the network's name)."""
+
+    model: str | None = None
+    weights: str | None = None
+    label: str | None = None
+
+
+def parse_entries(text: str) -> list[ReportEntry]:
+    """`--models`, comma-separated: MODEL (random init), WEIGHTS, or NAME=WEIGHTS where NAME is a registered
+    network (for weights that do not say which) or a label of your own (two checkpoints of one network)."""
+    from seglite.models.registry import list_models
+
+    known = set(list_models())
+    entries = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, equals, weights = (part.strip() for part in item.partition("="))
+        if equals and not (name and weights):
+            raise InputError(f"--models {item}: expected NAME=WEIGHTS, with a name and weights on either side")
+        if not equals:
+            entries.append(ReportEntry(model=name) if name in known else ReportEntry(weights=_weights(name, known)))
+        else:
+            entries.append(ReportEntry(name, weights) if name in known else ReportEntry(weights=weights, label=name))
+    if not entries:
+        raise InputError("--models: pass MODEL, WEIGHTS or NAME=WEIGHTS, comma-separated")
+    return entries
+
+
+def _weights(item: str, known: set[str]) -> str:
+    """A bare --models item that is not a network must name weights: a file, a folder or a zoo name."""
+    from seglite.zoo.registry import closest_names, find_entry
+
+    if Path(item).exists() or find_entry(item) is not None:
+        return item
+    near = difflib.get_close_matches(item, sorted(known), n=2) + closest_names(item)
+    hint = f"did you mean {', '.join(near)}? " if near else ""
+    raise InputError(
+        f"--models {item}: not a network, a file or a zoo name; {hint}(`seglite models` and `seglite weights list` "
+        "show them)"
+    )
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of points not dominated by another (lower latency x is better, higher quality y is better)."""
     order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
@@ -42,17 +89,17 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def build_report(
-    entries: list[tuple[str, str | None]],
+    entries: list[ReportEntry],
     options: ReportOptions,
     out: Path,
     progress=None,
     dist: DistInfo | None = None,
 ) -> list[dict]:
-    """entries: (model name, weights or None). Writes report.{md,csv,json} and pareto.png into `out`.
+    """Writes report.{md,csv,json} and pareto.png into `out`. An exported model is evaluated and timed in its own
+    runtime at the size it was exported for (--size is for the PyTorch models).
 
     Under torchrun (`dist`) every rank evaluates its shard of the split (the mIoU is the single-process one); the
     latency is timed by rank 0 alone, with every core of its machine, while the other ranks wait; rank 0 writes."""
-    import torch
 
     from seglite.evaluation.evaluator import EvalOptions, evaluate
     from seglite.inference.segmenter import Segmenter
@@ -61,12 +108,15 @@ def build_report(
     if dist.is_main:
         prepare_output_folder(out)
     rows, machine = [], {}
-    for model, weights in entries:
-        base = Segmenter(model=model, weights=weights, device=options.device)
-        for size in options.sizes or (base.loaded.fixed_size(),):
-            segmenter = Segmenter(model=model, weights=weights, device=options.device, size=size)
+    for entry in entries:
+        base = Segmenter(model=entry.model, weights=entry.weights, device=options.device)
+        exported = base.loaded.config.get("artifact")
+        sizes = (base.loaded.fixed_size(),) if exported or not options.sizes else options.sizes
+        del base  # an exported model's runtime may hold a process-wide resource (ExecuTorch's thread pool)
+        for size in sizes:
+            segmenter = Segmenter(model=entry.model, weights=entry.weights, device=options.device, size=size)
             miou, evaluated = None, {"dataset": None, "data_root": None, "split": None, "eval_images": 0}
-            if (options.data_root is not None or options.data) and weights is not None:  # eval at the timed size
+            if (options.data_root is not None or options.data) and entry.weights is not None:  # at the timed size
                 result = evaluate(
                     segmenter,
                     load_dataset(options.data, options.data_root),
@@ -85,24 +135,23 @@ def build_report(
                 barrier(dist)  # idle while rank 0 times the model on the cores
                 continue
             all_cores = len(os.sched_getaffinity(0)) if dist.world_size > 1 and options.device == "cpu" else None
-            threads_before = torch.get_num_threads()
-            latency, _ = benchmark_backends(
-                segmenter.loaded.model,  # unfolded: benchmark folds it, and params must be the model's own
-                segmenter.model_name,
-                size,
-                backend=options.backend,
-                device=resolve_device(options.device),
-                threads=options.threads or all_cores,
-                warmup=options.warmup,
-                iters=options.iters,
-            )
-            torch.set_num_threads(threads_before)  # the eval of the next model shares the cores again
+            threads = options.threads or all_cores
+            name, source = segmenter.model_name, segmenter.loaded.source
+            if exported:  # its runtime, opened again on the timing's threads
+                del segmenter
+                gc.collect()
+                latency = _time_exported(source, options, threads)
+                backend = f"{exported} {latency.precision}"
+            else:
+                latency = _time_pytorch(segmenter, size, options, threads)
+                backend = latency.backend
             barrier(dist)
             machine = latency.machine
             rows.append(
                 {
-                    "model": segmenter.model_name,
-                    "weights": segmenter.loaded.source if weights else None,
+                    "name": entry.label or (f"{name} ({backend})" if exported else name),
+                    "model": name,
+                    "weights": source if entry.weights else None,
                     "size": f"{size[0]}x{size[1]}",
                     "miou": miou,
                     **evaluated,
@@ -111,7 +160,7 @@ def build_report(
                     "fps": latency.fps,
                     "params": latency.params,
                     "gflops": latency.gflops,
-                    "backend": latency.backend,
+                    "backend": backend,
                     "device": latency.device,
                     "threads": latency.threads,
                 }
@@ -126,6 +175,30 @@ def build_report(
     except OSError as exc:
         raise write_failure(exc, f"report in {out}", kept="files already renamed into place are complete") from None
     return rows
+
+
+def _time_pytorch(segmenter, size: tuple[int, int], options: ReportOptions, threads: int | None):
+    import torch
+
+    threads_before = torch.get_num_threads()
+    latency, _ = benchmark_backends(
+        segmenter.loaded.model,  # unfolded: benchmark folds it, and params must be the model's own
+        segmenter.model_name,
+        size,
+        backend=options.backend,
+        device=resolve_device(options.device),
+        threads=threads,
+        warmup=options.warmup,
+        iters=options.iters,
+    )
+    torch.set_num_threads(threads_before)  # the eval of the next model shares the cores again
+    return latency
+
+
+def _time_exported(source: str, options: ReportOptions, threads: int | None):
+    from seglite.export.artifact import open_artifact
+
+    return benchmark_artifact(open_artifact(source, threads=threads), options.warmup, options.iters, threads)
 
 
 REPORT_FILES = ("report.md", "report.csv", "report.json", "pareto.png")
@@ -148,8 +221,8 @@ def _write_tables(rows: list[dict], machine: dict, out: Path) -> None:
         "",
         f"Machine: {machine}",
         "",
-        "| model | weights | size | mIoU % | evaluated on | median ms | p90 ms | FPS | params | GFLOPs | backend |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---|",
+        "| name | model | weights | size | mIoU % | evaluated on | median ms | p90 ms | FPS | params | GFLOPs | backend |",
+        "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         miou = "-" if r["miou"] is None else f"{r['miou']:.2f}"
@@ -157,7 +230,7 @@ def _write_tables(rows: list[dict], machine: dict, out: Path) -> None:
             "-" if r["miou"] is None else f"{r['dataset']} {r['split']}, {r['eval_images']} images ({r['data_root']})"
         )
         lines.append(
-            f"| {r['model']} | {r['weights'] or 'random init'} | {r['size']} | {miou} | {where} | "
+            f"| {r['name']} | {r['model']} | {r['weights'] or 'random init'} | {r['size']} | {miou} | {where} | "
             f"{r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['fps']:.1f} | {r['params']:,} | {r['gflops']:.2f} | "
             f"{r['backend']} |"
         )
@@ -179,7 +252,7 @@ def _plot(rows: list[dict], machine: dict, path: Path) -> None:
     ys = [r[y_key] for r in plotted]
     ax.scatter(xs, ys, color="tab:blue", zorder=3)
     for r, x, y in zip(plotted, xs, ys, strict=True):
-        ax.annotate(f"{r['model']} {r['size']}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(f"{r['name']} {r['size']}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if have_miou:
         front = pareto_front(list(zip(xs, ys, strict=True)))
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="tab:red", label="Pareto frontier")

@@ -101,13 +101,24 @@ def bench_cmd(
 
 @app.command("report")
 def report_cmd(
-    models: Annotated[str | None, typer.Option("--models", help="Comma-separated MODEL or MODEL=WEIGHTS.")] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            help="Comma-separated MODEL (random init), WEIGHTS (checkpoint, zoo name or exported model) or "
+            "NAME=WEIGHTS (NAME: the network, or a label of your own).",
+        ),
+    ] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Every registered model (random init).")] = False,
     data: DataOption = None,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Data root for mIoU.")] = None,
     split: Annotated[str, typer.Option()] = "val",
     size: Annotated[
-        list[str] | None, typer.Option("--size", help=f"WxH; repeat for several (default: {SIZE_DEFAULT}).")
+        list[str] | None,
+        typer.Option(
+            "--size",
+            help=f"WxH; repeat for several (default: {SIZE_DEFAULT}; an exported model: the size it was exported for).",
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder (default: outputs/report, or report2, ... if it holds one).")
@@ -124,23 +135,17 @@ def report_cmd(
     exist_ok: Annotated[bool, typer.Option("--exist-ok", "--overwrite", help="Replace the report in --out.")] = False,
 ) -> None:
     """Evaluate (when data is given) and benchmark several models; write report.{md,csv,json} and pareto.png."""
-    from seglite.bench.report import REPORT_FILES, ReportOptions, build_report
+    from seglite.bench.report import REPORT_FILES, ReportEntry, ReportOptions, build_report, parse_entries
     from seglite.bench.sizes import parse_size
     from seglite.distributed import cleanup
-    from seglite.models.registry import get_spec, list_models
+    from seglite.models.registry import list_models
 
     if all_models:
-        entries = [(name, None) for name in list_models()]
+        entries = [ReportEntry(model=name) for name in list_models()]
     elif models:
-        entries = []
-        for item in models.split(","):
-            name, _, weights = item.strip().partition("=")
-            entries.append((name or None, weights or None))
+        entries = parse_entries(models)
     else:
         raise SegliteError("pass --models a,b=WEIGHTS,... or --all")
-    for name, _ in entries:
-        if name:
-            get_spec(name)
     dist, device = _join_run(device)  # under torchrun: the evaluations are sharded
     out = _on_main(dist, lambda: choose_output(out, Path("outputs/report"), existing_files(*REPORT_FILES), exist_ok))
     options = ReportOptions(
@@ -156,7 +161,7 @@ def report_cmd(
 
     def show(row: dict) -> None:
         miou = "" if row["miou"] is None else f"  mIoU {row['miou']:.2f}"
-        console.print(f"{row['model']} {row['size']}: {row['median_ms']:.1f} ms{miou}", markup=False)
+        console.print(f"{row['name']} {row['size']}: {row['median_ms']:.1f} ms{miou}", markup=False)
 
     build_report(entries, options, out, progress=show if dist.is_main else None, dist=dist)
     cleanup(dist)
