@@ -283,7 +283,7 @@ def test_espnet_inference_path_equals_the_concatenating_one(name):
 
 @pytest.mark.parametrize("size_in, size_out", [((32, 64), (48, 96)), ((13, 27), (5, 4)), ((16, 32), (8, 16))])
 def test_matrix_pooling_equals_adaptive_avg_pool(size_in, size_out):
-    # Core ML, ExecuTorch and LiteRT fp32 exports write ESPNetv2's pyramid pooling this way (matrix_pooling=True).
+    # Core ML, ExecuTorch and LiteRT exports write ESPNetv2's pyramid pooling this way (matrix_pooling=True).
     from seglite.models.base import portable_graph
     from seglite.models.layers import adaptive_avg_pool
 
