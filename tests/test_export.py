@@ -342,3 +342,32 @@ def test_executorch_runs_on_the_threads_asked_for(checkpoint, tmp_path):
     two = open_artifact(path, threads=2)
     assert portable_lib._threadpool_get_thread_count() == 2
     np.testing.assert_allclose(two.model.runner(images), on_one, atol=1e-4)
+
+
+def test_an_exported_model_serves_one_call_at_a_time():
+    # LiteRT's interpreter, OpenVINO's infer request and ExecuTorch's method are not thread-safe, and predict's and
+    # eval's streams call the network from several threads: `eval --streams 2` of a LiteRT export died in the
+    # interpreter ("There is at least 1 reference to internal data").
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from seglite.export.base import ArtifactNet
+
+    guard, inside, most = threading.Lock(), [0], [0]
+
+    def runner(images: np.ndarray) -> np.ndarray:
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.02)
+        with guard:
+            inside[0] -= 1
+        return np.full((1, 19, 8, 16), images[0, 0, 0, 0], np.float32)
+
+    record = {"num_outputs": 19, "input_shape": [1, 3, 8, 16], "model": "espnetv2_s0.5"}
+    net = ArtifactNet(runner, record, Path("model"))
+    with ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(lambda value: net(torch.full((2, 3, 8, 16), float(value))), range(8)))
+    assert most[0] == 1
+    assert [float(out[1, 0, 0, 0]) for out in outputs] == [float(v) for v in range(8)]

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -198,6 +199,9 @@ class ArtifactNet(nn.Module):
     def __init__(self, runner: Runner, record: dict, path: Path):
         super().__init__()
         self.runner, self.record, self.path = runner, record, path
+        # One call at a time: LiteRT's interpreter, OpenVINO's infer request and ExecuTorch's method are not
+        # thread-safe, and predict/eval streams call from several threads (their reading and labels still overlap).
+        self._one_call = threading.Lock()
         self.num_classes = int(record["num_outputs"])
         self.input_shape = tuple(int(v) for v in record["input_shape"])
         self.model_name = record["model"]
@@ -213,5 +217,6 @@ class ArtifactNet(nn.Module):
                 "leave out --size, --scales and --window, or export again with --size"
             )
         frames = batch.detach().float().cpu().contiguous().numpy()
-        outputs = [np.asarray(self.runner(frames[i : i + 1]), dtype=np.float32) for i in range(len(frames))]
+        with self._one_call:
+            outputs = [np.asarray(self.runner(frames[i : i + 1]), dtype=np.float32) for i in range(len(frames))]
         return torch.from_numpy(np.concatenate(outputs) if len(outputs) > 1 else outputs[0])
