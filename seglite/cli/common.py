@@ -132,9 +132,11 @@ def _segmenter(
     """The options every inference command shares; a spinner while `--backend auto` may be timing the backends
     (once per model, weights and size)."""
     from seglite.bench.sizes import parse_size
+    from seglite.export.base import find_artifact
 
     status = "loading the model; a first run at this size times torch, onnx and torch.compile"
-    with err_console.status(status) if backend == "auto" else contextlib.nullcontext():
+    timed = backend == "auto" and find_artifact(weights) is None  # an exported model runs in its own runtime
+    with err_console.status(status) if timed else contextlib.nullcontext():
         return Segmenter(
             model=model, weights=weights, device=device, size=parse_size(size), half=half, backend=backend, **options
         )
