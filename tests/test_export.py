@@ -371,3 +371,18 @@ def test_an_exported_model_serves_one_call_at_a_time():
         outputs = list(pool.map(lambda value: net(torch.full((2, 3, 8, 16), float(value))), range(8)))
     assert most[0] == 1
     assert [float(out[1, 0, 0, 0]) for out in outputs] == [float(v) for v in range(8)]
+
+
+def test_bench_of_a_torchscript_export_runs_on_the_threads_it_reports(checkpoint, tmp_path):
+    # TorchScript runs on PyTorch's own thread pool: `bench --threads 1` of it ran on every core and printed "1 threads".
+    from seglite.bench.latency import benchmark_artifact
+    from seglite.export.artifact import open_artifact
+
+    path = export(checkpoint, "torchscript", tmp_path / "ts").path
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        result = benchmark_artifact(open_artifact(path, threads=1), warmup=0, iters=1, threads=1)
+        assert result.threads == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -204,6 +204,8 @@ def _result(times, model_name, backend, device, precision, size, batch, threads,
 def benchmark_artifact(loaded, warmup: int = 10, iters: int = 50, threads: int | None = None) -> LatencyResult:
     """Model-only latency of an exported model in its own runtime (seglite.export), at the size it was exported
     for; params and GFLOPs come from its record (measured on the PyTorch network at export)."""
+    if threads:
+        torch.set_num_threads(threads)  # the runtime that runs on PyTorch's own pool (TorchScript), as benchmark()
     net = loaded.model
     record = net.record
     images = np.random.default_rng(0).standard_normal(net.input_shape, dtype=np.float32)

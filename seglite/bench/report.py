@@ -101,6 +101,8 @@ def build_report(
     Under torchrun (`dist`) every rank evaluates its shard of the split (the mIoU is the single-process one); the
     latency is timed by rank 0 alone, with every core of its machine, while the other ranks wait; rank 0 writes."""
 
+    import torch
+
     from seglite.evaluation.evaluator import EvalOptions, evaluate
     from seglite.inference.segmenter import Segmenter
 
@@ -135,7 +137,7 @@ def build_report(
                 barrier(dist)  # idle while rank 0 times the model on the cores
                 continue
             all_cores = len(os.sched_getaffinity(0)) if dist.world_size > 1 and options.device == "cpu" else None
-            threads = options.threads or all_cores
+            threads, threads_before = options.threads or all_cores, torch.get_num_threads()
             name, source = segmenter.model_name, segmenter.loaded.source
             if exported:  # its runtime, opened again on the timing's threads
                 del segmenter
@@ -145,6 +147,7 @@ def build_report(
             else:
                 latency = _time_pytorch(segmenter, size, options, threads)
                 backend = latency.backend
+            torch.set_num_threads(threads_before)  # the eval of the next model shares the cores again
             barrier(dist)
             machine = latency.machine
             rows.append(
@@ -178,9 +181,6 @@ def build_report(
 
 
 def _time_pytorch(segmenter, size: tuple[int, int], options: ReportOptions, threads: int | None):
-    import torch
-
-    threads_before = torch.get_num_threads()
     latency, _ = benchmark_backends(
         segmenter.loaded.model,  # unfolded: benchmark folds it, and params must be the model's own
         segmenter.model_name,
@@ -191,7 +191,6 @@ def _time_pytorch(segmenter, size: tuple[int, int], options: ReportOptions, thre
         warmup=options.warmup,
         iters=options.iters,
     )
-    torch.set_num_threads(threads_before)  # the eval of the next model shares the cores again
     return latency
 
 
