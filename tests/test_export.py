@@ -117,6 +117,10 @@ def test_export_cli_refusals_are_one_line(checkpoint, tmp_path):
     taken = cli(*base, "--out", str(tmp_path / "taken"))
     assert taken.returncode == 2 and "--exist-ok" in one_line(taken.stderr)
     assert not list((tmp_path / "taken").iterdir())
+    # A refusal comes before the line that says what is being exported (the converters are silent for minutes).
+    assert not any("exporting" in r.stderr for r in (unknown, precision, dynamic, taken))
+    done = cli(*base, "--format", "onnx", "--out", str(tmp_path / "done"))
+    assert done.returncode == 0 and "exporting espnetv2_s0.5 at 128x64 to onnx fp32" in done.stderr
 
 
 def test_predict_and_bench_take_an_artifact(checkpoint, tmp_path):

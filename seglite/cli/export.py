@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from seglite.cli.common import SIZE_DEFAULT, DataOption, _dataset, app, console, print_json
+from seglite.cli.common import SIZE_DEFAULT, DataOption, _dataset, app, console, err_console, print_json
 
 
 @app.command("export")
@@ -61,6 +61,7 @@ def export_cmd(
         image=image,
         exist_ok=exist_ok,
         dynamic=dynamic,
+        on_start=None if as_json else _say_started,
     )
     if as_json:
         print_json(report.to_dict())
@@ -75,6 +76,15 @@ def export_cmd(
     console.print(
         f"wrote {report.path} ({report.model}, {report.format} {report.precision}, {report.size}, "
         f"{report.file_mb:.1f} MB, {report.export_s:.1f} s){calibrated}\n  {check}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _say_started(what: str) -> None:
+    err_console.print(
+        f"{what}, then running it against PyTorch (tflite, executorch and coreml take 30 s to 3 min)",
+        style="dim",
         markup=False,
         highlight=False,
     )

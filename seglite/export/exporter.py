@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -147,8 +148,10 @@ def export_model(
     threads: int | None = None,
     loaded: LoadedWeights | None = None,
     dynamic: bool = False,
+    on_start: Callable[[str], None] | None = None,
 ) -> ExportReport:
-    """Export to one format; `out` is a folder (a `.onnx` path for onnx writes one self-describing file)."""
+    """Export to one format; `out` is a folder (a `.onnx` path for onnx writes one self-describing file).
+    `on_start` hears what is being exported once the request is checked (the converters are silent for minutes)."""
     fmt = get_format(fmt_name)
     if (why := fmt.missing()) is not None:
         raise InputError(why)
@@ -175,6 +178,8 @@ def export_model(
     example = torch.from_numpy(preprocess.to_array(frames[0])[None].copy())  # fresh strides: [None] gives 0
     record = artifact_record(loaded, weights, fmt, precision, size)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if on_start:
+        on_start(f"exporting {loaded.model_name} at {size[0]}x{size[1]} to {fmt.name} {precision}")
     work = temporary_name(out, "partial")
     try:
         work.mkdir()
