@@ -3,6 +3,7 @@ embedded Linux)."""
 
 from __future__ import annotations
 
+import gc
 import weakref
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def size_thread_pool(threads: int) -> None:
     current = portable_lib._threadpool_get_thread_count()
     if current == threads:
         return
+    if _runners:
+        gc.collect()  # a program kept only by garbage (a reference cycle) is not loaded any more
     if _runners:
         raise InputError(
             f"ExecuTorch runs every program in a process on one thread pool, now {current} threads, which a program "
