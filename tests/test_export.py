@@ -312,7 +312,7 @@ def test_executorch_runs_the_whole_network_inside_xnnpack(model):
     from seglite.models.base import portable_graph
 
     net = create_model(model, num_classes=19).eval()
-    with torch.no_grad(), portable_graph(get_format("executorch").pools_as_matrices("fp32")):
+    with torch.no_grad(), portable_graph(get_format("executorch").matrix_pooling):
         graph = lower_to_xnnpack(net, torch.rand(1, 3, 128, 256)).exported_program().graph
     calls = [node for node in graph.nodes if node.op == "call_function" and node.target is not operator.getitem]
     delegates = [node for node in calls if "call_delegate" in str(node.target)]

@@ -54,7 +54,7 @@ class Format:
     modules: tuple[str, ...] = ()
     extra = "export"
     portable = False  # True: export the plain form of fused layers (seglite.models.base.portable_graph)
-    matrix_pooling: tuple[str, ...] = ()  # precisions whose export also writes adaptive pooling as matmuls
+    matrix_pooling = False  # True: also adaptive pooling as matmuls (portable_graph's matrix_pooling)
     runs_here_note = ""  # non-empty: why this machine cannot run the artifact (CoreML off Apple, TensorRT without CUDA)
 
     def missing(self) -> str | None:
@@ -73,10 +73,6 @@ class Format:
                 f"--format {self.name} exports {', '.join(self.precisions)}, not {precision}: "
                 f"pass --precision {self.precisions[0]}"
             )
-
-    def pools_as_matrices(self, precision: str) -> bool:
-        """Whether this precision's export writes non-dividing adaptive pooling as matmuls (portable_graph)."""
-        return precision in self.matrix_pooling
 
     def export(self, request: ExportRequest) -> str:  # pragma: no cover - abstract
         raise NotImplementedError

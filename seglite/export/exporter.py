@@ -187,7 +187,7 @@ def export_model(
         with (
             torch.no_grad(),
             quiet_converter(),
-            portable_graph(fmt.pools_as_matrices(precision)) if fmt.portable else nullcontext(),
+            portable_graph(fmt.matrix_pooling) if fmt.portable else nullcontext(),
         ):
             try:
                 fmt.export(ExportRequest(net, example, precision, calibration, work, threads, dynamic, record))

@@ -19,7 +19,7 @@ class CoreMlFormat(Format):
     model_file = "model.mlpackage"
     precisions = ("fp32", "fp16")
     portable = True
-    matrix_pooling = ("fp32", "fp16")
+    matrix_pooling = True
     modules = ("coremltools",)
     runs_here_note = "Core ML runs only on Apple systems: the converted spec was checked, the model was not run here"
 

@@ -21,7 +21,7 @@ class ExecuTorchFormat(Format):
     title = "ExecuTorch (XNNPACK)"
     model_file = "model.pte"
     portable = True
-    matrix_pooling = ("fp32",)  # ESPNetv2's pyramid pooling as matmuls: the whole net is one XNNPACK delegate
+    matrix_pooling = True  # ESPNetv2's pyramid pooling as matmuls: the whole net is one XNNPACK delegate
     modules = ("executorch",)
 
     def export(self, request: ExportRequest) -> None:

@@ -23,7 +23,7 @@ class TfliteFormat(Format):
     precisions = ("fp32", "fp16", "int8")
     # ESPNetv2 s1.0 at 1024x512 (Xeon), unrolled -> matmuls: fp32 10.2 -> 3.5 MB, 314 -> 186 ms; fp16 9.8 -> 2.0 MB,
     # 315 -> 210 ms; int8 3.2 -> 1.4 MB, 690 -> 595 ms, the same mIoU.
-    matrix_pooling = ("fp32", "fp16", "int8")
+    matrix_pooling = True
     modules = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")
 
     def export(self, request: ExportRequest) -> None:
