@@ -130,6 +130,42 @@ def test_mask_value_outside_the_classes_is_named(tmp_path):
     assert result.returncode == 2 and "mask value 5" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_binary_0_255_masks_are_refused_with_the_mapping_that_reads_them(tmp_path):
+    """255 is ignore_index, so a 0/255 mask shows the network one class: refused before training, with the fix."""
+    root = _binary_set(tmp_path / "d", mask_value_road=255)
+    content = {"path": str(root), "train": "images/train", "val": "images/val", "masks_dir": {"images": "masks"}}
+    path = _write_yaml(tmp_path / "d.yaml", content | {"names": ["background", "road"]})
+    result = cli("data", "check", "--data", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "train masks (4) show only 'background' of 2; 50.0 % of their pixels are ignored" in result.stderr
+    assert "label_mapping: {0: 0, 255: 1}" in result.stderr
+    assert "train: no pixel of road in any mask" in result.stdout
+    from seglite.training.config import load_config
+    from seglite.training.trainer import Trainer
+
+    config = load_config("configs/synth_espnetv2_s0.5.yaml", [f"data.dataset={path}", "data.root=null"])
+    with pytest.raises(SegliteError, match=r"show only 'background' of 2"):
+        Trainer(config, tmp_path / "run", show_progress=False).run()
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+    fixed = _write_yaml(
+        tmp_path / "fixed.yaml", content | {"names": ["background", "road"], "label_mapping": {0: 0, 255: 1}}
+    )
+    spec = load_dataset(fixed)
+    label = spec.read_label(spec.samples("train")[0])
+    assert label[-1, 0] == 1 and label[0, 0] == 0 and 255 not in label
+    result = cli("data", "check", "--data", str(fixed))
+    assert result.returncode == 0, result.stderr
+    assert "0.0 %" in result.stdout and "no pixel" not in result.stdout
+
+
+def test_a_class_no_mask_shows_is_named(tmp_path):
+    result = cli("data", "check", "--data", str(_binary_yaml(tmp_path, names=["background", "road", "sky"])))
+    assert result.returncode == 0, result.stderr
+    assert "train: no pixel of sky in any mask (the network cannot learn them)" in result.stdout
+    assert "val: no pixel of sky in any mask (no IoU for them)" in result.stdout
+
+
 def test_list_file_with_prefix_and_a_missing_file(tmp_path):
     root = _binary_set(tmp_path / "d")
     lines = [f"/old/place/images/train/f{i}.jpg /old/place/masks/train/f{i}.png" for i in range(3)]

@@ -60,13 +60,19 @@ def data_check(
     full = FULL_COUNTS.get(spec.name, {})
     table = Table(title=f"{spec.name}: {spec.root()} ({spec.num_classes} classes)")
     # The published split sizes, where known, show a partial download; a user's own data set has none to show.
-    for column in ("split", "images", "labelled", *([f"full {spec.name}"] if full else []), "size", "problems"):
+    columns = ("split", "images", "labelled", *([f"full {spec.name}"] if full else []), "size", "ignored", "problems")
+    for column in columns:
         table.add_column(column)
     for r in reports:
         known = [str(full.get(r.split, "-"))] if full else []
-        table.add_row(r.split, str(r.images), str(r.labelled), *known, _sizes(r), str(len(r.problems)))
+        ignored = "-" if r.ignored_share is None else f"{100 * r.ignored_share:.1f} %"
+        table.add_row(r.split, str(r.images), str(r.labelled), *known, _sizes(r), ignored, str(len(r.problems)))
     console.print(table)
     for r in reports:
+        absent = r.absent_classes(spec.names)
+        if absent:
+            effect = "the network cannot learn them" if r.split == "train" else "no IoU for them"
+            console.print(f"{r.split}: no pixel of {', '.join(absent)} in any mask ({effect})", markup=False)
         if r.unmapped:
             values = ", ".join(f"{v} ({n} px)" for v, n in sorted(r.unmapped.items())[:10])
             console.print(f"{r.split}: values outside label_mapping, read as ignore: {values}", markup=False)

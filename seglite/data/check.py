@@ -36,16 +36,43 @@ class SplitReport:
     problems: list[str] = field(default_factory=list)
     unmapped: Counter = field(default_factory=Counter)  # raw mask values label_mapping leaves out (ignored): pixels
     sizes: Counter = field(default_factory=Counter)  # (width, height) of the readable images: how many of each
+    pixels: np.ndarray | None = None  # pixels of each class, then the ignored ones (when the masks were read)
 
     @property
     def common_size(self) -> tuple[int, int] | None:
         return self.sizes.most_common(1)[0][0] if self.sizes else None
 
+    @property
+    def ignored_share(self) -> float | None:
+        """The share of mask pixels that are ignore_index (None when no mask was read)."""
+        total = 0 if self.pixels is None else int(self.pixels.sum())
+        return int(self.pixels[-1]) / total if total else None
+
+    def absent_classes(self, names: Sequence[str]) -> list[str]:
+        """The classes no mask of this split has a pixel of."""
+        if self.pixels is None or not self.pixels.sum():
+            return []
+        return [name for name, count in zip(names, self.pixels[:-1], strict=True) if count == 0]
+
+
+@dataclass
+class SampleCheck:
+    labelled: int = 0
+    problems: list[str] = field(default_factory=list)
+    unmapped: Counter = field(default_factory=Counter)
+    size: tuple[int, int] | None = None  # the image's width and height, if its header reads
+    pixels: np.ndarray | None = None  # as SplitReport.pixels, for this mask
+
 
 def check_dataset(
-    spec: DatasetSpec, splits: tuple[str, ...] | None = None, read_labels: bool = True, progress=None
+    spec: DatasetSpec,
+    splits: tuple[str, ...] | None = None,
+    read_labels: bool = True,
+    progress=None,
+    train_split: str = "train",
 ) -> list[SplitReport]:
-    """Counts, missing pairs, size mismatches (from headers) and, with read_labels, values that are no class."""
+    """Counts, missing pairs, size mismatches (from headers) and, with read_labels, values that are no class and a
+    training split whose masks hold fewer than two classes."""
     spec.root()
     reports = []
     for split in splits or SPLITS:
@@ -60,41 +87,69 @@ def check_dataset(
             continue
         report.images = len(samples)
         check = functools.partial(_check_sample, spec, split, read_labels)
-        for labelled, problems, unmapped, size in _map(check, samples, progress):
-            report.labelled += labelled
-            report.problems += problems
-            report.unmapped.update(unmapped)
-            if size is not None:
-                report.sizes[size] += 1
+        for sample in _map(check, samples, progress):
+            report.labelled += sample.labelled
+            report.problems += sample.problems
+            report.unmapped.update(sample.unmapped)
+            if sample.size is not None:
+                report.sizes[sample.size] += 1
+            if sample.pixels is not None:
+                report.pixels = sample.pixels if report.pixels is None else report.pixels + sample.pixels
+        if split == train_split and report.pixels is not None and not report.problems:
+            report.problems += _too_few_classes(spec, report)
         reports.append(report)
     if not reports:
         raise DataError(f"data set {spec.name!r} at {spec.root()}: none of the splits {', '.join(splits or SPLITS)}")
     return reports
 
 
-def _check_sample(
-    spec: DatasetSpec, split: str, read_labels: bool, sample
-) -> tuple[int, list[str], Counter, tuple[int, int] | None]:
-    """One image and its mask: (1 if labelled, problems, raw mask values that label_mapping leaves out, the image's
-    width and height if its header reads)."""
-    size = None
+def _too_few_classes(spec: DatasetSpec, report: SplitReport) -> list[str]:
+    """A training split that shows the network one class (or none) teaches it nothing. The usual cause is a 0/255
+    binary mask: 255 is ignore_index, so the foreground is never seen."""
+    present = [name for name, count in zip(spec.names, report.pixels[:-1], strict=True) if count]
+    if len(present) >= 2:
+        return []
+    share = f"{100 * report.ignored_share:.1f} % of their pixels are ignored"
+    seen = f"only {present[0]!r}" if present else "no class"
+    if spec.layout == "cityscapes":
+        hint = "check the gtFine *_labelIds.png files"
+    elif spec.mask_format == "color":
+        hint = "check `palette` (one RGB colour per class, as the masks draw them) and `ignore_colors`"
+    else:
+        example = {0: 0, spec.ignore_index: 1}
+        hint = (
+            f"map the values that mark your classes with label_mapping (0/{spec.ignore_index} masks: "
+            f"label_mapping: {example}), or fix the masks"
+        )
+    return [
+        f"{spec.name}: the {report.split} masks ({report.labelled}) show {seen} of {spec.num_classes}; {share}: {hint}"
+    ]
+
+
+def _check_sample(spec: DatasetSpec, split: str, read_labels: bool, sample) -> SampleCheck:
+    """One image and its mask."""
+    checked = SampleCheck()
     try:
         with Image.open(sample.image) as image:
-            size = image.size
+            checked.size = image.size
             if sample.label is None:
-                return 0, ([f"{sample.image}: no mask"] if split != "test" else []), Counter(), size
+                checked.problems = [f"{sample.image}: no mask"] if split != "test" else []
+                return checked
+            checked.labelled = 1
             with Image.open(sample.label) as label:
                 if image.size != label.size:
                     sizes = f"mask is {label.size[0]}x{label.size[1]}, image {image.size[0]}x{image.size[1]}"
-                    return 1, [f"{sample.label}: {sizes}"], Counter(), size
+                    checked.problems = [f"{sample.label}: {sizes}"]
+                    return checked
         if read_labels:
-            spec.read_label(sample)
+            labels = spec.read_label(sample)
+            checked.pixels = np.bincount(np.minimum(labels, spec.num_classes).ravel(), minlength=spec.num_classes + 1)
             if spec.label_mapping is not None and spec.mask_format == "index":
-                return 1, [], _unmapped_values(spec, sample.label), size
+                checked.unmapped = _unmapped_values(spec, sample.label)
     except (OSError, DataError) as exc:
-        problem = str(exc) if isinstance(exc, DataError) else f"{sample.image}: unreadable ({exc})"
-        return int(sample.label is not None), [problem], Counter(), size
-    return 1, [], Counter(), size
+        checked.labelled = int(sample.label is not None)
+        checked.problems = [str(exc) if isinstance(exc, DataError) else f"{sample.image}: unreadable ({exc})"]
+    return checked
 
 
 def _map(function: Callable[[T], R], items: Sequence[T], progress=None) -> Iterator[R]:

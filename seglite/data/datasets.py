@@ -189,17 +189,18 @@ class DatasetSpec:
 
     # ---- reading masks ------------------------------------------------------------------------------------
     def lookup_table(self, size: int = 256) -> np.ndarray:
-        """raw mask value -> class id (255 ignore, 0xFFFF not allowed), for index masks."""
+        """raw mask value -> class id (255 ignore, 0xFFFF not allowed), for index masks. A label_mapping entry for
+        the ignore_index value wins over it: `{0: 0, 255: 1}` reads 0/255 binary masks."""
         lut = np.full(size, _INVALID, np.uint16)
         if self.label_mapping is None:
             lut[: min(self.num_classes, size)] = np.arange(min(self.num_classes, size))
+            if self.ignore_index < size:
+                lut[self.ignore_index] = IGNORE_INDEX
         else:
             lut[:] = IGNORE_INDEX  # values the mapping leaves out are ignored: the user listed what they want
             for raw, target in self.label_mapping.items():
                 if raw < size:
                     lut[raw] = target
-        if self.ignore_index < size:
-            lut[self.ignore_index] = IGNORE_INDEX
         return lut
 
     def read_label(self, sample: Sample) -> np.ndarray:

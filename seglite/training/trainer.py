@@ -263,11 +263,14 @@ class Trainer:
                 raise SegliteError(
                     f"data set {self.dataset.name!r} ({self.dataset.root()}): split {split!r} is missing"
                 )
-        reports = check_dataset(self.dataset, splits=splits, read_labels=True)
+        reports = check_dataset(self.dataset, splits=splits, read_labels=True, train_split=splits[0])
         for report in reports:
             if report.problems:
                 more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
                 raise SegliteError(f"dataset not usable: {report.problems[0]}{more}; run `seglite data check`")
+        absent = reports[0].absent_classes(self.dataset.names)
+        if absent:
+            self.messages.append(f"no {splits[0]} mask has a pixel of {', '.join(absent)}: it cannot be learned")
         # Checkpoints keep the validation frames' usual size: an export or a latency figure of weights validated
         # at each frame's own size defaults to it (LoadedWeights.fixed_size).
         frames = next(r for r in reports if r.split == self.config.data.val_split).common_size
