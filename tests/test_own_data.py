@@ -159,6 +159,32 @@ def test_binary_0_255_masks_are_refused_with_the_mapping_that_reads_them(tmp_pat
     assert "0.0 %" in result.stdout and "no pixel" not in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("extension", "hint"),
+    [
+        (".jpg", "JPEG blurs a mask's values at every edge: save masks as PNG"),
+        (".bmp", "mask_suffix: {image: .jpg, mask: .bmp}"),
+    ],
+)
+def test_a_mask_saved_in_another_format_is_named_with_the_fix(tmp_path, extension, hint):
+    path = _binary_yaml(tmp_path)
+    for mask in (tmp_path / "drive" / "masks").rglob("*.png"):
+        cv2.imwrite(str(mask.with_suffix(extension)), cv2.imread(str(mask), cv2.IMREAD_UNCHANGED))
+        mask.unlink()
+    result = cli("data", "check", "--data", str(path))
+    expected = tmp_path / "drive" / "masks" / "train" / "f0.png"
+    assert (
+        result.returncode == 2 and f"f0.jpg: no mask (looked for {expected}); f0{extension} is there" in result.stderr
+    )
+    assert hint in result.stderr
+    with pytest.raises(DataError, match="4 of 4 image"):
+        load_dataset(path).samples("train")
+    if extension == ".bmp":
+        content = yaml.safe_load(path.read_text()) | {"mask_suffix": {"image": ".jpg", "mask": ".bmp"}}
+        result = cli("data", "check", "--data", str(_write_yaml(path, content)))
+        assert result.returncode == 0, result.stderr
+
+
 def test_a_class_no_mask_shows_is_named(tmp_path):
     result = cli("data", "check", "--data", str(_binary_yaml(tmp_path, names=["background", "road", "sky"])))
     assert result.returncode == 0, result.stderr

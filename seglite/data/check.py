@@ -133,7 +133,7 @@ def _check_sample(spec: DatasetSpec, split: str, read_labels: bool, sample) -> S
         with Image.open(sample.image) as image:
             checked.size = image.size
             if sample.label is None:
-                checked.problems = [f"{sample.image}: no mask"] if split != "test" else []
+                checked.problems = [spec.missing_mask(split, sample)] if split != "test" else []
                 return checked
             checked.labelled = 1
             with Image.open(sample.label) as label:

@@ -9,6 +9,7 @@ remapped through `label_mapping`, list files, Cityscapes labelIds).
 from __future__ import annotations
 
 import difflib
+import glob
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -123,10 +124,29 @@ class DatasetSpec:
             missing = [s for s in samples if s.label is None]
             if missing:
                 raise DataError(
-                    f"{missing[0].image}: no mask (looked for {self._mask_for(root, missing[0].image)}); "
-                    f"{len(missing)} of {len(samples)} image(s) in split {split!r} lack one"
+                    f"{self.missing_mask(split, missing[0])}; {len(missing)} of {len(samples)} image(s) in split "
+                    f"{split!r} lack one"
                 )
         return samples
+
+    def missing_mask(self, split: str, sample: Sample) -> str:
+        """Why a sample has no mask: where it was looked for, and a file of the same stem that is there instead."""
+        root = self.root()
+        if self.layout == "cityscapes":
+            return f"{sample.image}: no mask (expected gtFine/{split}/{sample.image.parent.name}/*_gtFine_labelIds.png)"
+        if (root / self.splits[split]).is_file():
+            return f"{sample.image}: no mask on its line of {root / self.splits[split]}"
+        expected = self._mask_for(root, sample.image)
+        problem = f"{sample.image}: no mask (looked for {expected})"
+        others = sorted(expected.parent.glob(f"{glob.escape(expected.stem)}.*")) if expected.parent.is_dir() else []
+        if not others:
+            return problem
+        if others[0].suffix.lower() in (".jpg", ".jpeg"):
+            return (
+                f"{problem}; {others[0].name} is there, but JPEG blurs a mask's values at every edge: save masks as PNG"
+            )
+        rule = {"image": sample.image.suffix, "mask": others[0].suffix}
+        return f"{problem}; {others[0].name} is there: set `mask_suffix: {rule}`".replace("'", "")
 
     def _mask_for(self, root: Path, image: Path) -> Path:
         parts = list(image.relative_to(root).parts)
