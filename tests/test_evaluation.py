@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import record_calling_threads, require_realdata
 
 from seglite.data.synth import write_dataset
 from seglite.evaluation.metrics import ConfusionMatrix
-from tests.conftest import record_calling_threads, require_realdata
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import cli, require_realdata
 
 from seglite.data.synth import render_scene, write_dataset
 from seglite.models.registry import create_model
 from seglite.zoo.checkpoint import LoadedWeights, save_checkpoint
 from seglite.zoo.preprocess import IMAGENET
-from tests.conftest import cli, require_realdata
 
 SEGLITE = shutil.which("seglite") or str(Path(sys.executable).parent / "seglite")
 SIZE = (128, 64)

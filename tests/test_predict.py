@@ -11,9 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import cli, record_calling_threads, require_realdata
 
 from seglite.data.synth import render_scene, write_video
-from tests.conftest import cli, record_calling_threads, require_realdata
 
 # A requested backend: a random network has new weights every process, so `--backend auto` would time every backend
 # again in each test (its own tests cover it).

@@ -12,13 +12,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import REALDATA, require_realdata
 
 import seglite
 from seglite.errors import CheckpointError, SegliteError
 from seglite.zoo import registry as zoo
 from seglite.zoo.checkpoint import load_weights, read_checkpoint_file, save_checkpoint
 from seglite.zoo.convert import detect_original, rename_keys
-from tests.conftest import REALDATA, require_realdata
 
 WEIGHTS = {
     "espnetv1_p2q8": "espnet_v1/decoder_espnet_p_2_q_8.pth",
