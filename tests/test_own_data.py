@@ -185,6 +185,25 @@ def test_a_mask_saved_in_another_format_is_named_with_the_fix(tmp_path, extensio
         assert result.returncode == 0, result.stderr
 
 
+def test_a_phone_photo_pairs_with_a_mask_drawn_on_it_upright(tmp_path):
+    """Training reads a photo turned upright by its EXIF orientation; data check compares the mask with that size."""
+    from PIL import Image
+
+    path = _binary_yaml(tmp_path)
+    image = tmp_path / "drive" / "images" / "train" / "f0.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 64x48, shown (and read) 48x64
+    Image.open(image).save(image, exif=exif.tobytes())
+    mask = tmp_path / "drive" / "masks" / "train" / "f0.png"
+    stored = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
+    result = cli("data", "check", "--data", str(path))
+    assert result.returncode == 2 and f"{mask}: mask is 64x48, image 48x64" in result.stderr
+    cv2.imwrite(str(mask), cv2.rotate(stored, cv2.ROTATE_90_CLOCKWISE))
+    result = cli("data", "check", "--data", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "64x48 (+1 other)" in result.stdout
+
+
 def test_a_class_no_mask_shows_is_named(tmp_path):
     result = cli("data", "check", "--data", str(_binary_yaml(tmp_path, names=["background", "road", "sky"])))
     assert result.returncode == 0, result.stderr

@@ -142,6 +142,31 @@ def test_sixteen_bit_grey_and_rgba_images_work(tmp_path):
         assert cv2.imread(str(tmp_path / "out" / f"{stem}_trainid.png"), cv2.IMREAD_UNCHANGED).shape == (64, 128)
 
 
+def _phone_photo(path: Path, colour: np.ndarray) -> Path:
+    """`colour` stored sideways with EXIF orientation 6 (turn a quarter clockwise to show), as phones save portraits."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)).save(path, exif=exif.tobytes(), quality=95)
+    return path
+
+
+def test_a_phone_photo_is_segmented_upright_as_it_is_shown_and_trained_on(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    phone = _phone_photo(folder / "phone.jpg", render_scene(128, 64, seed=4)[0])
+    stored = cv2.imread(str(phone), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    cv2.imwrite(str(folder / "upright.png"), cv2.rotate(stored, cv2.ROTATE_90_CLOCKWISE))
+    result = _seglite("predict", str(folder), *FAST, "--format", "trainid", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    masks = {
+        s: cv2.imread(str(tmp_path / "out" / f"{s}_trainid.png"), cv2.IMREAD_UNCHANGED) for s in ("phone", "upright")
+    }
+    assert masks["phone"].shape == (128, 64)
+    np.testing.assert_array_equal(masks["phone"], masks["upright"])
+
+
 def test_bad_images_are_named_and_the_others_still_run(street, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -21,6 +21,7 @@ from seglite.errors import DataError
 T, R = TypeVar("T"), TypeVar("R")
 PARALLEL_FROM = 200  # images from which `data check` / `data stats` use worker processes
 MAX_WORKERS = 8
+ORIENTATION_TAG = 0x0112  # EXIF
 
 FULL_COUNTS = {
     "cityscapes": {"train": 2975, "val": 500, "test": 1525},
@@ -131,14 +132,15 @@ def _check_sample(spec: DatasetSpec, split: str, read_labels: bool, sample) -> S
     checked = SampleCheck()
     try:
         with Image.open(sample.image) as image:
-            checked.size = image.size
+            checked.size = _upright_size(image)
             if sample.label is None:
                 checked.problems = [spec.missing_mask(split, sample)] if split != "test" else []
                 return checked
             checked.labelled = 1
             with Image.open(sample.label) as label:
-                if image.size != label.size:
-                    sizes = f"mask is {label.size[0]}x{label.size[1]}, image {image.size[0]}x{image.size[1]}"
+                if checked.size != label.size:
+                    width, height = checked.size
+                    sizes = f"mask is {label.size[0]}x{label.size[1]}, image {width}x{height}"
                     checked.problems = [f"{sample.label}: {sizes}"]
                     return checked
         if read_labels:
@@ -150,6 +152,13 @@ def _check_sample(spec: DatasetSpec, split: str, read_labels: bool, sample) -> S
         checked.labelled = int(sample.label is not None)
         checked.problems = [str(exc) if isinstance(exc, DataError) else f"{sample.image}: unreadable ({exc})"]
     return checked
+
+
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    """An image's width and height as it is read (cv2 turns a photo upright by its EXIF orientation; 5-8 turn it by
+    a quarter), from the header alone."""
+    width, height = image.size
+    return (height, width) if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8) else (width, height)
 
 
 def _map(function: Callable[[T], R], items: Sequence[T], progress=None) -> Iterator[R]:

@@ -118,7 +118,9 @@ def read_image(path: Path) -> np.ndarray:
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     with _quiet_stderr():
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        # Any depth and channel count, turned upright by its EXIF orientation as every viewer shows it (a phone's
+        # portrait photo is stored sideways) and as training reads it; IMREAD_UNCHANGED would ignore the tag.
+        image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None
     if image is None:
         raise InputError(f"{path}: not a readable image (empty, truncated or not an image format)")
     if min(image.shape[:2]) < MIN_IMAGE_SIDE:
