@@ -204,6 +204,29 @@ def test_a_phone_photo_pairs_with_a_mask_drawn_on_it_upright(tmp_path):
     assert "64x48 (+1 other)" in result.stdout
 
 
+def test_a_grey_mask_saved_as_rgb_reads_as_its_indices(tmp_path):
+    root = _binary_set(tmp_path / "d", mask_value_road=7)
+    first = root / "masks" / "train" / "f0.png"
+    grey = cv2.imread(str(first), cv2.IMREAD_UNCHANGED)
+    grey[0, :5] = 3  # a value the mapping leaves out
+    for mask in (root / "masks").rglob("*.png"):
+        values = grey if mask == first else cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(mask), cv2.merge([values, values, values]))
+    content = {"path": str(root), "train": "images/train", "masks_dir": {"images": "masks"}, "names": ["other", "road"]}
+    path = _write_yaml(tmp_path / "d.yaml", content | {"label_mapping": {0: 0, 7: 1}})
+    spec = load_dataset(path)
+    label = spec.read_label(spec.samples("train")[0])
+    assert label.shape == (48, 64) and label[-1, 0] == 1 and label[1, 0] == 0 and (label[0, :5] == 255).all()
+    result = cli("data", "check", "--data", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "values outside label_mapping, read as ignore: 3 (5 px)" in result.stdout
+    colour = cv2.imread(str(first), cv2.IMREAD_UNCHANGED)
+    colour[0, 0] = (0, 0, 9)  # channels that differ: a colour mask, not an index one
+    cv2.imwrite(str(first), colour)
+    with pytest.raises(DataError, match="f0.png: unreadable or not an 8/16-bit index mask .*mask_format: color"):
+        spec.read_label(spec.samples("train")[0])
+
+
 def test_a_class_no_mask_shows_is_named(tmp_path):
     result = cli("data", "check", "--data", str(_binary_yaml(tmp_path, names=["background", "road", "sky"])))
     assert result.returncode == 0, result.stderr

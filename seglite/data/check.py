@@ -11,11 +11,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import cv2
 import numpy as np
 from PIL import Image
 
-from seglite.data.datasets import SPLITS, DatasetSpec
+from seglite.data.datasets import SPLITS, DatasetSpec, read_index_mask
 from seglite.errors import DataError
 
 T, R = TypeVar("T"), TypeVar("R")
@@ -188,8 +187,7 @@ def _label_counts(spec: DatasetSpec, sample) -> np.ndarray:
 
 
 def _unmapped_values(spec: DatasetSpec, path) -> Counter:
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    values, counts = np.unique(raw, return_counts=True)
+    values, counts = np.unique(read_index_mask(path), return_counts=True)
     mapped = set(spec.label_mapping or {}) | {spec.ignore_index}
     return Counter({int(v): int(c) for v, c in zip(values, counts, strict=True) if int(v) not in mapped})
 

@@ -230,13 +230,7 @@ class DatasetSpec:
         path = sample.label
         if self.mask_format == "color":
             return self._read_colour_mask(path)
-        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if raw is not None and raw.ndim == 3:
-            raw = _palette_indices(path, raw)
-        if raw is None or raw.ndim != 2 or raw.dtype not in (np.uint8, np.uint16):
-            raise DataError(
-                f"{path}: unreadable or not a single-channel 8/16-bit index mask (RGB masks: set mask_format: color)"
-            )
+        raw = read_index_mask(path)
         mapped = self.lookup_table(256 if raw.dtype == np.uint8 else 65536)[raw]
         bad = mapped == _INVALID
         if bad.any():
@@ -279,12 +273,30 @@ class DatasetSpec:
         }
 
 
+def read_index_mask(path: Path) -> np.ndarray:
+    """An index mask's raw values, 2-D uint8 or uint16, or a DataError naming the file."""
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is not None and raw.ndim == 3:
+        raw = _palette_indices(path, raw)
+    if raw is None or raw.ndim != 2 or raw.dtype not in (np.uint8, np.uint16):
+        raise DataError(
+            f"{path}: unreadable or not an 8/16-bit index mask (masks that draw classes in colours: set "
+            "mask_format: color and a palette)"
+        )
+    return raw
+
+
 def _palette_indices(path: Path, bgr: np.ndarray) -> np.ndarray | None:
-    """OpenCV expands palette PNGs to colours; their indices are what an index mask means."""
+    """OpenCV expands palette PNGs to colours; their indices are what an index mask means. A grey mask saved as
+    RGB (three equal channels, perhaps with alpha) holds its indices in every channel."""
     from PIL import Image
 
     with Image.open(path) as image:
-        return np.asarray(image) if image.mode == "P" else bgr
+        if image.mode == "P":
+            return np.asarray(image)
+    if bgr.shape[2] in (3, 4) and (bgr[:, :, 0] == bgr[:, :, 1]).all() and (bgr[:, :, 1] == bgr[:, :, 2]).all():
+        return bgr[:, :, 0]
+    return bgr
 
 
 # ---- loading ------------------------------------------------------------------------------------------------
