@@ -18,6 +18,7 @@ from torch import nn
 
 from seglite.errors import SegliteError
 from seglite.files import atomic_write_bytes
+from seglite.inference.sources import quiet_stderr
 from seglite.models.base import SegmentationNet, without_final_upsample
 from seglite.sharing import cpu_shared
 
@@ -52,7 +53,7 @@ def export_onnx(
     buffer = io.BytesIO()
     dynamic_axes = {"image": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None
     leaving_out = without_final_upsample() if final_upsample_outside else nullcontext([])
-    with warnings.catch_warnings(), torch.no_grad(), leaving_out as left_out:
+    with warnings.catch_warnings(), torch.no_grad(), leaving_out as left_out, quiet_stderr():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
@@ -67,7 +68,9 @@ def export_onnx(
                 dynamo=False,
             )
         except Exception as exc:  # the exporter raises many types; the user needs the model and the cause
-            raise SegliteError(f"ONNX export of {getattr(model, 'model_name', 'model')} failed: {exc}") from exc
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            name = getattr(model, "model_name", "model")
+            raise SegliteError(f"ONNX export of {name} at {size[0]}x{size[1]} failed: {cause}") from exc
     if len(left_out) > 1:  # the trace runs once: more than one upsampling is not one final step, keep them all
         return export_onnx(model, size, path, batch, metadata, dynamic)
     if left_out:

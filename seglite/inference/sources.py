@@ -76,8 +76,8 @@ def resolve_source(spec: str) -> Source:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
-    """Silence native libraries (libpng) that print to fd 2 while decoding damaged files."""
+def quiet_stderr():
+    """Silence native libraries that print to fd 2 (libpng decoding a damaged file, the ONNX exporter's graph dump)."""
     try:
         saved = os.dup(2)
     except OSError:
@@ -117,7 +117,7 @@ def read_image(path: Path) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    with _quiet_stderr():
+    with quiet_stderr():
         # Any depth and channel count, turned upright by its EXIF orientation as every viewer shows it (a phone's
         # portrait photo is stored sideways) and as training reads it; IMREAD_UNCHANGED would ignore the tag.
         image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None

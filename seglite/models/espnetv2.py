@@ -158,7 +158,7 @@ class EfficientPyrPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.projection_layer(x)
-        height, width = x.shape[-2:]
+        height, width = (int(v) for v in x.shape[-2:])  # constants in a traced export, as the sizes below
         outputs = []
         for scale, stage in zip(PYRAMID_SCALES, self.stages, strict=True):
             size = (max(int(math.ceil(height * scale)), 5), max(int(math.ceil(width * scale)), 5))
