@@ -17,7 +17,8 @@ import torch
 from conftest import LARGE_TENSOR_PAGES, TINY_TRAIN, large_tensor_page_faults
 
 from seglite.data.synth import write_dataset
-from seglite.training.config import load_config
+from seglite.errors import ConfigError
+from seglite.training.config import find_recipe, load_config
 from seglite.training.schedule import poly_lr_factor
 
 TINY = [
@@ -63,6 +64,38 @@ def test_poly_schedule_with_warmup():
 def test_recipes_in_configs_load():
     for path in sorted(Path("configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_a_recipe_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    shipped = Path("configs/synth_espnetv2_s0.5.yaml").resolve()
+    monkeypatch.chdir(tmp_path)
+    for text in ("synth_espnetv2_s0.5", "synth_espnetv2_s0.5.yaml", "configs/synth_espnetv2_s0.5.yaml"):
+        assert find_recipe(text) == shipped
+    assert load_config("synth_espnetv2_s0.5").model == "espnetv2_s0.5"
+    with pytest.raises(ConfigError, match=r"synth_espnetv2_s05: no such recipe; did you mean synth_espnetv2_s0.5"):
+        find_recipe("synth_espnetv2_s05")
+    with pytest.raises(ConfigError, match=r"mine.yaml: no such config file \(seglite's are in .*configs\)"):
+        find_recipe("mine.yaml")
+
+
+def test_a_recipe_typo_is_one_line_before_any_run_folder(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "seglite", "train", "camvid_espnetv2_s05_finetune"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "did you mean camvid_espnetv2_s0.5_finetune" in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_data_workers_are_capped_at_the_cpus_here(data, tmp_path):
+    """The Cityscapes recipes ask for 8 loader processes; on a small CPU they would only fight the training."""
+    result = _train(data, tmp_path / "run", "schedule.iters=1", "data.workers=64")
+    assert result.returncode == 0, result.stderr
+    cpus = len(os.sched_getaffinity(0))
+    assert f"data.workers 64 -> {cpus}: {cpus} CPUs here" in result.stdout
+    assert "worker processes in total" not in result.stderr + result.stdout
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,10 @@ from seglite.errors import SegliteError
 def train_cmd(
     config: Annotated[
         Path | None,
-        typer.Argument(help="A YAML recipe from configs/ (with --resume: optional, the run's own is used)."),
+        typer.Argument(
+            help="A YAML recipe, or the name of one in configs/ (e.g. camvid_espnetv2_s1.0_finetune); with --resume "
+            "optional, the run's own is used."
+        ),
     ] = None,
     data: DataOption = None,
     data_root: Annotated[
@@ -66,9 +69,9 @@ def train_cmd(
         if out is None:
             raise SegliteError(f"--resume: no run with a {LAST} under {DEFAULT_RUNS}/; pass --out RUN")
         err_console.print(f"resuming the newest run, {out}", markup=False, highlight=False)
-    elif out is None:
+    chosen = out is None and not resume
+    if chosen:
         out = next_free_name(Path(DEFAULT_RUNS) / "train", taken=lambda p: describe_run(p) is not None)
-        err_console.print(f"run folder: {out}", markup=False, highlight=False)
 
     sets = list(overrides or [])
     fixed = []
@@ -94,6 +97,8 @@ def train_cmd(
         )
     else:
         cfg = load_config(config, [*fixed, *sets])
+    if chosen:  # once the recipe is known to be good
+        err_console.print(f"run folder: {out}", markup=False, highlight=False)
     _note_shared_cpu()
     result = Trainer(cfg, out, resume=resume, exist_ok=exist_ok).run()
     if result.get("interrupted"):

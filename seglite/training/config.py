@@ -15,6 +15,8 @@ import yaml
 from seglite.errors import ConfigError
 from seglite.yamlfile import read_mapping
 
+RECIPES = Path(__file__).resolve().parents[2] / "configs"  # the recipes of a checkout (pip install -e .)
+
 
 @dataclass
 class DataConfig:
@@ -222,12 +224,28 @@ def _merge(base: dict, override: dict) -> dict:
     return merged
 
 
+def find_recipe(text: str | Path) -> Path:
+    """A recipe file, or the name of one of seglite's recipes (`camvid_espnetv2_s1.0_finetune`, from any folder);
+    a typo answers with the closest names."""
+    path = Path(text)
+    if path.is_file():
+        return path
+    names = sorted(p.stem for p in RECIPES.glob("*.yaml")) if RECIPES.is_dir() else []
+    if not path.is_absolute() and path.parent in (Path("."), Path("configs")):
+        stem = path.name[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else path.name
+        if stem in names:
+            return RECIPES / f"{stem}.yaml"
+        close = difflib.get_close_matches(stem, names, n=3, cutoff=0.6)
+        if close:
+            raise ConfigError(f"{text}: no such recipe; did you mean {', '.join(close)}?")
+    where = f"seglite's are in {RECIPES}" if names else "seglite's are in the configs/ folder of its repository"
+    raise ConfigError(f"{text}: no such config file ({where})")
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     raw: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file (see configs/ for the recipes)")
+        path = find_recipe(path)
         raw = read_mapping(path, ConfigError, "a mapping of config keys")
         if "base" in raw:  # a recipe may extend another one in the same folder
             base_path = path.parent / str(raw.pop("base"))

@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import math
+import os
 import random
 import shutil
 import signal
@@ -354,6 +355,13 @@ class Trainer:
         )
         return targets
 
+    @property
+    def workers(self) -> int:
+        """data.workers, at most this process's share of the CPUs: the Cityscapes recipes ask for 8 (a GPU machine's
+        loaders), which on a small CPU only compete with the training threads (and PyTorch warns)."""
+        share = max(1, len(os.sched_getaffinity(0)) // self.dist.local_world_size)
+        return min(self.config.data.workers, share)
+
     def _loader(self, start: int) -> DataLoader:
         sampler = ResumableBatchSampler(
             len(self.train_set), self.config.batch_size, self.config.seed, start, self.dist.rank, self.dist.world_size
@@ -361,7 +369,7 @@ class Trainer:
         return DataLoader(
             self.train_set,
             batch_sampler=sampler,
-            num_workers=self.config.data.workers,
+            num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
@@ -485,6 +493,10 @@ class Trainer:
         base_lrs = [config.optim.lr * group["lr_mult"] for group in self.optimizer.param_groups]
         self.net.train()
         iteration = start
+        if self.workers < config.data.workers:
+            cpus = len(os.sched_getaffinity(0))
+            shared = f" shared by {self.dist.local_world_size} processes" if self.dist.local_world_size > 1 else ""
+            self.messages.append(f"data.workers {config.data.workers} -> {self.workers}: {cpus} CPUs here{shared}")
         loader = iter(self._loader(start))
         first = next(loader)
         loader = itertools.chain([first], loader)
