@@ -269,6 +269,12 @@ def test_usage_errors_show_usage_not_a_traceback(street):
     camera = cli("predict", "9", "--model", "espnetv2_s0.5", "--backend", "torch")
     assert camera.returncode == 2 and "camera 9: cannot be opened" in camera.stderr
     assert "on cpu, backend" not in camera.stderr and "Traceback" not in camera.stderr
+    # So is a stream nothing answers at (a closed local port): an address to check, not a damaged file.
+    stream = cli("predict", "rtsp://127.0.0.1:9/cam", "--model", "espnetv2_s0.5", "--backend", "torch")
+    assert (
+        stream.returncode == 2 and "rtsp://127.0.0.1:9/cam: cannot open the stream (check the address" in stream.stderr
+    )
+    assert "on cpu, backend" not in stream.stderr and "Traceback" not in stream.stderr
 
 
 def test_export_stores_preprocessing_and_checks_ort(tmp_path):

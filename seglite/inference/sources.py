@@ -151,6 +151,11 @@ def open_video(video: str | int, decode_threads: int = 0) -> tuple[cv2.VideoCapt
     if not capture.isOpened():
         if isinstance(video, int):
             raise InputError(f"camera {video}: cannot be opened (no such camera here, or another program uses it)")
+        if "://" in video:
+            raise InputError(
+                f"{video}: cannot open the stream (check the address, and that the camera or server is on and "
+                "reachable from here)"
+            )
         raise InputError(f"{video}: cannot open as a video (empty, damaged, or no codec for it)")
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
