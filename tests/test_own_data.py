@@ -304,6 +304,17 @@ def test_empty_split_and_size_mismatch_are_named(tmp_path):
     assert result.returncode == 2 and "f2.png: mask is 10x10, image 64x48" in result.stderr
 
 
+def test_a_test_split_not_downloaded_is_no_problem_but_a_missing_val_split_is(tmp_path):
+    path = _binary_yaml(tmp_path)
+    content = yaml.safe_load(path.read_text())
+    result = cli("data", "check", "--data", str(_write_yaml(path, content | {"test": "images/test"})))
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("│")[1].strip() for line in result.stdout.splitlines() if line.startswith("│")]
+    assert rows == ["train", "val"] and "dataset OK" in result.stdout
+    result = cli("data", "check", "--data", str(_write_yaml(path, content | {"val": "images/vall"})))
+    assert result.returncode == 2 and "split 'val': " in result.stderr and "images/vall is neither" in result.stderr
+
+
 def test_unknown_data_set_name_suggests_the_built_in():
     with pytest.raises(DataError, match=r"did you mean 'camvid'"):
         load_dataset("camvidd")

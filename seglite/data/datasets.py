@@ -102,6 +102,12 @@ class DatasetSpec:
             return (self.root() / "leftImg8bit" / split).is_dir()
         return split in self.splits
 
+    def split_on_disk(self, split: str) -> bool:
+        """Whether a split's folder or list file is there."""
+        if self.layout == "cityscapes":
+            return self.has_split(split)
+        return split in self.splits and (self.root() / self.splits[split]).exists()
+
     # ---- finding pairs ------------------------------------------------------------------------------------
     def samples(self, split: str, require_labels: bool = True) -> list[Sample]:
         """All (image, mask) pairs of a split, sorted; a DataError naming the first missing file or bad line."""
