@@ -70,7 +70,12 @@ def eval_cmd(
         ),
     ] = None,
     save_predictions: Annotated[
-        Path | None, typer.Option("--save-predictions", help="Write labelId PNGs here.")
+        Path | None,
+        typer.Option(
+            "--save-predictions",
+            help="Write each prediction here as a PNG: Cityscapes labelIds (the official evaluator's input), "
+            "else class ids.",
+        ),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
