@@ -71,7 +71,11 @@ def data_check(
     for r in reports:
         absent = r.absent_classes(spec.names)
         if absent:
-            effect = "the network cannot learn them" if r.split == "train" else "no IoU for them"
+            effect = (
+                "the network cannot learn them"
+                if r.split == "train"
+                else "each counts as IoU 0 where it is predicted, else is left out of the mIoU"
+            )
             console.print(f"{r.split}: no pixel of {', '.join(absent)} in any mask ({effect})", markup=False)
         if r.unmapped:
             values = ", ".join(f"{v} ({n} px)" for v, n in sorted(r.unmapped.items())[:10])
