@@ -318,6 +318,17 @@ def test_a_test_split_not_downloaded_is_no_problem_but_a_missing_val_split_is(tm
     assert result.returncode == 2 and "split 'val': " in result.stderr and "images/vall is neither" in result.stderr
 
 
+def test_training_names_the_split_a_data_set_does_not_declare(tmp_path):
+    path = _binary_yaml(tmp_path)
+    content = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "val"}
+    result = cli(
+        "train", "configs/synth_espnetv2_s0.5.yaml", "--data", str(_write_yaml(path, content)),
+        "--out", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "split 'val' is missing: its YAML has no `val:` key" in result.stderr
+
+
 def test_unknown_data_set_name_suggests_the_built_in():
     with pytest.raises(DataError, match=r"did you mean 'camvid'"):
         load_dataset("camvidd")

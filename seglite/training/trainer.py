@@ -261,8 +261,13 @@ class Trainer:
         splits = (self.config.data.train_split, self.config.data.val_split)
         for split in splits:
             if not self.dataset.has_split(split):
+                where = (
+                    f"no {self.dataset.root() / 'leftImg8bit' / split}"
+                    if self.dataset.layout == "cityscapes"
+                    else f"its YAML has no `{split}:` key (a folder of images or a list file, relative to `path`)"
+                )
                 raise SegliteError(
-                    f"data set {self.dataset.name!r} ({self.dataset.root()}): split {split!r} is missing"
+                    f"data set {self.dataset.name!r} ({self.dataset.root()}): split {split!r} is missing: {where}"
                 )
         reports = check_dataset(self.dataset, splits=splits, read_labels=True, train_split=splits[0])
         for report in reports:
