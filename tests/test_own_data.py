@@ -329,6 +329,31 @@ def test_training_names_the_split_a_data_set_does_not_declare(tmp_path):
     assert "split 'val' is missing: its YAML has no `val:` key" in result.stderr
 
 
+def test_masks_beside_their_images_are_paired_and_not_taken_for_images(tmp_path):
+    """Roboflow's semantic-mask export: `train/x.jpg` beside `train/x_mask.png`, no masks folder."""
+    root = _binary_set(tmp_path / "d")
+    for mask in (root / "masks").rglob("*.png"):
+        mask.rename(root / "images" / mask.parent.name / f"{mask.stem}_mask.png")
+    content = {
+        "path": str(root / "images"),
+        "train": "train",
+        "val": "val",
+        "mask_suffix": {"image": ".jpg", "mask": "_mask.png"},
+        "names": ["background", "road"],
+    }
+    spec = load_dataset(_write_yaml(tmp_path / "d.yaml", content))
+    samples = spec.samples("train")
+    assert [(s.image.name, s.label.name) for s in samples] == [(f"f{i}.jpg", f"f{i}_mask.png") for i in range(4)]
+    assert spec.read_label(samples[0])[-1, 0] == 1
+    result = cli("data", "check", "--data", str(tmp_path / "d.yaml"))
+    assert result.returncode == 0, result.stderr
+    without_rule = {k: v for k, v in content.items() if k != "mask_suffix"}
+    with pytest.raises(
+        DataError, match=r"needs `masks_dir` .* or `mask_suffix` \(e.g. \{image: .jpg, mask: _mask.png\}\)"
+    ):
+        load_dataset(_write_yaml(tmp_path / "e.yaml", without_rule)).samples("train")
+
+
 def test_unknown_data_set_name_suggests_the_built_in():
     with pytest.raises(DataError, match=r"did you mean 'camvid'"):
         load_dataset("camvidd")

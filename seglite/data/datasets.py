@@ -168,12 +168,16 @@ class DatasetSpec:
         return root.joinpath(*parts[:-1], name)
 
     def _folder_samples(self, root: Path, folder: Path) -> list[Sample]:
-        if not self.masks_dir:
+        if not self.masks_dir and not self.mask_suffix:
             raise DataError(
                 f"data set {self.name!r}: split folder {folder} needs `masks_dir` (e.g. {{images: masks}}) to find "
-                "its masks, or use a list file of `image mask` lines"
+                "its masks, or `mask_suffix` (e.g. {image: .jpg, mask: _mask.png}) for masks beside the images, or "
+                "use a list file of `image mask` lines"
             )
-        images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        # Masks beside their images (Roboflow's `x.jpg` + `x_mask.png`) are in the listing too: they are no images.
+        masks = {self._mask_for(root, image) for image in found}
+        images = [image for image in found if image not in masks]
         samples = []
         for image in images:
             mask = self._mask_for(root, image)
