@@ -11,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -144,13 +145,20 @@ def _check_sample(spec: DatasetSpec, split: str, read_labels: bool, sample) -> S
                     return checked
         if read_labels:
             labels = spec.read_label(sample)
-            checked.pixels = np.bincount(np.minimum(labels, spec.num_classes).ravel(), minlength=spec.num_classes + 1)
+            checked.pixels = _class_pixels(labels, spec.num_classes)
             if spec.label_mapping is not None and spec.mask_format == "index":
                 checked.unmapped = _unmapped_values(spec, sample.label)
     except (OSError, DataError) as exc:
         checked.labelled = int(sample.label is not None)
         checked.problems = [str(exc) if isinstance(exc, DataError) else f"{sample.image}: unreadable ({exc})"]
     return checked
+
+
+def _class_pixels(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixels of each class, then the ignored ones. OpenCV's histogram: a tenth of np.bincount's time, which would
+    add 70 % to reading a Cityscapes mask."""
+    histogram = np.rint(cv2.calcHist([labels], [0], None, [256], [0, 256]).ravel()).astype(np.int64)
+    return np.append(histogram[:num_classes], histogram[num_classes:].sum())
 
 
 def _upright_size(image: Image.Image) -> tuple[int, int]:
