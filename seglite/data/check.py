@@ -190,8 +190,7 @@ def _map(function: Callable[[T], R], items: Sequence[T], progress=None) -> Itera
 
 
 def _label_counts(spec: DatasetSpec, sample) -> np.ndarray:
-    labels = spec.read_label(sample)
-    return np.bincount(labels[labels < spec.num_classes].ravel(), minlength=spec.num_classes)
+    return _class_pixels(spec.read_label(sample), spec.num_classes)[:-1]
 
 
 def _unmapped_values(spec: DatasetSpec, path) -> Counter:
