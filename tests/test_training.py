@@ -210,6 +210,21 @@ def test_data_stats_espnet_weights(data):
         assert r["espnet_weight"] == pytest.approx(1 / np.log(1.10 + r["frequency"]))
 
 
+def test_training_weighs_classes_as_data_stats_prints(data, tmp_path):
+    """The trainer takes the class weights from its data check's pixel counts; `data stats` reads the masks anew."""
+    from seglite.training.trainer import Trainer
+
+    result = subprocess.run(
+        [sys.executable, "-m", "seglite", "data", "stats", str(data), "--json"], capture_output=True, text=True
+    )
+    printed = [row["espnet_weight"] for row in json.loads(result.stdout)]
+    config = load_config("configs/synth_espnetv2_s0.5.yaml", [*TINY, f"data.root={data}", "loss.class_weights=espnet"])
+    trainer = Trainer(config, tmp_path / "run", show_progress=False)
+    trainer._check_data()
+    trainer._build()
+    np.testing.assert_allclose(trainer.criterion.class_weights.numpy(), printed, rtol=1e-6)
+
+
 def test_data_check_fails_on_a_broken_root(tmp_path):
     (tmp_path / "leftImg8bit" / "train" / "x").mkdir(parents=True)
     result = subprocess.run(

@@ -204,10 +204,14 @@ def class_frequencies(spec: DatasetSpec, split: str = "train", progress=None) ->
     counts = np.zeros(spec.num_classes, np.int64)
     for sample_counts in _map(functools.partial(_label_counts, spec), spec.samples(split), progress):
         counts += sample_counts
-    total = counts.sum()
-    if total == 0:
+    if counts.sum() == 0:
         raise DataError(f"data set {spec.name!r}: split {split!r} has no labelled pixels")
-    return counts / total
+    return frequencies(counts)
+
+
+def frequencies(counts: np.ndarray) -> np.ndarray:
+    """Class pixel counts as shares of the labelled pixels."""
+    return counts / counts.sum()
 
 
 def espnet_class_weights(frequencies: np.ndarray) -> np.ndarray:

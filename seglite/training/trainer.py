@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from seglite.data.check import check_dataset, class_frequencies, espnet_class_weights
+from seglite.data.check import check_dataset, espnet_class_weights, frequencies
 from seglite.data.cityscapes import read_image
 from seglite.data.classmap import load_class_map
 from seglite.data.dataset import SegmentationDataset
@@ -212,6 +212,7 @@ class Trainer:
                 f"{self.dataset.num_classes} classes; leave num_classes out to use its count"
             )
         self.messages: list[str] = []
+        self.train_pixels: np.ndarray | None = None  # per class, then ignored: set by _check_data
         self.fused = False  # whether run() trains with seglite.models.fused on
         device = resolve_device(config.device)
         self.dist: DistInfo = init_distributed(device.type)
@@ -274,6 +275,7 @@ class Trainer:
             if report.problems:
                 more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
                 raise SegliteError(f"dataset not usable: {report.problems[0]}{more}; run `seglite data check`")
+        self.train_pixels = reports[0].pixels  # the class weights come from these: no second pass over the masks
         absent = reports[0].absent_classes(self.dataset.names)
         if absent:
             self.messages.append(f"no {splits[0]} mask has a pixel of {', '.join(absent)}: it cannot be learned")
@@ -315,8 +317,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         weights = None
         if config.loss.class_weights == "espnet":
-            freq = class_frequencies(self.dataset, config.data.train_split)
-            weights = torch.tensor(espnet_class_weights(freq), dtype=torch.float32)
+            weights = torch.tensor(espnet_class_weights(frequencies(self.train_pixels[:-1])), dtype=torch.float32)
         self.criterion = SegmentationLoss(
             weights, config.loss.ohem, config.loss.ohem_threshold, config.loss.ohem_min_kept
         ).to(self.device)
