@@ -88,14 +88,14 @@ def check_dataset(
             continue
         report.images = len(samples)
         check = functools.partial(_check_sample, spec, split, read_labels)
-        for sample in _map(check, samples, progress):
-            report.labelled += sample.labelled
-            report.problems += sample.problems
-            report.unmapped.update(sample.unmapped)
-            if sample.size is not None:
-                report.sizes[sample.size] += 1
-            if sample.pixels is not None:
-                report.pixels = sample.pixels if report.pixels is None else report.pixels + sample.pixels
+        for checked in _map(check, samples, progress):
+            report.labelled += checked.labelled
+            report.problems += checked.problems
+            report.unmapped.update(checked.unmapped)
+            if checked.size is not None:
+                report.sizes[checked.size] += 1
+            if checked.pixels is not None:
+                report.pixels = checked.pixels if report.pixels is None else report.pixels + checked.pixels
         if split == train_split and report.pixels is not None and not report.problems:
             report.problems += _too_few_classes(spec, report)
         reports.append(report)
