@@ -354,6 +354,15 @@ def test_masks_beside_their_images_are_paired_and_not_taken_for_images(tmp_path)
         load_dataset(_write_yaml(tmp_path / "e.yaml", without_rule)).samples("train")
 
 
+def test_a_mask_rule_that_leads_back_to_the_image_is_named(tmp_path):
+    root = tmp_path / "d"
+    (root / "frames").mkdir(parents=True)
+    cv2.imwrite(str(root / "frames" / "a.png"), np.zeros((48, 64, 3), np.uint8))
+    content = {"path": str(root), "train": "frames", "masks_dir": {"images": "masks"}, "names": ["a", "b"]}
+    with pytest.raises(DataError, match=r"a.png: its mask path is the image itself; check `masks_dir`"):
+        load_dataset(_write_yaml(tmp_path / "d.yaml", content)).samples("train")
+
+
 def test_unknown_data_set_name_suggests_the_built_in():
     with pytest.raises(DataError, match=r"did you mean 'camvid'"):
         load_dataset("camvidd")

@@ -176,7 +176,7 @@ class DatasetSpec:
             )
         found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         # Masks beside their images (Roboflow's `x.jpg` + `x_mask.png`) are in the listing too: they are no images.
-        masks = {self._mask_for(root, image) for image in found}
+        masks = {mask for image in found if (mask := self._mask_for(root, image)) != image}
         images = [image for image in found if image not in masks]
         samples = []
         for image in images:
