@@ -139,7 +139,7 @@ def test_binary_0_255_masks_are_refused_with_the_mapping_that_reads_them(tmp_pat
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "train masks (4) show only 'background' of 2; 50.0 % of their pixels are ignored" in result.stderr
     assert "label_mapping: {0: 0, 255: 1}" in result.stderr
-    assert "train: no pixel of road in any mask" in result.stdout
+    assert "train: no pixel of 'road' in any mask" in result.stdout
     from seglite.training.config import load_config
     from seglite.training.trainer import Trainer
 
@@ -228,13 +228,21 @@ def test_a_grey_mask_saved_as_rgb_reads_as_its_indices(tmp_path):
 
 
 def test_a_class_no_mask_shows_is_named(tmp_path):
-    result = cli("data", "check", "--data", str(_binary_yaml(tmp_path, names=["background", "road", "sky"])))
+    path = _binary_yaml(tmp_path, names=["background", "road", "sky"])
+    result = cli("data", "check", "--data", str(path))
     assert result.returncode == 0, result.stderr
-    assert "train: no pixel of sky in any mask (the network cannot learn them)" in result.stdout
+    assert "train: no pixel of 'sky' in any mask (the network cannot learn them)" in result.stdout
     assert (
-        "val: no pixel of sky in any mask (each counts as IoU 0 where it is predicted, else is left out"
+        "val: no pixel of 'sky' in any mask (each counts as IoU 0 where it is predicted, else is left out"
         in result.stdout
     )
+    from seglite.training.config import load_config
+    from seglite.training.trainer import Trainer
+
+    config = load_config("configs/synth_espnetv2_s0.5.yaml", [f"data.dataset={path}", "data.root=null"])
+    trainer = Trainer(config, tmp_path / "run", show_progress=False)
+    trainer._check_data()
+    assert "no mask of split 'train' has a pixel of 'sky': the network cannot learn them" in trainer.messages
 
 
 def test_list_file_with_prefix_and_a_missing_file(tmp_path):

@@ -76,7 +76,8 @@ def data_check(
                 if r.split == "train"
                 else "each counts as IoU 0 where it is predicted, else is left out of the mIoU"
             )
-            console.print(f"{r.split}: no pixel of {', '.join(absent)} in any mask ({effect})", markup=False)
+            named = ", ".join(repr(name) for name in absent)
+            console.print(f"{r.split}: no pixel of {named} in any mask ({effect})", markup=False)
         if r.unmapped:
             values = ", ".join(f"{v} ({n} px)" for v, n in sorted(r.unmapped.items())[:10])
             console.print(f"{r.split}: values outside label_mapping, read as ignore: {values}", markup=False)

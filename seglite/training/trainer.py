@@ -278,7 +278,10 @@ class Trainer:
         self.train_pixels = reports[0].pixels  # the class weights come from these: no second pass over the masks
         absent = reports[0].absent_classes(self.dataset.names)
         if absent:
-            self.messages.append(f"no {splits[0]} mask has a pixel of {', '.join(absent)}: it cannot be learned")
+            named = ", ".join(repr(name) for name in absent)
+            self.messages.append(
+                f"no mask of split {splits[0]!r} has a pixel of {named}: the network cannot learn them"
+            )
         # Checkpoints keep the validation frames' usual size: an export or a latency figure of weights validated
         # at each frame's own size defaults to it (LoadedWeights.fixed_size).
         frames = next(r for r in reports if r.split == self.config.data.val_split).common_size
