@@ -225,6 +225,29 @@ def test_training_weighs_classes_as_data_stats_prints(data, tmp_path):
     np.testing.assert_allclose(trainer.criterion.class_weights.numpy(), printed, rtol=1e-6)
 
 
+def test_a_recipe_meant_for_other_frames_is_told_its_scale_and_shape():
+    from seglite.training.trainer import scale_notes
+
+    synth = load_config("configs/synth_espnetv2_s0.5.yaml").data  # validates 512x256 frames at 512x256
+    notes = scale_notes((2048, 1024), (2048, 1024), synth)  # ... given Cityscapes' own frames
+    assert len(notes) == 1 and "(0.25x the 2048-pixel-wide training frames), training at 0.75-1.25x" in notes[0]
+    assert "set data.scale_range near [0.19, 0.31] or data.val_size" in notes[0]
+    cityscapes = load_config("configs/espnetv2_s0.5.yaml").data  # val_size 1024x512, scale 0.35-1.0
+    notes = scale_notes((480, 360), (480, 360), cityscapes)  # ... given CamVid's frames
+    assert "2.13x" in notes[0] and notes[1].startswith("aspect: val_size 1024x512 stretches the 480x360 frames by 1.50")
+    assert scale_notes((1280, 720), (1280, 720), cityscapes) == []  # 0.8x: inside the range, same 16:9-ish shape
+
+
+def test_every_recipe_fits_the_frames_it_is_made_for():
+    from seglite.training.trainer import scale_notes
+
+    frames = {"cityscapes": (2048, 1024), "camvid": (480, 360), "synth": (512, 256)}
+    for path in sorted(Path("configs").glob("*.yaml")):
+        data = load_config(path).data
+        kind = "synth" if path.name.startswith("synth") else ("camvid" if "camvid" in path.name else "cityscapes")
+        assert scale_notes(frames[kind], frames[kind], data) == [], path
+
+
 def test_data_check_fails_on_a_broken_root(tmp_path):
     (tmp_path / "leftImg8bit" / "train" / "x").mkdir(parents=True)
     result = subprocess.run(

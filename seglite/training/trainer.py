@@ -32,7 +32,7 @@ from seglite.files import prepare_output_folder, write_failure
 from seglite.models import fused
 from seglite.models.registry import create_model
 from seglite.sharing import ThreadGovernor
-from seglite.training.config import TrainConfig
+from seglite.training.config import DataConfig, TrainConfig
 from seglite.training.distill import DistillationLoss, Teacher, cached_soft_targets
 from seglite.training.finetune import init_from
 from seglite.training.losses import SegmentationLoss
@@ -189,6 +189,30 @@ def _load_config_weights(key: str, name: str) -> LoadedWeights:
         raise type(exc)(f"{key}: {str(exc).removeprefix('--weights ')}") from None
 
 
+def scale_notes(train_frame: tuple[int, int], val_frame: tuple[int, int], data: DataConfig) -> list[str]:
+    """Where validation (and so every later prediction, which runs at the same size) shows the frames at a scale
+    training never did, or stretched: the usual slip when a recipe made for other frames meets your own."""
+    notes = []
+    val_width, val_height = data.val_size or val_frame
+    ratio = val_width / train_frame[0]  # validation's frame width against the raw training frame's
+    low, high = data.scale_range
+    if not low * 0.8 <= ratio <= high * 1.25:
+        sizes = f"val_size {val_width}x{val_height}" if data.val_size else "their own size"
+        notes.append(
+            f"scale: validation shows the {val_frame[0]}x{val_frame[1]} frames at {sizes} ({ratio:.2f}x the "
+            f"{train_frame[0]}-pixel-wide training frames), training at {low:g}-{high:g}x (data.scale_range): "
+            f"the network is validated, and will predict, at a scale it never trained at; set data.scale_range "
+            f"near [{ratio * 0.75:.2f}, {ratio * 1.25:.2f}] or data.val_size"
+        )
+    stretch = (val_width / val_height) / (val_frame[0] / val_frame[1])
+    if not 1 / 1.15 <= stretch <= 1.15:
+        notes.append(
+            f"aspect: val_size {val_width}x{val_height} stretches the {val_frame[0]}x{val_frame[1]} frames by "
+            f"{stretch:.2f} (training does not); pick a val_size of their shape, or null for their own size"
+        )
+    return notes
+
+
 class Trainer:
     def __init__(
         self,
@@ -286,6 +310,8 @@ class Trainer:
         # at each frame's own size defaults to it (LoadedWeights.fixed_size).
         frames = next(r for r in reports if r.split == self.config.data.val_split).common_size
         self.dataset_record = self.dataset.to_record() | ({"image_size": list(frames)} if frames else {})
+        if reports[0].common_size and frames:
+            self.messages += scale_notes(reports[0].common_size, frames, self.config.data)
 
     def _build(self) -> None:
         config = self.config
