@@ -601,6 +601,16 @@ def test_class_map_evaluation_equals_a_hand_computed_confusion(tmp_path):
         prediction_lookup(predicted, spec, None)
 
 
+def test_the_same_classes_in_another_order_are_linked_by_name(tmp_path):
+    spec = load_dataset(_binary_yaml(tmp_path, names=["Road", "background"]))
+    table, links = prediction_lookup(("background", "road"), spec, None)
+    assert (
+        table[:2].tolist() == [1, 0] and (table[2:] == 255).all() and links == "Road <- road, background <- background"
+    )
+    with pytest.raises(DataError, match=r"pass --class-map"):
+        prediction_lookup(("background", "road", "sky"), spec, None)
+
+
 def test_shipped_class_map_names_real_classes():
     mapping = load_class_map("configs/class_maps/cityscapes_to_camvid.yaml")
     links = link_classes(tuple(CAMVID_NAMES), CLASS_NAMES, mapping)

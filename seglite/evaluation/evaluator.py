@@ -104,10 +104,10 @@ def prediction_lookup(
 ) -> tuple[torch.Tensor | None, str]:
     """How predicted class ids become the data set's ids: None when the classes are the same; otherwise a table
     merging predicted classes many-to-one (unmapped predictions become 255: misses of the true class)."""
-    same = [n.lower() for n in predicted] == [n.lower() for n in dataset.names]
-    if same and not class_map:
+    predicted_names, names = [n.lower() for n in predicted], [n.lower() for n in dataset.names]
+    if predicted_names == names and not class_map:
         return None, "same classes"
-    if not class_map:
+    if not class_map and sorted(predicted_names) != sorted(names):  # the same classes in another order link by name
         raise DataError(
             f"the weights predict {len(predicted)} classes ({', '.join(predicted[:4])}, ...) and data set "
             f"{dataset.name!r} has {dataset.num_classes} ({', '.join(dataset.names[:4])}, ...): pass --class-map "
