@@ -262,7 +262,12 @@ def test_report_says_what_each_miou_was_measured_on(tmp_path, data):
     assert result.returncode == 0, result.stderr
     row = json.loads((tmp_path / "r" / "report.json").read_text())["rows"][0]
     assert row["dataset"] == "cityscapes" and row["split"] == "val" and row["eval_images"] == 2
-    assert "cityscapes val, 2 images" in (tmp_path / "r" / "report.md").read_text()
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "cityscapes val, 2 images" in report
+    # The machine in words, as the benchmark table says it (it was a Python dict)
+    machine = json.loads((tmp_path / "r" / "report.json").read_text())["machine"]
+    assert f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['threads']} threads" in report
+    assert f"; torch {machine['torch']}, Python {machine['python']}" in report and "{'cpu'" not in report
 
 
 def test_weights_list_never_cuts_the_names_you_type():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from seglite.bench.latency import benchmark, benchmark_artifact, machine_fingerprint
+from seglite.bench.latency import benchmark, benchmark_artifact, describe_machine, machine_fingerprint
 from seglite.bench.report import save_figure, write_json_and_csv
 from seglite.errors import SegliteError
 from seglite.export.base import runtime_threads
@@ -149,8 +149,7 @@ def write_tables(rows: list[FormatRow], machine: dict, out: Path) -> None:
     lines = [
         f"# seglite benchmark: {machine['model']} at {machine['size']}",
         "",
-        f"Weights: {machine['weights']}. Machine: {machine['cpu']}, {machine['cores']} cores, "
-        f"{machine['threads']} threads, torch {machine['torch']}.",
+        f"Weights: {machine['weights']}. Machine: {describe_machine(machine)}.",
         "",
         "| format | precision | status | size MB | export s | agreement % | mIoU % | median ms | FPS | note |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|",

@@ -65,6 +65,17 @@ def machine_fingerprint(device: torch.device, threads: int) -> dict:
     return info
 
 
+def describe_machine(machine: dict) -> str:
+    """machine_fingerprint as one line for a report's reader."""
+    features = f" ({', '.join(machine['cpu_features'])})" if machine.get("cpu_features") else ""
+    gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
+    software = [f"torch {machine['torch']}", f"Python {machine['python']}"]
+    software += [f"onnxruntime {machine['onnxruntime']}"] if machine.get("onnxruntime") else []
+    return f"{machine['cpu']}, {machine['cores']} cores, {machine['threads']} threads{features}{gpu}; " + ", ".join(
+        software
+    )
+
+
 def _timed(run, warmup: int, iters: int, sync) -> list[float]:
     for _ in range(warmup):
         run()

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from seglite.bench.latency import benchmark_artifact, benchmark_backends
+from seglite.bench.latency import benchmark_artifact, benchmark_backends, describe_machine
 from seglite.data.datasets import load_dataset
 from seglite.devices import resolve_device
 from seglite.distributed import DistInfo, barrier
@@ -218,7 +218,7 @@ def _write_tables(rows: list[dict], machine: dict, out: Path) -> None:
     lines = [
         "# seglite report",
         "",
-        f"Machine: {machine}",
+        f"Machine: {describe_machine(machine)}.",
         "",
         "| name | model | weights | size | mIoU % | evaluated on | median ms | p90 ms | FPS | params | GFLOPs | backend |",
         "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---|",
