@@ -254,7 +254,11 @@ def _plot(rows: list[dict], machine: dict, path: Path) -> None:
         ax.annotate(f"{r['name']} {r['size']}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if have_miou:
         front = pareto_front(list(zip(xs, ys, strict=True)))
-        ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="tab:red", label="Pareto frontier")
+        # Circled as well as joined: a frontier of one model (it beats every other) is a point, not a line.
+        ax.plot(
+            [xs[i] for i in front], [ys[i] for i in front], "--o", color="tab:red", mfc="none", ms=11,
+            label="Pareto frontier",
+        )  # fmt: skip
         ax.legend()
     else:
         ax2 = ax.twinx()
