@@ -107,6 +107,27 @@ def test_seglite_checkpoint_round_trip_keeps_weights_and_preprocessing(tmp_path)
     assert {"model", "num_classes", "classes", "preprocess", "config", "state_dict"} <= set(raw)
 
 
+def test_a_training_runs_folder_stands_for_its_best_then_its_last_checkpoint(tmp_path):
+    from seglite.zoo.checkpoint import LoadedWeights, load_model
+    from seglite.zoo.preprocess import IMAGENET
+
+    run = tmp_path / "runs" / "train"
+    run.mkdir(parents=True)
+    for name, seed in (("last.pt", 1), ("best.pt", 2)):
+        torch.manual_seed(seed)
+        net = seglite.create_model("espnetv2_s0.5", num_classes=2)
+        save_checkpoint(run / name, LoadedWeights(net, "espnetv2_s0.5", ("a", "b"), IMAGENET, name))
+    best = load_model(None, str(run / "best.pt")).model.state_dict()
+    loaded = seglite.Segmenter(weights=str(run), device="cpu", backend="torch")
+    assert loaded.loaded.source == str(run / "best.pt")
+    assert all(torch.equal(v, best[k]) for k, v in load_model(None, str(run)).model.state_dict().items())
+    (run / "best.pt").unlink()  # interrupted before its first validation
+    assert load_model(None, str(run)).source == str(run / "last.pt")
+    (run / "last.pt").unlink()
+    with pytest.raises(SegliteError, match=r"a folder without seglite.yaml or a training run's best.pt/last.pt"):
+        seglite.Segmenter(weights=str(run), device="cpu")
+
+
 def test_the_zoo_preprocessing_equals_the_converters(tmp_path):
     for entry in zoo.list_zoo():
         path = REALDATA / "weights" / ("espnet_v1" if entry.model.startswith("espnetv1") else "espnetv2") / entry.file

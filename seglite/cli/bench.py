@@ -10,6 +10,8 @@ import typer
 from seglite.cli.common import (
     SIZE_DEFAULT,
     DataOption,
+    RunnableWeightsOption,
+    WeightsOption,
     _dataset,
     _join_run,
     _note_shared_cpu,
@@ -29,9 +31,7 @@ from seglite.files import (
 @app.command("bench")
 def bench_cmd(
     model: Annotated[str | None, typer.Option("--model", help="Model name.")] = None,
-    weights: Annotated[
-        str | None, typer.Option("--weights", help="Checkpoint path, zoo name or exported model (optional).")
-    ] = None,
+    weights: RunnableWeightsOption = None,
     size: Annotated[
         str | None,
         typer.Option(help=f"Input WxH (default: {SIZE_DEFAULT}; an exported model: the size it was exported for)."),
@@ -176,7 +176,7 @@ def quantize_cmd(
         Path | None, typer.Option("--data-root", help="Data root: calibration frames and labelled frames.")
     ] = None,
     model: Annotated[str | None, typer.Option("--model")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
+    weights: WeightsOption = None,
     size: Annotated[str | None, typer.Option(help=f"Input WxH (default: {SIZE_DEFAULT}).")] = None,
     calibration_split: Annotated[str, typer.Option(help="Split whose images calibrate the ranges.")] = "train",
     eval_split: Annotated[str, typer.Option(help="Labelled split for the mIoU change.")] = "val",
@@ -219,7 +219,7 @@ def quantize_cmd(
 @app.command("benchmark")
 def benchmark_cmd(
     model: Annotated[str | None, typer.Option("--model")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
+    weights: WeightsOption = None,
     data: DataOption = None,
     data_root: Annotated[
         Path | None, typer.Option("--data-root", help="Data root (overrides the data set's path).")

@@ -94,6 +94,16 @@ def print_rows(rows: list[dict], as_json: bool, title: str, columns: tuple[str, 
 # What an export or a latency figure runs at when no --size is given (LoadedWeights.fixed_size).
 SIZE_DEFAULT = "the weights' own; else the size of the frames they were trained on; else 1024x512"
 
+WeightsOption = Annotated[
+    str | None,
+    typer.Option("--weights", help="Checkpoint, training run folder (its best.pt) or zoo name."),
+]
+RunnableWeightsOption = Annotated[  # what runs: a checkpoint, or a model exported for another runtime
+    str | None,
+    typer.Option(
+        "--weights", help="Checkpoint, training run folder (its best.pt), zoo name or model written by `export`."
+    ),
+]
 DataOption = Annotated[
     str | None,
     typer.Option(

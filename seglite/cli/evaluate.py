@@ -10,6 +10,7 @@ from rich.table import Table
 
 from seglite.cli.common import (
     DataOption,
+    RunnableWeightsOption,
     _dataset,
     _eval_frames,
     _join_run,
@@ -32,7 +33,7 @@ from seglite.files import (
 @app.command("eval")
 def eval_cmd(
     model: Annotated[str | None, typer.Option("--model", help="Model name (see `seglite models`).")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
+    weights: RunnableWeightsOption = None,
     data: DataOption = None,
     data_root: Annotated[
         Path | None, typer.Option("--data-root", help="Data root (overrides the data set's path).")

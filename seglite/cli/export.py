@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from seglite.cli.common import SIZE_DEFAULT, DataOption, _dataset, app, console, err_console, print_json
+from seglite.cli.common import SIZE_DEFAULT, DataOption, WeightsOption, _dataset, app, console, err_console, print_json
 
 
 @app.command("export")
 def export_cmd(
     model: Annotated[str | None, typer.Option("--model")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
+    weights: WeightsOption = None,
     fmt: Annotated[
         str,
         typer.Option(

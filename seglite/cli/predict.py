@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from seglite.cli.common import (
+    RunnableWeightsOption,
     _join_run,
     _on_main,
     _segmenter,
@@ -31,7 +32,7 @@ def predict_cmd(
         ),
     ],
     model: Annotated[str | None, typer.Option("--model", help="Model name (default: the zoo's ESPNetv2 s2.0).")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint path or zoo name.")] = None,
+    weights: RunnableWeightsOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     size: Annotated[str | None, typer.Option(help="Network input WxH (default: the weights' own).")] = None,
     half: Annotated[bool, typer.Option("--half", help="fp16 on CUDA, bf16 on a CPU with bf16 instructions.")] = False,

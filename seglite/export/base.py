@@ -172,13 +172,17 @@ def find_artifact(weights: str | Path | None) -> Path | None:
     or None for anything else (a checkpoint, a zoo name)."""
     if weights is None:
         return None
+    from seglite.zoo.checkpoint import run_checkpoint
+
     path = Path(weights)
     if path.is_dir():
         if (path / METADATA_FILE).is_file():
             return path
+        if run_checkpoint(path) is not None:  # a training run: its checkpoint
+            return None
         raise InputError(
-            f"--weights {path}: a folder without {METADATA_FILE}; pass a checkpoint file, a zoo name or a folder "
-            "written by `seglite export`"
+            f"--weights {path}: a folder without {METADATA_FILE} or a training run's best.pt/last.pt; pass a "
+            "checkpoint file, a zoo name, a run folder or a folder written by `seglite export`"
         )
     if path.is_file():
         if (path.parent / METADATA_FILE).is_file():

@@ -48,6 +48,8 @@ from seglite.training.step import (
     time_precisions,
 )
 from seglite.zoo.checkpoint import (
+    BEST,
+    LAST,
     LoadedWeights,
     atomic_torch_save,
     checkpoint_dict,
@@ -56,7 +58,6 @@ from seglite.zoo.checkpoint import (
 )
 from seglite.zoo.preprocess import ESPNET_V1, IMAGENET
 
-LAST, BEST = "last.pt", "best.pt"
 DEFAULT_RUNS = "runs"  # `seglite train` without --out: runs/train, runs/train2, ...
 RUN_FILES = (LAST, BEST, "metrics.jsonl", "tensorboard")  # what makes a folder a run folder
 

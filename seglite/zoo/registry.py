@@ -117,8 +117,13 @@ def fetch(entry: ZooEntry, timeout: float = 30.0) -> Path:
 
 
 def resolve_weights_file(spec: str) -> tuple[Path, ZooEntry | None]:
-    """A --weights value: an existing path, or a zoo name (fetched into the cache)."""
+    """A --weights value: an existing path (a training run's folder: its best.pt), or a zoo name (fetched into the
+    cache)."""
+    from seglite.zoo.checkpoint import run_checkpoint
+
     path = Path(spec).expanduser()
+    if path.is_dir() and (checkpoint := run_checkpoint(path)) is not None:
+        return checkpoint, None
     if path.exists():
         return path, None
     entry = find_entry(spec)
