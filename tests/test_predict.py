@@ -190,6 +190,15 @@ def test_missing_path_and_empty_folder(tmp_path, kind):
     _one_error_line(_seglite("predict", str(target), *FAST, "--out", str(tmp_path / "o")), str(target))
 
 
+def test_a_folder_of_heic_photos_says_to_convert_them(tmp_path):
+    from seglite.errors import InputError
+    from seglite.inference.sources import resolve_source
+
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")  # an iPhone photo's opening bytes
+    with pytest.raises(InputError, match=r"its 1 HEIC photo\(s\) OpenCV cannot read: convert them to JPEG first"):
+        resolve_source(str(tmp_path))
+
+
 def test_zero_byte_mp4(tmp_path):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")

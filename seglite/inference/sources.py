@@ -57,7 +57,9 @@ def resolve_source(spec: str) -> Source:
     if path.is_dir():
         images = tuple(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
         if not images:
-            raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            heic = sum(1 for p in path.rglob("*") if p.suffix.lower() in (".heic", ".heif"))
+            hint = f"; its {heic} HEIC photo(s) OpenCV cannot read: convert them to JPEG first" if heic else ""
+            raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}){hint}")
         return Source("images", images=images, base=path)
     if path.is_file():
         if path.suffix.lower() in VIDEO_EXTENSIONS:
