@@ -176,11 +176,11 @@ class DatasetSpec:
             )
         found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         # Masks beside their images (Roboflow's `x.jpg` + `x_mask.png`) are in the listing too: they are no images.
-        masks = {mask for image in found if (mask := self._mask_for(root, image)) != image}
-        images = [image for image in found if image not in masks]
+        mask_of = {image: self._mask_for(root, image) for image in found}
+        masks = {mask for image, mask in mask_of.items() if mask != image}
         samples = []
-        for image in images:
-            mask = self._mask_for(root, image)
+        for image in (image for image in found if image not in masks):
+            mask = mask_of[image]
             if mask == image:
                 raise DataError(f"{image}: its mask path is the image itself; check `masks_dir` and `mask_suffix`")
             samples.append(

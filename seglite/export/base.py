@@ -172,7 +172,7 @@ def find_artifact(weights: str | Path | None) -> Path | None:
     or None for anything else (a checkpoint, a zoo name)."""
     if weights is None:
         return None
-    from seglite.zoo.checkpoint import run_checkpoint
+    from seglite.zoo.registry import run_checkpoint
 
     path = Path(weights)
     if path.is_dir():

@@ -29,9 +29,7 @@ class SegmentationNet(nn.Module):
         return {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Python ints: a traced export (the ONNX exporter traces sizes as tensors) then pads by constants, and the
-        # sizes computed from the padded map stay constants too (ESPNetv2's pyramid failed to export otherwise).
-        height, width = (int(v) for v in x.shape[-2:])
+        height, width = x.shape[-2:]
         pad_h = (-height) % self.stride
         pad_w = (-width) % self.stride
         if pad_h or pad_w:

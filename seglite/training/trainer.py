@@ -48,8 +48,6 @@ from seglite.training.step import (
     time_precisions,
 )
 from seglite.zoo.checkpoint import (
-    BEST,
-    LAST,
     LoadedWeights,
     atomic_torch_save,
     checkpoint_dict,
@@ -57,6 +55,7 @@ from seglite.zoo.checkpoint import (
     read_checkpoint_file,
 )
 from seglite.zoo.preprocess import ESPNET_V1, IMAGENET
+from seglite.zoo.registry import BEST, LAST
 
 DEFAULT_RUNS = "runs"  # `seglite train` without --out: runs/train, runs/train2, ...
 RUN_FILES = (LAST, BEST, "metrics.jsonl", "tensorboard")  # what makes a folder a run folder

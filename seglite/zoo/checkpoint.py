@@ -25,7 +25,6 @@ from seglite.zoo import preprocess as pp
 from seglite.zoo.convert import detect_original, rename_keys
 
 FORMAT_TAG = "seglite-checkpoint-v1"
-LAST, BEST = "last.pt", "best.pt"  # a training run's checkpoints (seglite.training.trainer)
 
 
 @dataclass
@@ -206,11 +205,6 @@ def _load_strict(model: nn.Module, state: dict, path: str | os.PathLike) -> None
             f"({first[:200]}); is it for another architecture or width?"
         ) from None
     flush_subnormals(model)  # every runtime this net reaches (PyTorch, exports, fine-tuning) computes at full speed
-
-
-def run_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint a training run's folder stands for: its best.pt, else its last.pt."""
-    return next((folder / name for name in (BEST, LAST) if (folder / name).is_file()), None)
 
 
 def load_model(model: str | None = None, weights: str | None = None, num_classes: int = 19) -> LoadedWeights:

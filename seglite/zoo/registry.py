@@ -17,6 +17,7 @@ from seglite.errors import CheckpointError, SegliteError
 from seglite.zoo.preprocess import Preprocess
 
 MANIFEST = Path(__file__).with_name("zoo.yaml")  # a link to the repository's weights/zoo.yaml
+LAST, BEST = "last.pt", "best.pt"  # a training run's checkpoints (seglite.training.trainer writes them)
 
 
 @dataclass(frozen=True)
@@ -116,11 +117,14 @@ def fetch(entry: ZooEntry, timeout: float = 30.0) -> Path:
         tmp.unlink(missing_ok=True)
 
 
+def run_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint a training run's folder stands for: its best.pt, else its last.pt."""
+    return next((folder / name for name in (BEST, LAST) if (folder / name).is_file()), None)
+
+
 def resolve_weights_file(spec: str) -> tuple[Path, ZooEntry | None]:
     """A --weights value: an existing path (a training run's folder: its best.pt), or a zoo name (fetched into the
     cache)."""
-    from seglite.zoo.checkpoint import run_checkpoint
-
     path = Path(spec).expanduser()
     if path.is_dir() and (checkpoint := run_checkpoint(path)) is not None:
         return checkpoint, None
