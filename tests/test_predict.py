@@ -428,6 +428,32 @@ def test_segmenter_batches_channels_last_without_copying_one_image(street):
     assert two.is_contiguous(memory_format=torch.channels_last) and torch.equal(two[1], prepared)
 
 
+def test_segmenter_takes_the_images_python_users_hold(street):
+    """A path, a PIL image (RGB), a 0-1 float array and a list give the maps the BGR uint8 array gives."""
+    import torch
+    from PIL import Image
+
+    from seglite.errors import InputError
+    from seglite.inference.segmenter import Segmenter
+
+    seg = Segmenter(model="espnetv2_s0.5", size=(128, 64), backend="torch")
+    path = street / "a.png"
+    bgr = cv2.imread(str(path))
+    expected = seg(bgr)
+    assert len(np.unique(expected)) > 1
+    assert np.array_equal(seg(path), expected) and np.array_equal(seg(str(path)), expected)
+    assert np.array_equal(seg(Image.open(path)), expected)  # PIL's RGB turned to BGR, not taken as BGR
+    assert not np.array_equal(seg(bgr[:, :, ::-1].copy()), expected)  # (the colour order matters to the net)
+    assert np.array_equal(seg(bgr.astype(np.float32) / 255), expected)  # not cast to a black 0/1 image
+    maps = seg([bgr, path])
+    assert isinstance(maps, list) and all(np.array_equal(m, expected) for m in maps)
+    with pytest.raises(InputError, match="torch tensor.*permute"):
+        seg(torch.from_numpy(bgr).permute(2, 0, 1))
+    with pytest.raises(InputError, match="dict; expected"):
+        seg({"image": bgr})
+    assert repr(seg) == "Segmenter(espnetv2_s0.5, 19 classes, 128x64, torch on cpu)"
+
+
 def test_decoding_and_encoding_wait_for_the_model(video, tmp_path):
     """On a CPU, the pipeline's decoder and encoder never work while the model runs (Turns)."""
     import contextlib

@@ -7,6 +7,8 @@ pass plain OpenCV BGR uint8 images and get a map at the image's own resolution b
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,11 +20,16 @@ from seglite.errors import InputError, SegliteError
 from seglite.inference.backends import Backend, BackendContext, create_backend
 from seglite.inference.optimize import fold_batchnorm
 from seglite.inference.postprocess import ResizeChainArgmax, class_argmax, resize_argmax, upsample_argmax_library
-from seglite.inference.sources import as_bgr_uint8
+from seglite.inference.sources import to_image_bgr
 from seglite.inference.visualize import palette_lut
 from seglite.models.base import FinalUpsample, SegmentationNet, without_final_upsample
 from seglite.zoo.checkpoint import LoadedWeights, load_model
 from seglite.zoo.preprocess import Preprocess
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    ImageLike = np.ndarray | str | Path | Image  # what Segmenter takes: an OpenCV BGR array, a file, a PIL image
 
 
 def half_dtype(device: torch.device) -> torch.dtype:
@@ -213,9 +220,9 @@ class Segmenter:
         batch = (pixels_last[0][None] if len(tensors) == 1 else torch.stack(pixels_last)).permute(0, 3, 1, 2)
         return batch.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=self.memory_format)
 
-    def logits(self, image_bgr: np.ndarray) -> torch.Tensor:
+    def logits(self, image: ImageLike) -> torch.Tensor:
         """Raw network output (C x h x w) at the network's input size."""
-        return self.forward(self.to_tensor([as_bgr_uint8(image_bgr)]))[0].float()
+        return self.forward(self.to_tensor([to_image_bgr(image)]))[0].float()
 
     def labels_from_logits(
         self, logits: torch.Tensor, out_size: tuple[int, int], left_out: list[FinalUpsample] | None = None
@@ -250,8 +257,9 @@ class Segmenter:
         return self._resize_chains[key]
 
     @torch.inference_mode()
-    def predict_batch(self, images_bgr: list[np.ndarray]) -> list[np.ndarray]:
-        images = [as_bgr_uint8(image) for image in images_bgr]
+    def predict_batch(self, images: list[ImageLike]) -> list[np.ndarray]:
+        """Several images in one network call (one size for the network; each map at its own image's size)."""
+        images = [to_image_bgr(image) for image in images]
         shapes = {image.shape[:2] for image in images}
         if self.preprocess.size is None and len(shapes) > 1:
             return [self.predict_batch([image])[0] for image in images]
@@ -262,8 +270,15 @@ class Segmenter:
             self.labels_from_logits(logits[i : i + 1], image.shape[:2], left_out)[0] for i, image in enumerate(images)
         ]
 
-    def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
-        return self.predict_batch([image_bgr])[0]
+    def __call__(self, image: ImageLike | list[ImageLike]) -> np.ndarray | list[np.ndarray]:
+        """An image (OpenCV BGR array, path or PIL image) -> its HxW uint8 class-id map; a list -> a list of maps."""
+        if isinstance(image, list | tuple):
+            return self.predict_batch(list(image))
+        return self.predict_batch([image])[0]
+
+    def __repr__(self) -> str:
+        size = "x".join(map(str, self.preprocess.size)) if self.preprocess.size else "native"
+        return f"Segmenter({self.model_name}, {self.num_known} classes, {size}, {self.backend} on {self.device})"
 
     def predict_video(
         self,
@@ -276,8 +291,6 @@ class Segmenter:
     ):
         """Segment a video file or stream into `out_dir` (pipelined; see seglite.inference.video). `streams`:
         inference streams at once (None: two for a video file where `backend="auto"` measured that they pay, else one)."""
-        from pathlib import Path
-
         from seglite.inference.video import segment_video
 
         stem = Path(str(source)).stem if isinstance(source, str) else f"camera{source}"

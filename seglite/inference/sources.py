@@ -95,11 +95,17 @@ def quiet_stderr():
 
 
 def as_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Accept gray, BGR, BGRA and 16-bit images; return HxWx3 uint8 BGR."""
+    """Accept gray, BGR, BGRA, 16-bit and float images (0-1 as skimage and torchvision give them, or 0-255); return
+    HxWx3 uint8 BGR."""
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
-        raise InputError(f"{name}: expected an HxW or HxWxC image array")
+        shape = f"an array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise InputError(f"{name}: {shape}; expected an HxW or HxWxC image array (OpenCV's BGR), a path or a PIL image")
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
+    elif image.dtype.kind == "f":
+        # A 0-1 float image cast as it is would be black (0 and 1 of 255): scale it.
+        scale = 255.0 if np.nanmax(image) <= 1.0 else 1.0
+        image = np.clip(np.nan_to_num(image) * scale + (0.5 if scale > 1 else 0.0), 0, 255).astype(np.uint8)
     elif image.dtype != np.uint8:
         image = np.clip(image, 0, 255).astype(np.uint8)
     if image.ndim == 2:
@@ -111,6 +117,22 @@ def as_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
     elif image.shape[2] != 3:
         raise InputError(f"{name}: {image.shape[2]} channels; expected 1, 3 or 4")
     return image
+
+
+def to_image_bgr(image: object) -> np.ndarray:
+    """What Python users hold as an image: an OpenCV BGR array, a file path, or a PIL image (RGB) -> HxWx3 uint8 BGR."""
+    if isinstance(image, np.ndarray):
+        return as_bgr_uint8(image)
+    if isinstance(image, str | Path):
+        return read_image(Path(image))
+    if type(image).__module__.startswith("PIL.") and hasattr(image, "convert"):
+        return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+    if type(image).__module__.startswith("torch"):
+        raise InputError(
+            "image: a torch tensor; pass an HxWx3 BGR numpy array (tensor.permute(1, 2, 0).numpy() for a 3xHxW "
+            "image, channels in BGR order), or a preprocessed batch to Segmenter.forward"
+        )
+    return as_bgr_uint8(image)
 
 
 def read_image(path: Path) -> np.ndarray:
