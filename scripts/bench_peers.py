@@ -37,10 +37,10 @@ import tempfile
 from pathlib import Path
 
 from seglite.bench.latency import benchmark
-from seglite.bench.sizes import parse_size
 from seglite.devices import cpu_description, cpu_supports_bf16
 from seglite.inference.backends.openvino import openvino_available
 from seglite.models.registry import create_model
+from seglite.sizes import parse_size
 
 # (architecture, seglite model, peer: smp encoder, PaddleSeg model (paddle:...) or the authors' model
 # (authors:...), reference ms from peer_baselines.md, target ratio)

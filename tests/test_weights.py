@@ -206,6 +206,36 @@ def test_a_zoo_name_resolves_through_the_cache(home):
     target.write_bytes(weights.read_bytes())
     seg = seglite.Segmenter(weights=entry.name, device="cpu")
     assert seg.loaded.source == entry.name and seg.preprocess.size == (1024, 512)
+    loaded = seglite.load_weights(entry.name)  # the Python API takes what --weights takes
+    assert loaded.source == entry.name and loaded.preprocess == seg.loaded.preprocess
+    with pytest.raises(SegliteError, match="did you mean espnetv2_s1.0_cityscapes"):
+        seglite.load_weights("espnetv2_s1.0_citiscapes")
+
+
+def test_segmenter_without_weights_runs_the_default_published_model(home):
+    from seglite.zoo.registry import DEFAULT_WEIGHTS
+
+    entry = zoo.find_entry(DEFAULT_WEIGHTS)
+    target = zoo.cached_path(entry)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(require_realdata("weights", "espnetv2", entry.file).read_bytes())
+    seg = seglite.Segmenter(device="cpu", size="512x256")  # the size as the command line writes it
+    assert seg.loaded.source == DEFAULT_WEIGHTS and seg.preprocess.size == (512, 256)
+
+
+def test_create_model_refuses_what_it_cannot_build_with_the_fix():
+    import numpy as np
+
+    assert seglite.create_model("espnetv2_s0.5", num_classes=np.int64(3)).num_classes == 3
+    assert seglite.create_model("deeplabv3p_lcnet_050", num_classes=2, output_stride=16) is not None
+    with pytest.raises(SegliteError, match="num_classes=0; expected a whole number >= 1"):
+        seglite.create_model("espnetv2_s0.5", num_classes=0)
+    with pytest.raises(SegliteError, match=r"random weights; .*seglite.load_weights"):
+        seglite.create_model("espnetv2_s1.0", pretrained=True)
+    with pytest.raises(SegliteError, match="no option output_stride; it takes decoder_proj, scale"):
+        seglite.create_model("espnetv2_s0.5", output_stride=16)
+    with pytest.raises(SegliteError, match=r"size \(10, 5\)|size '10x5'"):
+        seglite.Segmenter(model="espnetv2_s0.5", size=(10, 5))
 
 
 def test_subnormal_weights_are_flushed_on_load_and_change_no_prediction(tmp_path):

@@ -55,10 +55,10 @@ def bench_cmd(
 ) -> None:
     """Latency of the model alone (median, p90, mean, min), FPS, memory, params and GFLOPs."""
     from seglite.bench.latency import benchmark_artifact, benchmark_backends
-    from seglite.bench.sizes import parse_size
     from seglite.devices import resolve_device
     from seglite.export.artifact import open_artifact
     from seglite.export.base import find_artifact
+    from seglite.sizes import parse_size
     from seglite.zoo.checkpoint import load_model
 
     _note_shared_cpu(threads)
@@ -136,9 +136,9 @@ def report_cmd(
 ) -> None:
     """Evaluate (when data is given) and benchmark several models; write report.{md,csv,json} and pareto.png."""
     from seglite.bench.report import REPORT_FILES, ReportEntry, ReportOptions, build_report, parse_entries
-    from seglite.bench.sizes import parse_size
     from seglite.distributed import cleanup
     from seglite.models.registry import list_models
+    from seglite.sizes import parse_size
 
     if all_models:
         entries = [ReportEntry(model=name) for name in list_models()]
@@ -188,7 +188,7 @@ def quantize_cmd(
     An accepted model (mIoU drop under 1 point, and faster) is cached; `predict --int8` then runs it.
     """
     from seglite.bench.quantize import MAX_MIOU_DROP, quantize_and_validate
-    from seglite.bench.sizes import parse_size
+    from seglite.sizes import parse_size
 
     if weights is None:
         raise SegliteError("pass --weights (trained weights: the mIoU change of random weights means nothing)")
@@ -246,8 +246,8 @@ def benchmark_cmd(
     export time, agreement with PyTorch, mIoU on the val split (with --data) and latency; one table, CSV, JSON and
     a plot. Artifacts stay in --out, ready to ship."""
     from seglite.bench.formats import BENCHMARK_FILES, benchmark_formats, cells
-    from seglite.bench.sizes import parse_size
     from seglite.export import FORMATS, get_format
+    from seglite.sizes import parse_size
 
     names = list(FORMATS) if formats == "all" else [get_format(f).name for f in formats.split(",") if f.strip()]
     precisions = ["fp32"] + (["fp16"] if half else []) + (["int8"] if int8 else [])

@@ -141,8 +141,8 @@ def _segmenter(
 ) -> Segmenter:
     """The options every inference command shares; a spinner while `--backend auto` may be timing the backends
     (once per model, weights and size)."""
-    from seglite.bench.sizes import parse_size
     from seglite.export.base import find_artifact
+    from seglite.sizes import parse_size
 
     status = "loading the model; a first run at this size times torch, onnx and torch.compile"
     timed = backend == "auto" and find_artifact(weights) is None  # an exported model runs in its own runtime

@@ -30,8 +30,8 @@ def data_synth(
     frames: Annotated[int, typer.Option(min=1, help="Frames of the video.")] = 60,
 ) -> None:
     """Generate a street-scene data set in the exact Cityscapes layout (labelIds, instanceIds, colour)."""
-    from seglite.bench.sizes import parse_size
     from seglite.data.synth import write_dataset, write_video
+    from seglite.sizes import parse_size
 
     wh = parse_size(size)
     try:

@@ -88,10 +88,10 @@ def eval_cmd(
     ] = False,
 ) -> None:
     """mIoU, per-class IoU and pixel accuracy on a split, as the official Cityscapes evaluator computes them."""
-    from seglite.bench.sizes import parse_size
     from seglite.distributed import cleanup
     from seglite.evaluation.evaluator import EvalOptions, evaluate
-    from seglite.inference.predict import DEFAULT_WEIGHTS
+    from seglite.sizes import parse_size
+    from seglite.zoo.registry import DEFAULT_WEIGHTS
 
     scale_list = _parse_scales(scales)
     spec = _dataset(data or _trained_on(weights), data_root)

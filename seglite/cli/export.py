@@ -46,8 +46,8 @@ def export_cmd(
     """Export for a deployment runtime, run the artifact with that runtime on real frames against PyTorch (argmax
     agreement; fp32 below 99.5 % writes nothing) and write seglite.yaml beside it: predict, eval and bench take the
     artifact as --weights."""
-    from seglite.bench.sizes import parse_size
     from seglite.export.exporter import export_model
+    from seglite.sizes import parse_size
 
     spec = _dataset(data, data_root) if (data or data_root) else None
     report = export_model(

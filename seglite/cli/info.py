@@ -40,7 +40,7 @@ def models_cmd(
 ) -> None:
     """List the registered networks with parameters and GFLOPs (19 classes)."""
     from seglite.bench.complexity import model_complexity_table
-    from seglite.bench.sizes import parse_size
+    from seglite.sizes import parse_size
 
     rows = model_complexity_table(parse_size(size))
     print_rows(

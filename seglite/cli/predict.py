@@ -79,7 +79,6 @@ def predict_cmd(
     from seglite.distributed import cleanup, gather_objects, shard
     from seglite.inference.outputs import check_formats, parse_formats
     from seglite.inference.predict import (
-        DEFAULT_WEIGHTS,
         check_distinct_outputs,
         choose_output_folder,
         expand_sources,
@@ -88,6 +87,7 @@ def predict_cmd(
     )
     from seglite.inference.sources import check_stream
     from seglite.models.registry import get_spec
+    from seglite.zoo.registry import DEFAULT_WEIGHTS
 
     fmt = parse_formats(formats)
     sources = expand_sources(source)

@@ -26,7 +26,6 @@ from seglite.sharing import in_streams, single_threaded_opencv
 if TYPE_CHECKING:  # for annotations only: inference modules import the Segmenter, never the reverse
     from seglite.inference.segmenter import Segmenter
 
-DEFAULT_WEIGHTS = "espnetv2_s2.0_cityscapes_1024x512"
 DEFAULT_OUT = "outputs/predict"
 
 

@@ -23,8 +23,10 @@ from seglite.inference.postprocess import ResizeChainArgmax, class_argmax, resiz
 from seglite.inference.sources import to_image_bgr
 from seglite.inference.visualize import palette_lut
 from seglite.models.base import FinalUpsample, SegmentationNet, without_final_upsample
+from seglite.sizes import as_size
 from seglite.zoo.checkpoint import LoadedWeights, load_model
 from seglite.zoo.preprocess import Preprocess
+from seglite.zoo.registry import DEFAULT_WEIGHTS
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -55,15 +57,20 @@ class Segmenter:
         model: str | None = None,
         weights: str | None = None,
         device: str = "auto",
-        size: tuple[int, int] | None = None,
+        size: tuple[int, int] | str | None = None,
         half: bool = False,
         backend: str = "torch",
         int8: bool = False,
         compile: bool = False,
         frames: int | None = None,
     ):
-        """`frames`: how many images or frames this segmenter will run, when known. `backend="auto"` picks
+        """`model` alone: random weights; neither: the published ESPNetv2 s2.0 (`DEFAULT_WEIGHTS`). `size`: the network
+        input, (width, height) or 'WIDTHxHEIGHT' (default: the weights' own).
+        `frames`: how many images or frames this segmenter will run, when known. `backend="auto"` picks
         torch.compile only where the time it saves over them pays for compiling (None: an open-ended run)."""
+        if model is None and weights is None:
+            weights = DEFAULT_WEIGHTS
+        size = as_size(size)
         if backend not in ("auto", "torch", "onnx", "openvino"):
             raise SegliteError(f"--backend {backend!r}: expected auto, torch, onnx or openvino")
         if (half or compile) and (backend in ("onnx", "openvino") or int8):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import inspect
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
 
-from seglite.errors import UnknownModelError
+from seglite.errors import SegliteError, UnknownModelError
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,30 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_model(name: str, num_classes: int = 19, **kwargs) -> nn.Module:
-    """Build a registered model; kwargs override the registered defaults."""
+    """Build a registered model with random weights; kwargs override the registered defaults (the builder's own
+    arguments, e.g. `output_stride` for DeepLabV3+). Published or trained weights: `seglite.load_weights`."""
     spec = get_spec(name)
+    try:
+        count = 0 if isinstance(num_classes, bool) else operator.index(num_classes)  # int, numpy ints
+    except TypeError:
+        count = 0
+    if count < 1:
+        raise SegliteError(f"create_model({name!r}): num_classes={num_classes!r}; expected a whole number >= 1")
+    if {"pretrained", "weights", "checkpoint_path"} & set(kwargs):
+        raise SegliteError(
+            f"create_model({name!r}) builds random weights; for published or trained ones use "
+            "seglite.load_weights(ZOO_NAME_OR_FILE) (`seglite weights list` names them), or start a training run "
+            "from them with `seglite train ... --init ZOO_NAME_OR_FILE`"
+        )
+    parameters = inspect.signature(spec.builder).parameters
+    accepted = {n for n, p in parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {"num_classes"}
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+    if not takes_any and (unknown := sorted(set(kwargs) - accepted)):
+        raise SegliteError(
+            f"create_model({name!r}): no option {', '.join(unknown)}; it takes {', '.join(sorted(accepted)) or 'none'}"
+        )
     options = {**spec.defaults, **kwargs}
-    model = spec.builder(num_classes=num_classes, **options)
+    model = spec.builder(num_classes=count, **options)
     model.model_name = name
     return model
 

@@ -23,6 +23,7 @@ from seglite.models.base import flush_subnormals
 from seglite.models.registry import create_model, get_spec
 from seglite.zoo import preprocess as pp
 from seglite.zoo.convert import detect_original, rename_keys
+from seglite.zoo.registry import resolve_weights_file
 
 FORMAT_TAG = "seglite-checkpoint-v1"
 
@@ -136,8 +137,20 @@ def read_checkpoint_file(path: str | os.PathLike) -> dict:
     return obj
 
 
-def load_weights(path: str | os.PathLike, model_name: str | None = None) -> LoadedWeights:
-    """Build the model a file belongs to and load it strictly; `model_name`, if given, must agree."""
+def load_weights(weights: str | os.PathLike, model_name: str | None = None) -> LoadedWeights:
+    """Build the model that weights belong to and load them strictly; `model_name`, if given, must agree.
+
+    `weights`: a file (a seglite checkpoint or the authors' original .pth), a training run's folder (its best.pt,
+    else last.pt) or a zoo name (`seglite weights list`; fetched into the cache), as every command's --weights."""
+    path, entry = resolve_weights_file(str(weights))
+    loaded = _load_file(path, model_name)
+    if entry is not None:
+        loaded.preprocess = entry.preprocess
+        loaded.source = entry.name
+    return loaded
+
+
+def _load_file(path: str | os.PathLike, model_name: str | None) -> LoadedWeights:
     raw = read_checkpoint_file(path)
     if raw.get("format") == FORMAT_TAG:
         return _load_seglite(raw, path, model_name)
@@ -215,11 +228,4 @@ def load_model(model: str | None = None, weights: str | None = None, num_classes
             raise SegliteError("pass --model NAME and/or --weights PATH_OR_ZOO_NAME")
         net = create_model(model, num_classes=num_classes).eval()
         return LoadedWeights(net, model, CLASS_NAMES, pp.IMAGENET, "random init")
-    from seglite.zoo.registry import resolve_weights_file
-
-    path, entry = resolve_weights_file(weights)
-    loaded = load_weights(path, model_name=model)
-    if entry is not None:
-        loaded.preprocess = entry.preprocess
-        loaded.source = entry.name
-    return loaded
+    return load_weights(weights, model_name=model)

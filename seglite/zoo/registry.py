@@ -18,6 +18,8 @@ from seglite.zoo.preprocess import Preprocess
 
 MANIFEST = Path(__file__).with_name("zoo.yaml")  # a link to the repository's weights/zoo.yaml
 LAST, BEST = "last.pt", "best.pt"  # a training run's checkpoints (seglite.training.trainer writes them)
+# What predict and Segmenter() run when given no weights: the most accurate published model.
+DEFAULT_WEIGHTS = "espnetv2_s2.0_cityscapes_1024x512"
 
 
 @dataclass(frozen=True)
