@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import LARGE_TENSOR_PAGES, TINY_TRAIN, large_tensor_page_faults
+from conftest import LARGE_TENSOR_PAGES, TINY_TRAIN, cli, large_tensor_page_faults
 
 from seglite.data.synth import write_dataset
 from seglite.errors import ConfigError
@@ -64,6 +64,14 @@ def test_poly_schedule_with_warmup():
 def test_recipes_in_configs_load():
     for path in sorted(Path("configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_an_error_keeps_its_bracketed_text(tmp_path):
+    """Rich took "[min, max]" in a message for a style tag and printed "expected  with 0 < min <= max"."""
+    result = cli("train", "synth_espnetv2_s0.5", "--set", "data.scale_range=[1.5,0.5]", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == "error: config key 'data.scale_range': expected [min, max] with 0 < min <= max"
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_recipe_is_found_by_name_from_any_folder(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import typer
 from seglite.cli import predict, train, evaluate, bench, export, data, weights, info  # noqa: F401
 
 # isort: on
-from seglite.cli.common import _state, app, err_console
+from seglite.cli.common import ERROR_LABEL, _state, app, err_console
 from seglite.errors import SegliteError
 from seglite.files import write_failure
 
@@ -23,14 +23,14 @@ def main() -> None:
     except SegliteError as exc:
         if _state["debug"]:
             raise
-        label = "interrupted" if exc.exit_code == 130 else "[bold red]error:[/]"
-        err_console.print(f"{label} {exc}", highlight=False, soft_wrap=True)
+        label = "interrupted" if exc.exit_code == 130 else ERROR_LABEL
+        err_console.print(label, str(exc), highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except OSError as exc:  # a write or read that no command wrapped: still one line, and the right exit code
         if _state["debug"]:
             raise
         failure = write_failure(exc, exc.filename or "a file", kept="see `seglite --debug` for where")
-        err_console.print(f"[bold red]error:[/] {failure}", highlight=False, soft_wrap=True)
+        err_console.print(ERROR_LABEL, str(failure), highlight=False, soft_wrap=True)
         sys.exit(failure.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

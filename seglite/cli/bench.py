@@ -87,14 +87,13 @@ def bench_cmd(
         print_json({**result.to_dict(), "backends_compared": {r.backend: r.median_ms for r in results}})
         return
     if len(results) > 1:
-        console.print(f"backend auto: {compared} -> {result.backend}", markup=False, highlight=False)
+        console.print(f"backend auto: {compared} -> {result.backend}", highlight=False)
     console.print(
         f"{result.model} [{result.backend}, {result.device}, {result.precision}, {size}, batch {batch}, "
         f"{result.threads} threads]\n  median {result.median_ms:.1f} ms  p90 {result.p90_ms:.1f}  "
         f"mean {result.mean_ms:.1f}  min {result.min_ms:.1f}  ->  {result.fps:.1f} FPS\n"
         f"  params {result.params:,}  GFLOPs {result.gflops:.2f}  peak memory {result.peak_memory_mb:.0f} MB\n"
         f"  machine: {result.machine}",
-        markup=False,
         highlight=False,
     )
 
@@ -161,7 +160,7 @@ def report_cmd(
 
     def show(row: dict) -> None:
         miou = "" if row["miou"] is None else f"  mIoU {row['miou']:.2f}"
-        console.print(f"{row['name']} {row['size']}: {row['median_ms']:.1f} ms{miou}", markup=False)
+        console.print(f"{row['name']} {row['size']}: {row['median_ms']:.1f} ms{miou}")
 
     build_report(entries, options, out, progress=show if dist.is_main else None, dist=dist)
     cleanup(dist)
@@ -203,7 +202,6 @@ def quantize_cmd(
             f"int8 {report.int8_ms:.1f} ms, mIoU {report.int8_miou:.2f} ({report.miou_change:+.2f} points, "
             f"argmax agreement {100 * report.argmax_agreement:.2f} %) on {report.eval_frames} {eval_split} frames, "
             f"calibrated on {report.calibration_frames} {calibration_split} frames",
-            markup=False,
             highlight=False,
         )
     if not report.accepted:
@@ -213,7 +211,7 @@ def quantize_cmd(
                 f" and {why}" if why else ""
             )
         raise SegliteError(f"INT8 not offered for {report.model}: {why}; keep fp32 (nothing cached)")
-    console.print(f"accepted; cached at {report.path} (use `seglite predict --int8`)", markup=False)
+    console.print(f"accepted; cached at {report.path} (use `seglite predict --int8`)")
 
 
 @app.command("benchmark")
@@ -260,7 +258,6 @@ def benchmark_cmd(
         if not as_json:
             console.print(
                 "  ".join(f"{c}={v}" for c, v in zip(columns, cells(row), strict=True) if v not in ("-", "")),
-                markup=False,
                 highlight=False,
             )
 
@@ -279,7 +276,5 @@ def benchmark_cmd(
     )
     for row in rows:
         if row.note:
-            console.print(f"{row.format} {row.precision}: {row.note}", markup=False, highlight=False)
-    console.print(
-        f"written to {out}/benchmark.md (.csv, .json, .png) with one artifact folder per format", markup=False
-    )
+            console.print(f"{row.format} {row.precision}: {row.note}", highlight=False)
+    console.print(f"written to {out}/benchmark.md (.csv, .json, .png) with one artifact folder per format")

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from seglite.errors import SegliteError
 from seglite.inference.segmenter import Segmenter
@@ -32,10 +33,14 @@ PIPED_WIDTH = 240  # columns when stdout/stderr is no terminal
 
 def _console(stderr: bool) -> Console:
     """Output to a file, a pipe or a CI log keeps whole table cells: rich fits tables to 80 columns when it cannot
-    ask a terminal (COLUMNS, if set, still wins)."""
+    ask a terminal (COLUMNS, if set, still wins). No markup: messages carry recipes' and users' text ("[min, max]",
+    a folder named "[raw]"), which rich would take for style tags and drop."""
     stream = sys.stderr if stderr else sys.stdout
     width = None if "COLUMNS" in os.environ or stream.isatty() else PIPED_WIDTH
-    return Console(stderr=stderr, soft_wrap=True, width=width)
+    return Console(stderr=stderr, soft_wrap=True, width=width, markup=False)
+
+
+ERROR_LABEL = Text("error:", style="bold red")
 
 
 console = _console(stderr=False)
@@ -47,7 +52,7 @@ def _print_version(value: bool) -> None:
     if value:
         from seglite import __version__
 
-        console.print(f"seglite {__version__}", markup=False)
+        console.print(f"seglite {__version__}")
         raise typer.Exit()
 
 
@@ -66,7 +71,7 @@ def _note_shared_cpu(threads: int | None = None) -> None:
     """Say so when the CPU was found shared at start: timings then reflect the other programs' load. Silent when
     --threads chose the count (it overrides the choice)."""
     if _state["shared_cpu"] and threads is None:
-        err_console.print(_state["shared_cpu"], markup=False, highlight=False, style="dim")
+        err_console.print(_state["shared_cpu"], highlight=False, style="dim")
 
 
 def print_json(obj: object) -> None:

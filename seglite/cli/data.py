@@ -77,13 +77,13 @@ def data_check(
                 else "each counts as IoU 0 where it is predicted, else is left out of the mIoU"
             )
             named = ", ".join(repr(name) for name in absent)
-            console.print(f"{r.split}: no pixel of {named} in any mask ({effect})", markup=False)
+            console.print(f"{r.split}: no pixel of {named} in any mask ({effect})")
         if r.unmapped:
             values = ", ".join(f"{v} ({n} px)" for v, n in sorted(r.unmapped.items())[:10])
-            console.print(f"{r.split}: values outside label_mapping, read as ignore: {values}", markup=False)
+            console.print(f"{r.split}: values outside label_mapping, read as ignore: {values}")
     problems = [p for r in reports for p in r.problems]
     for problem in problems[:20]:
-        err_console.print(f"  {problem}", markup=False)
+        err_console.print(f"  {problem}")
     if problems:
         raise SegliteError(f"{spec.root()}: {len(problems)} problem(s) found (first: {problems[0]})")
     console.print("dataset OK")

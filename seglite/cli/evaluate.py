@@ -99,7 +99,7 @@ def eval_cmd(
         if spec.layout != "cityscapes":
             raise SegliteError(f"pass --weights: the default weights ({DEFAULT_WEIGHTS}) predict Cityscapes classes")
         weights = DEFAULT_WEIGHTS
-        err_console.print(f"no --weights: evaluating {DEFAULT_WEIGHTS}", markup=False)
+        err_console.print(f"no --weights: evaluating {DEFAULT_WEIGHTS}")
     dist, device = _join_run(device)  # under torchrun: each rank evaluates a shard
     frames = _eval_frames(spec, split, limit, flip, sliding_window) // dist.world_size
     if save_predictions is not None:
@@ -160,7 +160,6 @@ def eval_cmd(
         + f", metric {record['metric_ms_per_image']} ms/image\n"
         f"backend {record['backend']}, {record['precision']}"
         + (f"\nclass map: {record['class_map']}" if record["class_map"] != "same classes" else ""),
-        markup=False,
     )
 
 

@@ -76,7 +76,6 @@ def export_cmd(
     console.print(
         f"wrote {report.path} ({report.model}, {report.format} {report.precision}, {report.size}, "
         f"{report.file_mb:.1f} MB, {report.export_s:.1f} s){calibrated}\n  {check}",
-        markup=False,
         highlight=False,
     )
 
@@ -85,6 +84,5 @@ def _say_started(what: str) -> None:
     err_console.print(
         f"{what}, then running it against PyTorch (tflite, executorch and coreml take 30 s to 3 min)",
         style="dim",
-        markup=False,
         highlight=False,
     )

@@ -26,11 +26,11 @@ def doctor_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
         return
     for key, value in facts.items():
         if isinstance(value, dict):
-            console.print(f"{key}:", markup=False)
+            console.print(f"{key}:")
             for inner, item in value.items():
-                console.print(f"  {inner}: {item}", markup=False, highlight=False)
+                console.print(f"  {inner}: {item}", highlight=False)
         else:
-            console.print(f"{key}: {value}", markup=False, highlight=False)
+            console.print(f"{key}: {value}", highlight=False)
 
 
 @app.command("models")

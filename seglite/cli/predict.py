@@ -114,7 +114,6 @@ def predict_cmd(
             f"{segmenter.backend} ({segmenter.backend_reason}), input {segmenter.preprocess.size or 'native size'}"
             + (f"; set-up took {set_up:.0f} s (not in the FPS below)" if set_up >= 2 else "")
             + (f"; {dist.world_size} processes share the inputs" if dist.world_size > 1 else ""),
-            markup=False,
         )
     with _predict_progress(dist.is_main) as (on_image, on_start, on_frames):
         run = predict_units(
@@ -190,7 +189,7 @@ def _predict_progress(show: bool):
 def _print_predict_summary(runs: list, out: Path) -> None:
     """Rank 0: every rank's failures once, the images line, each video (the stage table for a lone video)."""
     for failure in (f for r in runs for f in r.failures):
-        err_console.print(f"error: {failure}", markup=False, highlight=False)
+        err_console.print(f"error: {failure}", highlight=False)
     images = sum(r.images for r in runs)
     videos = [v for r in runs for v in r.videos]
     if images:
@@ -201,21 +200,19 @@ def _print_predict_summary(runs: list, out: Path) -> None:
         console.print(
             f"{processed} of {images} image(s) segmented; {written} file(s) written to {out} "
             f"({seconds:.1f} s, {processed / max(seconds, 1e-9):.2f} images/s{streams})",
-            markup=False,
         )
     if len(videos) == 1 and len(runs) == 1 and not images:
         _print_video_summary(videos[0], out)
     else:
         for video in videos:
             for path in video.outputs:
-                console.print(f"wrote {path} ({video.frames_written} frames, {video.throughput:.2f} FPS)", markup=False)
+                console.print(f"wrote {path} ({video.frames_written} frames, {video.throughput:.2f} FPS)")
     if len(runs) > 1:
         seconds = max(r.seconds for r in runs)
         frames = images + sum(v.frames_written for v in videos)
         console.print(
             f"{len(runs)} processes: {frames} image(s)/frame(s) in {seconds:.1f} s = {frames / max(seconds, 1e-9):.2f} "
             f"per second ({', '.join(f'rank {i}: {r.images} image(s), {len(r.videos)} video(s)' for i, r in enumerate(runs))})",
-            markup=False,
         )
 
 
@@ -241,4 +238,4 @@ def _print_video_summary(result, out: Path) -> None:
             "decode and encode run between model calls, so the model stage includes waiting for them"
         )
     for path in result.outputs:
-        console.print(f"wrote {path}", markup=False)
+        console.print(f"wrote {path}")

@@ -68,7 +68,7 @@ def train_cmd(
         out = newest_run(DEFAULT_RUNS)
         if out is None:
             raise SegliteError(f"--resume: no run with a {LAST} under {DEFAULT_RUNS}/; pass --out RUN")
-        err_console.print(f"resuming the newest run, {out}", markup=False, highlight=False)
+        err_console.print(f"resuming the newest run, {out}", highlight=False)
     chosen = out is None and not resume
     if chosen:
         out = next_free_name(Path(DEFAULT_RUNS) / "train", taken=lambda p: describe_run(p) is not None)
@@ -89,7 +89,7 @@ def train_cmd(
         saved = read_checkpoint_file(out / LAST).get("config") or {}
         cfg, warnings = resume_config(saved, sets, fixed, str(out / LAST))
         for line in warnings:
-            err_console.print(line, markup=False, highlight=False)
+            err_console.print(line, highlight=False)
     elif config is None:
         raise SegliteError(
             "pass a recipe (e.g. configs/synth_espnetv2_s0.5.yaml)"
@@ -98,7 +98,7 @@ def train_cmd(
     else:
         cfg = load_config(config, [*fixed, *sets])
     if chosen:  # once the recipe is known to be good
-        err_console.print(f"run folder: {out}", markup=False, highlight=False)
+        err_console.print(f"run folder: {out}", highlight=False)
     _note_shared_cpu()
     result = Trainer(cfg, out, resume=resume, exist_ok=exist_ok).run()
     if result.get("interrupted"):
@@ -107,5 +107,4 @@ def train_cmd(
     console.print(
         f"finished at iteration {result['iteration']}; best val mIoU "
         f"{'-' if best is None else f'{best:.2f} %'}; checkpoints in {out}",
-        markup=False,
     )
