@@ -256,3 +256,20 @@ def test_eval_in_two_streams_counts_what_one_stream_counts(synth_root, tmp_path)
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["streams"] == 2 and json.loads(cli.stdout)["num_images"] == 4
+
+
+def test_evaluate_takes_what_the_command_line_takes(synth_root):
+    """From Python: a Cityscapes folder, a data set name with its root (`--data`, `--data-root`), or a loaded spec."""
+    from seglite.data.datasets import load_dataset
+    from seglite.errors import DataError
+    from seglite.evaluation.evaluator import EvalOptions, evaluate
+    from seglite.inference.segmenter import Segmenter
+
+    segmenter = Segmenter(model="espnetv2_s0.5", size=(256, 128), device="cpu", backend="torch")
+    options = EvalOptions(progress=False, limit=2, streams=1)
+    folder = evaluate(segmenter, synth_root, options)
+    assert folder.num_images == 2 and folder.miou == folder.summary["miou"] > 0
+    assert evaluate(segmenter, "cityscapes", options, root=synth_root).summary == folder.summary
+    assert evaluate(segmenter, load_dataset("cityscapes"), options, root=synth_root).summary == folder.summary
+    with pytest.raises(DataError, match="did you mean 'cityscapes'"):
+        evaluate(segmenter, "citiscapes", options, root=synth_root)

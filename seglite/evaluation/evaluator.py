@@ -43,6 +43,9 @@ class EvalOptions:
 
 @dataclass
 class EvalResult:
+    """What evaluate returns: `summary` holds miou, per_class_iou (None: a class absent and never predicted) and
+    pixel_acc, in percent; the seconds are summed over the images (see `streams`)."""
+
     summary: dict
     num_images: int
     size: tuple[int, int] | None
@@ -50,6 +53,12 @@ class EvalResult:
     seconds_metric: float
     extra: dict = field(default_factory=dict)
     streams: int = 1  # images at once (each image's seconds are then its own, in its stream)
+
+    @property
+    def miou(self) -> float:
+        """mIoU in percent, as the official Cityscapes evaluator averages it (classes absent from the split and
+        never predicted are left out)."""
+        return self.summary["miou"]
 
 
 def sliding_window_logits(
@@ -126,13 +135,21 @@ def evaluate(
     data: DatasetSpec | str | Path,
     options: EvalOptions | None = None,
     dist: DistInfo | None = None,
+    *,
+    root: str | Path | None = None,
 ) -> EvalResult:
-    """`data`: a data set (seglite.data.datasets), or a Cityscapes root. Under torchrun (`dist`), each rank
+    """`data`: a data set (seglite.data.datasets.load_dataset), a Cityscapes root folder, or what `--data` takes (a
+    built-in name such as "camvid", or a data set YAML) with `root` as `--data-root`. Under torchrun (`dist`), each rank
     evaluates its shard of the split and the integer confusion matrices are summed: every rank returns the totals,
     the same figures as one process (only rank 0 shows progress)."""
     options = options or EvalOptions()
     dist = dist or DistInfo()
-    dataset = data if isinstance(data, DatasetSpec) else load_dataset("cityscapes", data)
+    if isinstance(data, DatasetSpec):
+        dataset = data.with_root(root) if root else data
+    elif root is None and Path(data).is_dir():
+        dataset = load_dataset("cityscapes", data)
+    else:
+        dataset = load_dataset(data, root)
     lookup, mapping = prediction_lookup(segmenter.loaded.classes, dataset, options.class_map)
     samples = dataset.samples(options.split)
     if options.limit:

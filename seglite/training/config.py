@@ -243,6 +243,7 @@ def find_recipe(text: str | Path) -> Path:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """A recipe (a YAML file or a shipped recipe's name) with `--set`-style "key=value" overrides, validated."""
     raw: dict = {}
     if path is not None:
         path = find_recipe(path)
