@@ -326,6 +326,35 @@ def test_a_test_split_not_downloaded_is_no_problem_but_a_missing_val_split_is(tm
     assert result.returncode == 2 and "split 'val': " in result.stderr and "images/vall is neither" in result.stderr
 
 
+def test_a_download_not_unpacked_or_a_root_one_folder_up_is_named_with_the_fix(tmp_path):
+    import shutil
+
+    from seglite.data.synth import write_dataset
+
+    nested = write_dataset(tmp_path / "dl" / "cityscapes", train=1, val=1, size=(64, 32), seed=0)
+    result = cli("data", "check", "--data-root", str(tmp_path / "dl"))
+    assert result.returncode == 2
+    assert f"found {nested}/leftImg8bit/train: pass --data-root {nested}" in result.stderr
+    with pytest.raises(DataError, match=f"found {nested}/leftImg8bit/val: pass --data-root {nested}$"):
+        load_dataset("cityscapes", tmp_path / "dl").samples("val")
+
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    for name in ("leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip", "README"):
+        (packed / name).touch()
+    result = cli("data", "check", packed.as_posix())
+    unzip = "unzip -q gtFine_trainvaltest.zip && unzip -q leftImg8bit_trainvaltest.zip"
+    assert result.returncode == 2 and result.stderr.endswith(f"are still packed: cd {packed} && {unzip}\n")
+    (packed / "leftImg8bit_trainvaltest.zip").unlink()
+    shutil.copytree(nested / "leftImg8bit", packed / "leftImg8bit")  # the images unpacked, the labels not yet
+    with pytest.raises(DataError, match="no .*labels for split 'val'; gtFine_trainvaltest.zip is still packed"):
+        load_dataset("cityscapes", packed).samples("val")
+
+    path = _binary_yaml(tmp_path)  # own data: the data set's folder is one further down than --data-root says
+    result = cli("data", "check", "--data", str(path), "--data-root", str(tmp_path))
+    assert f"found {tmp_path}/drive/images/train: pass --data-root {tmp_path}/drive" in result.stderr
+
+
 def test_training_names_the_split_a_data_set_does_not_declare(tmp_path):
     path = _binary_yaml(tmp_path)
     content = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "val"}

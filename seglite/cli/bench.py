@@ -10,6 +10,7 @@ import typer
 from seglite.cli.common import (
     SIZE_DEFAULT,
     DataOption,
+    DataRootOption,
     RunnableWeightsOption,
     WeightsOption,
     _dataset,
@@ -219,9 +220,7 @@ def benchmark_cmd(
     model: Annotated[str | None, typer.Option("--model")] = None,
     weights: WeightsOption = None,
     data: DataOption = None,
-    data_root: Annotated[
-        Path | None, typer.Option("--data-root", help="Data root (overrides the data set's path).")
-    ] = None,
+    data_root: DataRootOption = None,
     formats: Annotated[
         str, typer.Option("--formats", help="all, or a comma-separated list (onnx,openvino,tflite,...).")
     ] = "all",

@@ -117,10 +117,16 @@ DataOption = Annotated[
 ]
 
 
-def _dataset(data: str | None, data_root: Path | None):
+DataRootOption = Annotated[Path | None, typer.Option("--data-root", help="Data root (overrides the data set's path).")]
+
+
+def _dataset(data: str | None, data_root: Path | None, given_root: Path | None = None):
+    """`given_root`: the same root given as an argument (`seglite data check ROOT`), which --data-root may also give."""
     from seglite.data.datasets import load_dataset
 
-    return load_dataset(data, data_root)
+    if given_root is not None and data_root is not None and given_root != data_root:
+        raise SegliteError(f"{given_root} and --data-root {data_root}: two data roots; give one")
+    return load_dataset(data, given_root or data_root)
 
 
 def _trained_on(weights: str | None) -> str | None:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from seglite.cli.common import (
     DataOption,
+    DataRootOption,
     _dataset,
     console,
     data_app,
@@ -47,13 +48,14 @@ def data_synth(
 def data_check(
     root: Annotated[Path | None, typer.Argument(help="Data root (overrides the data set's path).")] = None,
     data: DataOption = None,
+    data_root: DataRootOption = None,
 ) -> None:
     """Counts per split, missing pairs, size mismatches and mask values that are no class; non-zero exit when broken."""
     from rich.progress import Progress
 
     from seglite.data.check import FULL_COUNTS, check_dataset
 
-    spec = _dataset(data, root)
+    spec = _dataset(data, data_root, root)
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("checking", total=None)
         reports = check_dataset(spec, progress=lambda: progress.advance(task))
@@ -101,13 +103,14 @@ def _sizes(report) -> str:
 def data_stats(
     root: Annotated[Path | None, typer.Argument(help="Data root (overrides the data set's path).")] = None,
     data: DataOption = None,
+    data_root: DataRootOption = None,
     split: Annotated[str, typer.Option()] = "train",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Class pixel frequencies of a split and ESPNet's class weights w = 1 / ln(1.10 + p)."""
     from seglite.data.check import class_frequencies, espnet_class_weights
 
-    spec = _dataset(data, root)
+    spec = _dataset(data, data_root, root)
     freq = class_frequencies(spec, split)
     weights = espnet_class_weights(freq)
     rows = [

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from seglite.cli.common import (
     DataOption,
+    DataRootOption,
     RunnableWeightsOption,
     _dataset,
     _eval_frames,
@@ -35,9 +36,7 @@ def eval_cmd(
     model: Annotated[str | None, typer.Option("--model", help="Model name (see `seglite models`).")] = None,
     weights: RunnableWeightsOption = None,
     data: DataOption = None,
-    data_root: Annotated[
-        Path | None, typer.Option("--data-root", help="Data root (overrides the data set's path).")
-    ] = None,
+    data_root: DataRootOption = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
     class_map: Annotated[
         Path | None,

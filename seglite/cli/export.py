@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from seglite.cli.common import SIZE_DEFAULT, DataOption, WeightsOption, _dataset, app, console, err_console, print_json
+from seglite.cli.common import (
+    SIZE_DEFAULT,
+    DataOption,
+    DataRootOption,
+    WeightsOption,
+    _dataset,
+    app,
+    console,
+    err_console,
+    print_json,
+)
 
 
 @app.command("export")
@@ -32,9 +42,7 @@ def export_cmd(
     ] = None,
     size: Annotated[str | None, typer.Option(help=f"Input WxH (default: {SIZE_DEFAULT}).")] = None,
     data: DataOption = None,
-    data_root: Annotated[
-        Path | None, typer.Option("--data-root", help="Data root (overrides the data set's path).")
-    ] = None,
+    data_root: DataRootOption = None,
     image: Annotated[
         Path | None, typer.Option(help="Frame for the parity check (default: --data val frames, else generated).")
     ] = None,

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from seglite.data.cityscapes import PACKED, where_it_is
 from seglite.data.datasets import SPLITS, DatasetSpec, read_index_mask
 from seglite.errors import DataError
 
@@ -100,7 +101,9 @@ def check_dataset(
             report.problems += _too_few_classes(spec, report)
         reports.append(report)
     if not reports:
-        raise DataError(f"data set {spec.name!r} at {spec.root()}: none of the splits {', '.join(splits or SPLITS)}")
+        wanted = splits or SPLITS
+        hint = where_it_is(spec.root(), f"leftImg8bit/{wanted[0]}", PACKED) if spec.layout == "cityscapes" else ""
+        raise DataError(f"data set {spec.name!r} at {spec.root()}: none of the splits {', '.join(wanted)}{hint}")
     return reports
 
 

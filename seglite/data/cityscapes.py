@@ -34,7 +34,10 @@ def find_samples(root: str | Path, split: str, require_labels: bool = True) -> l
         raise DataError(f"data root {root}: no such folder (expected leftImg8bit/ and gtFine/ inside)")
     image_dir = root / "leftImg8bit" / split
     if not image_dir.is_dir():
-        raise DataError(f"{image_dir}: missing; a Cityscapes root holds leftImg8bit/{split}/<city>/*{IMAGE_SUFFIX}")
+        raise DataError(
+            f"{image_dir}: missing; a Cityscapes root holds leftImg8bit/{split}/<city>/*{IMAGE_SUFFIX}"
+            + where_it_is(root, f"leftImg8bit/{split}", PACKED)
+        )
     samples = []
     for image in sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}")):
         stem = image.name[: -len(IMAGE_SUFFIX)]
@@ -53,13 +56,37 @@ def find_samples(root: str | Path, split: str, require_labels: bool = True) -> l
     if require_labels:
         unlabeled = [s for s in samples if s.label is None]
         if len(unlabeled) == len(samples):
-            raise DataError(f"{root / 'gtFine' / split}: no *_gtFine_labelIds.png labels for split {split!r}")
+            raise DataError(
+                f"{root / 'gtFine' / split}: no *_gtFine_labelIds.png labels for split {split!r}"
+                + where_it_is(root, f"gtFine/{split}", PACKED)
+            )
         if unlabeled:
             raise DataError(
                 f"{unlabeled[0].image}: no label (expected gtFine/{split}/{unlabeled[0].city}/"
                 f"{unlabeled[0].stem}_gtFine_labelIds.png); {len(unlabeled)} image(s) lack one"
             )
     return samples
+
+
+PACKED = ("leftImg8bit", "gtFine")  # the names Cityscapes' zips start with
+
+
+def where_it_is(root: Path, relative: str, packed: tuple[str, ...] = ("",)) -> str:
+    """Why `root/relative` is missing, for every layout: a download's zips (named `packed`...`.zip`) not unpacked in
+    `root` yet, the data root one folder further down, or what the folder holds instead ("" when none applies)."""
+    zips = sorted({p.name for prefix in packed for p in root.glob(f"{prefix}*.zip")})
+    if zips:
+        unzip = " && ".join(f"unzip -q {name}" for name in zips)
+        return f"; {', '.join(zips)} {'is' if len(zips) == 1 else 'are'} still packed: cd {root} && {unzip}"
+    depth = len(Path(relative).parts)
+    inside = sorted(p for p in root.glob(f"*/{relative}") if p.exists())
+    if inside:
+        return f"; found {inside[0]}: pass --data-root {inside[0].parents[depth - 1]}"
+    parent = (root / relative).parent
+    if parent != root and parent.is_dir():
+        held = sorted(d.name for d in parent.iterdir() if not d.name.startswith("."))
+        return f"; {parent} holds {', '.join(held[:8]) or 'nothing'}"
+    return ""
 
 
 def read_image(path: Path) -> np.ndarray:

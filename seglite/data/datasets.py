@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seglite.data.cityscapes import Sample, find_samples, read_checked_train_ids
+from seglite.data.cityscapes import PACKED, Sample, find_samples, read_checked_train_ids, where_it_is
 from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX, PALETTE_RGB
 from seglite.errors import DataError
 from seglite.yamlfile import read_mapping
@@ -123,7 +123,10 @@ class DatasetSpec:
         elif entry.is_dir():
             samples = self._folder_samples(root, entry)
         else:
-            raise DataError(f"data set {self.name!r}, split {split!r}: {entry} is neither a folder nor a list file")
+            raise DataError(
+                f"data set {self.name!r}, split {split!r}: {entry} is neither a folder nor a list file"
+                + where_it_is(root, self.splits[split])
+            )
         if not samples:
             raise DataError(f"data set {self.name!r}, split {split!r}: no images in {entry}")
         if require_labels:
@@ -139,7 +142,8 @@ class DatasetSpec:
         """Why a sample has no mask: where it was looked for, and a file of the same stem that is there instead."""
         root = self.root()
         if self.layout == "cityscapes":
-            return f"{sample.image}: no mask (expected gtFine/{split}/{sample.image.parent.name}/*_gtFine_labelIds.png)"
+            expected = f"gtFine/{split}/{sample.image.parent.name}/*_gtFine_labelIds.png"
+            return f"{sample.image}: no mask (expected {expected}){where_it_is(root, f'gtFine/{split}', PACKED)}"
         if (root / self.splits[split]).is_file():
             return f"{sample.image}: no mask on its line of {root / self.splits[split]}"
         expected = self._mask_for(root, sample.image)
