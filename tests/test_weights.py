@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REALDATA, require_realdata
+from conftest import REALDATA, cli, require_realdata
 
 import seglite
 from seglite.errors import CheckpointError, SegliteError
@@ -169,6 +169,36 @@ def test_download_verifies_and_reuses_the_cache(tmp_path, home):
     assert path == home / "weights" / "test_entry.pth" and path.read_bytes() == source.read_bytes()
     source.unlink()  # the second call must not need the network
     assert zoo.fetch(entry) == path
+
+
+def test_weights_download_fetches_named_entries_ahead_of_use(tmp_path, home, monkeypatch):
+    import dataclasses
+
+    import yaml
+
+    entries = []
+    for name in ("zoo_a", "zoo_b"):
+        source = tmp_path / f"{name}.pth"
+        torch.save({"w": torch.full((3,), float(len(entries)))}, source)
+        entry = dataclasses.replace(_entry(source, hashlib.sha256(source.read_bytes()).hexdigest()), name=name)
+        entries.append({**dataclasses.asdict(entry), "file": f"{name}.pth", "preprocess": {}})
+    manifest = tmp_path / "zoo.yaml"
+    manifest.write_text(yaml.safe_dump({"entries": entries}))
+    monkeypatch.setattr(zoo, "MANIFEST", manifest)
+    result = cli("weights", "download", "zoo_b")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"zoo_b: downloaded to {home / 'weights' / 'zoo_b.pth'}"
+    assert sorted(p.name for p in (home / "weights").iterdir()) == ["zoo_b.pth"]
+    result = cli("weights", "download", "--all")
+    assert result.returncode == 0 and result.stdout.splitlines() == [
+        f"zoo_a: downloaded to {home / 'weights' / 'zoo_a.pth'}",
+        f"zoo_b: already in {home / 'weights' / 'zoo_b.pth'}",
+    ]
+    rows = [line.split("│") for line in cli("weights", "list").stdout.splitlines() if line.startswith("│")]
+    assert {row[1].strip(): row[5].strip() for row in rows} == {"zoo_a": "yes", "zoo_b": "yes"}
+    result = cli("weights", "download", "zoo_a", "zoo_c")  # every name is checked before anything is fetched
+    assert result.returncode == 2 and result.stderr.startswith("error: 'zoo_c': not a zoo name; did you mean zoo_")
+    assert cli("weights", "download").returncode == 2
 
 
 def test_wrong_sha256_is_rejected_and_not_kept(tmp_path, home):

@@ -24,7 +24,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Fast, lightweight street-scene segmentation.",
 )
-weights_app = typer.Typer(no_args_is_help=True, help="Published checkpoints: list the zoo, convert files.")
+weights_app = typer.Typer(
+    no_args_is_help=True, help="Published checkpoints: list the zoo, download it ahead of use, convert files."
+)
 app.add_typer(weights_app, name="weights")
 data_app = typer.Typer(no_args_is_help=True, help="Data sets: check, statistics, generate the synthetic city.")
 app.add_typer(data_app, name="data")

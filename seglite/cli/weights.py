@@ -1,4 +1,4 @@
-"""`seglite weights list|import`: the model zoo and converting the authors' files."""
+"""`seglite weights list|download|import`: the model zoo, fetching it ahead of use, converting the authors' files."""
 
 from __future__ import annotations
 
@@ -54,6 +54,31 @@ def weights_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         miou = f"{e.reported_miou:.1f}" if e.reported_miou is not None else "-"
         table.add_row(e.name, e.model, size, miou, "yes" if cached_path(e).is_file() else "no")
     console.print(table)
+
+
+@weights_app.command("download")
+def weights_download(
+    names: Annotated[list[str] | None, typer.Argument(help="Zoo names (`seglite weights list`).")] = None,
+    download_all: Annotated[bool, typer.Option("--all", help="Every entry of the zoo.")] = False,
+) -> None:
+    """Fetch published checkpoints into the cache now (checked against their sha256), e.g. before going offline;
+    otherwise each is fetched on first use."""
+    from seglite.errors import SegliteError
+    from seglite.zoo.registry import cached_path, closest_names, fetch, find_entry, list_zoo
+
+    if bool(names) == download_all:
+        raise SegliteError("name the weights to download (`seglite weights list`), or pass --all for every one")
+    entries = list_zoo() if download_all else []
+    for name in names or []:
+        if (entry := find_entry(name)) is None:
+            near = closest_names(name)
+            hint = f"did you mean {', '.join(near)}?" if near else "`seglite weights list` shows the names"
+            raise SegliteError(f"{name!r}: not a zoo name; {hint}")
+        entries.append(entry)
+    for entry in dict.fromkeys(entries):
+        there = cached_path(entry).is_file()
+        path = fetch(entry)
+        console.print(f"{entry.name}: {'already in' if there else 'downloaded to'} {path}")
 
 
 @weights_app.command("import")
