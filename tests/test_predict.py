@@ -454,6 +454,24 @@ def test_segmenter_takes_the_images_python_users_hold(street):
     assert repr(seg) == "Segmenter(espnetv2_s0.5, 19 classes, 128x64, torch on cpu)"
 
 
+def test_predict_video_from_python_never_replaces_an_earlier_result_unasked(video, street, tmp_path):
+    from seglite.errors import InputError
+    from seglite.inference.segmenter import Segmenter
+
+    seg = Segmenter(model="espnetv2_s0.5", size=(160, 96), backend="torch")
+    first = seg.predict_video(video, tmp_path, formats=("overlay", "trainid"), streams=1)
+    overlay = tmp_path / "drive_overlay.mp4"
+    assert first.outputs[0] == overlay and first.frames_written == 12
+    before = overlay.stat().st_mtime_ns
+    with pytest.raises(InputError, match=f"{overlay}: already exists; pass another out_dir, or exist_ok=True"):
+        seg.predict_video(str(video), tmp_path, formats=("overlay",))
+    assert overlay.stat().st_mtime_ns == before
+    again = seg.predict_video(str(video), tmp_path, formats=("overlay",), streams=1, exist_ok=True)
+    assert again.frames_written == 12 and overlay.stat().st_mtime_ns != before
+    with pytest.raises(InputError, match="images, not a video; call the Segmenter on them"):
+        seg.predict_video(street / "a.png", tmp_path / "img")
+
+
 def test_decoding_and_encoding_wait_for_the_model(video, tmp_path):
     """On a CPU, the pipeline's decoder and encoder never work while the model runs (Turns)."""
     import contextlib

@@ -290,20 +290,32 @@ class Segmenter:
     def predict_video(
         self,
         source: str | int,
-        out_dir: str,
+        out_dir: str | Path,
         formats: tuple[str, ...] = ("overlay",),
         batch: int = 1,
         alpha: float = 0.5,
         streams: int | None = None,
+        exist_ok: bool = False,
     ):
-        """Segment a video file or stream into `out_dir` (pipelined; see seglite.inference.video). `streams`:
-        inference streams at once (None: two for a video file where `backend="auto"` measured that they pay, else one)."""
+        """Segment a video file, camera or stream into `out_dir` as `predict` does (pipelined; see
+        seglite.inference.video); an earlier result there is refused unless `exist_ok`. `streams`: inference streams
+        at once (None: two for a video file where `backend="auto"` measured that they pay, else one)."""
+        from seglite.inference.predict import planned_outputs, video_stem
+        from seglite.inference.sources import resolve_source
         from seglite.inference.video import segment_video
 
-        stem = Path(str(source)).stem if isinstance(source, str) else f"camera{source}"
+        resolved = resolve_source(str(source))
+        if resolved.kind == "images":
+            raise InputError(f"{source}: images, not a video; call the Segmenter on them (a path or a list of paths)")
         out = Path(out_dir)
+        there = [path for path in planned_outputs(resolved, out, formats) if path.exists()]
+        if there and not exist_ok:
+            raise InputError(f"{there[0]}: already exists; pass another out_dir, or exist_ok=True to replace it")
         out.mkdir(parents=True, exist_ok=True)
-        return segment_video(self, source, out, stem, formats=formats, batch=batch, alpha=alpha, streams=streams)
+        stem = video_stem(resolved.video)
+        return segment_video(
+            self, resolved.video, out, stem, formats=formats, batch=batch, alpha=alpha, streams=streams
+        )
 
     def stream(self, source: str | int, batch: int = 1, realtime: bool = False):
         """Iterate (index, frame, trainId map) over a video or live source; realtime keeps only the newest frames."""
