@@ -15,15 +15,25 @@ from seglite.errors import DeviceError
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """--device: auto (CUDA when visible, else the CPU), cpu, cuda, cuda:N, or mps (Apple GPU, where PyTorch has it;
+    never chosen by auto: seglite is not tested on it)."""
     device = (device or "auto").lower()
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(f"--device {device}: no CUDA GPU is visible to PyTorch; use --device cpu or auto")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError:
-        raise DeviceError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+        chosen = None
+    if chosen is None or chosen.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"--device {device!r}: expected auto, cpu, cuda, cuda:N or mps")
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {device}: no CUDA GPU is visible to PyTorch; use --device cpu or auto")
+        if chosen.index is not None and chosen.index >= (count := torch.cuda.device_count()):
+            raise DeviceError(f"--device {device}: PyTorch sees {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"--device {device}: no Apple GPU (MPS) is visible to PyTorch here; use --device cpu or auto")
+    return chosen
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt() parameter numbers from glibc's malloc.h

@@ -472,6 +472,26 @@ def test_predict_video_from_python_never_replaces_an_earlier_result_unasked(vide
         seg.predict_video(street / "a.png", tmp_path / "img")
 
 
+def test_a_device_that_is_not_there_is_one_line_naming_what_is(street, monkeypatch):
+    import torch
+
+    from seglite.devices import resolve_device
+    from seglite.errors import DeviceError
+
+    for device, message in (
+        ("mps", "--device mps: no Apple GPU (MPS) is visible to PyTorch here; use --device cpu or auto"),
+        ("gpu", "--device 'gpu': expected auto, cpu, cuda, cuda:N or mps"),
+        ("xpu", "--device 'xpu': expected auto, cpu, cuda, cuda:N or mps"),  # a torch device seglite never runs
+    ):
+        result = cli("predict", str(street), "--model", "espnetv2_s0.5", "--device", device)
+        assert result.returncode == 2 and result.stderr == f"error: {message}\n"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(DeviceError, match=r"--device cuda:1: PyTorch sees 1 CUDA GPU\(s\), cuda:0 to cuda:0"):
+        resolve_device("cuda:1")
+
+
 def test_decoding_and_encoding_wait_for_the_model(video, tmp_path):
     """On a CPU, the pipeline's decoder and encoder never work while the model runs (Turns)."""
     import contextlib

@@ -38,7 +38,7 @@ def bench_cmd(
         typer.Option(help=f"Input WxH (default: {SIZE_DEFAULT}; an exported model: the size it was exported for)."),
     ] = None,
     batch: Annotated[int, typer.Option(min=1)] = 1,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps (Apple GPU, untested) or auto.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: torch's).")] = None,
     backend: Annotated[
         str,

@@ -50,7 +50,7 @@ def eval_cmd(
     sliding_window: Annotated[
         str | None, typer.Option("--sliding-window", help="Crop WxH slid over the full-resolution image (overlap 1/3).")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps (Apple GPU, untested).")] = "auto",
     half: Annotated[
         bool, typer.Option("--half", help="fp16 on CUDA, bf16 on CPU: measures what reduced precision costs.")
     ] = False,

@@ -33,7 +33,7 @@ def predict_cmd(
     ],
     model: Annotated[str | None, typer.Option("--model", help="Model name (default: the zoo's ESPNetv2 s2.0).")] = None,
     weights: RunnableWeightsOption = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps (Apple GPU, untested).")] = "auto",
     size: Annotated[str | None, typer.Option(help="Network input WxH (default: the weights' own).")] = None,
     half: Annotated[bool, typer.Option("--half", help="fp16 on CUDA, bf16 on a CPU with bf16 instructions.")] = False,
     compile: Annotated[
