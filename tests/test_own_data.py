@@ -510,6 +510,31 @@ def test_class_map_naming_a_missing_class_is_an_error():
         link_classes(("Tree",), CLASS_NAMES, {"Tre": ["vegetation"]})
 
 
+def test_a_recipes_class_map_for_another_data_set_is_named_before_the_data_are_read(tmp_path, monkeypatch):
+    """The CamVid recipes link Cityscapes classes to CamVid's: on a user's own classes, the fix is named."""
+    from seglite.zoo.checkpoint import LoadedWeights, save_checkpoint
+    from seglite.zoo.preprocess import IMAGENET
+
+    path = _binary_yaml(tmp_path)
+    weights = tmp_path / "city.pt"
+    save_checkpoint(
+        weights, LoadedWeights(seglite.create_model("espnetv2_s0.5"), "espnetv2_s0.5", CLASS_NAMES, IMAGENET, "x")
+    )
+    recipe = _write_yaml(tmp_path / "r.yaml", {"base": str(Path("configs/synth_espnetv2_s0.5.yaml").resolve()),
+                                               "class_map": {"Building": ["building", "wall"]}})  # fmt: skip
+    read = []
+    monkeypatch.setattr("seglite.data.check._check_sample", lambda *args: read.append(args))
+    args = ("train", str(recipe), "--data", str(path), "--init", str(weights), "--out", str(tmp_path / "run"))
+    result = cli(*args)
+    assert result.returncode == 2 and not read, result.stderr
+    assert "target class 'Building' does not exist" in result.stderr
+    assert "write one for its classes, or --set class_map={} to link classes of the same name only" in result.stderr
+    monkeypatch.undo()
+    result = cli(*args, "--set", "class_map={}", "--set", "schedule.iters=1", "--set", "fused_norm=false")
+    assert result.returncode == 0, result.stderr
+    assert "linked classes: road <- road" in result.stdout
+
+
 def test_init_weights_of_another_architecture_are_refused(tmp_path):
     path = _binary_yaml(tmp_path)
     weights = require_realdata("weights", "espnetv2", "espnetv2_s_0.5_city_512x256.pth")

@@ -21,13 +21,13 @@ from torch.utils.data import DataLoader
 
 from seglite.data.check import check_dataset, espnet_class_weights, frequencies
 from seglite.data.cityscapes import read_image
-from seglite.data.classmap import load_class_map
+from seglite.data.classmap import link_classes, load_class_map
 from seglite.data.dataset import SegmentationDataset
 from seglite.data.datasets import load_dataset
 from seglite.data.transforms import train_transform
 from seglite.devices import free_memory_bytes, resolve_device, reuse_freed_memory
 from seglite.distributed import DistInfo, broadcast_buffers, broadcast_flag, cleanup, init_distributed
-from seglite.errors import InputError, SegliteError
+from seglite.errors import ConfigError, DataError, InputError, SegliteError
 from seglite.files import prepare_output_folder, write_failure
 from seglite.models import fused
 from seglite.models.registry import create_model
@@ -269,6 +269,7 @@ class Trainer:
                 )
             self.preprocess = self.init_weights.preprocess.with_size(None)
             self.model_kwargs = {**self.init_weights.model.finetune_kwargs(), **config.model_kwargs}
+            self._check_class_map()
         self.teacher: Teacher | None = None
         self.teacher_cache_seconds = 0.0
         if config.distill.teacher:
@@ -318,6 +319,18 @@ class Trainer:
         self.dataset_record = self.dataset.to_record() | ({"image_size": list(frames)} if frames else {})
         if reports[0].common_size and frames:
             self.messages += scale_notes(reports[0].common_size, frames, self.config.data)
+
+    def _check_class_map(self) -> None:
+        """Before the data are read: a recipe's class_map written for another data set (the CamVid recipes' on a
+        user's own classes) names classes that are not there."""
+        try:
+            link_classes(self.dataset.names, self.init_weights.classes, load_class_map(self.config.class_map))
+        except DataError as exc:
+            raise ConfigError(
+                f"{exc}; the recipe's class_map links {self.init_weights.source}'s classes to classes of another "
+                f"data set than {self.dataset.name!r}: write one for its classes, or --set class_map={{}} to link "
+                "classes of the same name only"
+            ) from None
 
     def _build(self) -> None:
         config = self.config
