@@ -146,11 +146,12 @@ def _check_sample(spec: DatasetSpec, split: str, read_labels: bool, sample) -> S
                     sizes = f"mask is {label.size[0]}x{label.size[1]}, image {width}x{height}"
                     checked.problems = [f"{sample.label}: {sizes}"]
                     return checked
-        if read_labels:
-            labels = spec.read_label(sample)
-            checked.pixels = _class_pixels(labels, spec.num_classes)
-            if spec.label_mapping is not None and spec.mask_format == "index":
-                checked.unmapped = _unmapped_values(spec, sample.label)
+        if read_labels and spec.label_mapping is not None and spec.mask_format == "index":
+            raw = read_index_mask(sample.label)  # read once: its classes, and the raw values the mapping leaves out
+            checked.pixels = _class_pixels(spec.classes_of(raw, sample.label), spec.num_classes)
+            checked.unmapped = _unmapped_values(spec, raw)
+        elif read_labels:
+            checked.pixels = _class_pixels(spec.read_label(sample), spec.num_classes)
     except (OSError, DataError) as exc:
         checked.labelled = int(sample.label is not None)
         checked.problems = [str(exc) if isinstance(exc, DataError) else f"{sample.image}: unreadable ({exc})"]
@@ -196,10 +197,11 @@ def _label_counts(spec: DatasetSpec, sample) -> np.ndarray:
     return _class_pixels(spec.read_label(sample), spec.num_classes)[:-1]
 
 
-def _unmapped_values(spec: DatasetSpec, path) -> Counter:
-    values, counts = np.unique(read_index_mask(path), return_counts=True)
+def _unmapped_values(spec: DatasetSpec, raw: np.ndarray) -> Counter:
+    """Raw mask values label_mapping leaves out (read as ignore), with their pixel counts."""
+    counts = np.bincount(raw.ravel(), minlength=256) if raw.dtype != np.uint8 else _class_pixels(raw, 256)[:-1]
     mapped = set(spec.label_mapping or {}) | {spec.ignore_index}
-    return Counter({int(v): int(c) for v, c in zip(values, counts, strict=True) if int(v) not in mapped})
+    return Counter({int(v): int(c) for v, c in enumerate(counts) if c and v not in mapped})
 
 
 def class_frequencies(spec: DatasetSpec, split: str = "train", progress=None) -> np.ndarray:

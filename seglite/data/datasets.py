@@ -244,7 +244,10 @@ class DatasetSpec:
         path = sample.label
         if self.mask_format == "color":
             return self._read_colour_mask(path)
-        raw = read_index_mask(path)
+        return self.classes_of(read_index_mask(path), path)
+
+    def classes_of(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """An index mask's raw values (read_index_mask) as class ids, through label_mapping where there is one."""
         mapped = self.lookup_table(256 if raw.dtype == np.uint8 else 65536)[raw]
         bad = mapped == _INVALID
         if bad.any():
