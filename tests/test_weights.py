@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import subprocess
 import sys
@@ -251,6 +252,10 @@ def test_segmenter_without_weights_runs_the_default_published_model(home):
     target.write_bytes(require_realdata("weights", "espnetv2", entry.file).read_bytes())
     seg = seglite.Segmenter(device="cpu", size="512x256")  # the size as the command line writes it
     assert seg.loaded.source == DEFAULT_WEIGHTS and seg.preprocess.size == (512, 256)
+    result = cli("bench", "--size", "128x64", "--backend", "torch", "--warmup", "0", "--iters", "1", "--json")
+    assert result.returncode == 0, result.stderr  # as predict: the published model when none is named
+    assert result.stderr == f"no --model or --weights: benchmarking {DEFAULT_WEIGHTS}\n"
+    assert json.loads(result.stdout)["model"] == "espnetv2_s2.0"
 
 
 def test_create_model_refuses_what_it_cannot_build_with_the_fix():

@@ -19,6 +19,7 @@ from seglite.cli.common import (
     _on_main,
     app,
     console,
+    or_default_weights,
     print_json,
     print_table,
 )
@@ -63,6 +64,7 @@ def bench_cmd(
     from seglite.zoo.checkpoint import load_model
 
     _note_shared_cpu(threads)
+    weights = or_default_weights(model, weights, "benchmarking")
     if find_artifact(weights) is not None:  # an exported model: its own runtime at its own size
         result = benchmark_artifact(open_artifact(weights, model, threads), warmup, iters, threads)
         size, results = "x".join(map(str, result.size)), [result]

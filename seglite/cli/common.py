@@ -149,6 +149,17 @@ def _trained_on(weights: str | None) -> str | None:
     return name if name in builtin_datasets() else None
 
 
+def or_default_weights(model: str | None, weights: str | None, doing: str) -> str | None:
+    """Neither --model nor --weights: the published model predict runs (Ultralytics' CLI has a default model too),
+    said on stderr."""
+    from seglite.zoo.registry import DEFAULT_WEIGHTS
+
+    if model is None and weights is None:
+        err_console.print(f"no --model or --weights: {doing} {DEFAULT_WEIGHTS}")
+        return DEFAULT_WEIGHTS
+    return weights
+
+
 def _segmenter(
     model: str | None, weights: str | None, device: str, size: str | None, half: bool, backend: str, **options
 ) -> Segmenter:

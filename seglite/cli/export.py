@@ -16,6 +16,7 @@ from seglite.cli.common import (
     app,
     console,
     err_console,
+    or_default_weights,
     print_json,
 )
 
@@ -60,7 +61,7 @@ def export_cmd(
     spec = _dataset(data, data_root) if (data or data_root) else None
     report = export_model(
         model,
-        weights,
+        or_default_weights(model, weights, "exporting"),
         fmt,
         out,
         precision="fp16" if half else precision,
