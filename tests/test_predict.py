@@ -472,6 +472,16 @@ def test_predict_video_from_python_never_replaces_an_earlier_result_unasked(vide
         seg.predict_video(street / "a.png", tmp_path / "img")
 
 
+def test_an_out_that_names_a_file_is_refused_with_the_folder_to_pass(street, tmp_path):
+    for name in ("result.png", "drive.MP4"):
+        result = cli("predict", str(street / "a.png"), *FAST, "--out", str(tmp_path / name))
+        assert result.returncode == 2 and not (tmp_path / name).exists()
+        assert "names a folder, not a file; " in result.stderr
+        assert result.stderr.endswith(f"pass a folder, e.g. --out {tmp_path / Path(name).stem}\n")
+    (tmp_path / "v1.png").mkdir()  # an existing folder of that name is a folder
+    assert cli("predict", str(street / "a.png"), *FAST, "--out", str(tmp_path / "v1.png")).returncode == 0
+
+
 def test_a_device_that_is_not_there_is_one_line_naming_what_is(street, monkeypatch):
     import torch
 

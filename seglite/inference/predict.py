@@ -14,7 +14,7 @@ import numpy as np
 from seglite.errors import InputError, OutputError, SegliteError
 from seglite.files import choose_output, prepare_output_folder
 from seglite.inference.outputs import output_name, write_outputs
-from seglite.inference.sources import Source, read_image, resolve_source
+from seglite.inference.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Source, read_image, resolve_source
 from seglite.inference.video import (
     VIDEO_FORMATS,
     VideoResult,
@@ -181,6 +181,11 @@ def choose_output_folder(
 ) -> Path:
     """`--out` given: refuse (one line) if any output already exists, unless `exist_ok`. Not given: the default
     folder, or `outputs/predict2`, `3`, ... where the default holds outputs of these inputs (Ultralytics' rule)."""
+    if out_dir is not None and out_dir.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS and not out_dir.is_dir():
+        raise InputError(
+            f"--out {out_dir}: names a folder, not a file; each input's outputs go into it named after the input "
+            f"(<name>_overlay.png, <name>_overlay.mp4, ...): pass a folder, e.g. --out {out_dir.with_suffix('')}"
+        )
     return choose_output(
         out_dir,
         Path(DEFAULT_OUT),
