@@ -535,6 +535,29 @@ def test_a_recipes_class_map_for_another_data_set_is_named_before_the_data_are_r
     assert "linked classes: road <- road" in result.stdout
 
 
+def test_a_run_started_with_relative_paths_resumes_from_another_folder(tmp_path, monkeypatch):
+    from seglite.zoo.checkpoint import LoadedWeights, read_checkpoint_file, save_checkpoint
+    from seglite.zoo.preprocess import IMAGENET
+
+    _binary_yaml(tmp_path)
+    net = seglite.create_model("espnetv2_s0.5", num_classes=2)
+    save_checkpoint(tmp_path / "w.pt", LoadedWeights(net, "espnetv2_s0.5", ("background", "road"), IMAGENET, "w"))
+    recipe = str(Path("configs/synth_espnetv2_s0.5.yaml").resolve())
+    fast = ("--set", "fused_norm=false", "--set", "amp=none", "--set", "data.val_limit=1")
+    monkeypatch.chdir(tmp_path)
+    first = cli(
+        "train", recipe, "--data", "drive.yaml", "--init", "w.pt", "--out", "run", "--set", "schedule.iters=1", *fast
+    )
+    assert first.returncode == 0, first.stderr
+    saved = read_checkpoint_file(tmp_path / "run" / "last.pt")["config"]
+    assert saved["data"]["dataset"] == str(tmp_path / "drive.yaml") and saved["init"] == str(tmp_path / "w.pt")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = cli("train", "--out", "../run", "--resume", "--data", "../drive.yaml", "--set", "schedule.iters=2")
+    assert again.returncode == 0, again.stderr
+    assert "finished at iteration 2" in again.stdout
+
+
 def test_init_weights_of_another_architecture_are_refused(tmp_path):
     path = _binary_yaml(tmp_path)
     weights = require_realdata("weights", "espnetv2", "espnetv2_s_0.5_city_512x256.pth")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from seglite.data.datasets import builtin_datasets
 from seglite.errors import ConfigError
 from seglite.yamlfile import read_mapping
 
@@ -189,6 +190,9 @@ def _lookup(raw: dict, key: str):
 def _same(key: str, old, new) -> bool:
     if key == "data.root" and old is not None and new is not None:
         return Path(str(old)).resolve() == Path(str(new)).resolve()
+    if key in ("data.dataset", "init", "distill.teacher"):  # saved absolute (anchored), given from any folder
+        builtin = tuple(builtin_datasets())
+        return _absolute(old, builtin) == _absolute(new, builtin)
     return old == new
 
 
@@ -222,6 +226,26 @@ def _merge(base: dict, override: dict) -> dict:
             _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
         )
     return merged
+
+
+def anchored(config: TrainConfig) -> TrainConfig:
+    """Relative paths of a run (data set YAML, data root, init and teacher weights) made absolute: the run saves its
+    config, and `--resume` from another folder must read the same files."""
+
+    data = dataclasses.replace(
+        config.data,
+        dataset=_absolute(config.data.dataset, tuple(builtin_datasets())),
+        root=_absolute(config.data.root),
+    )
+    distill = dataclasses.replace(config.distill, teacher=_absolute(config.distill.teacher))
+    return dataclasses.replace(config, data=data, distill=distill, init=_absolute(config.init))
+
+
+def _absolute(value: object, builtin: tuple[str, ...] = ()) -> object:
+    """An existing relative path made absolute; names (a built-in data set, a zoo name) and the rest as they are."""
+    if not isinstance(value, str) or not value or value in builtin or Path(value).is_absolute():
+        return value
+    return str(Path(value).resolve()) if Path(value).exists() else value
 
 
 def find_recipe(text: str | Path) -> Path:

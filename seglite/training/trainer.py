@@ -32,7 +32,7 @@ from seglite.files import prepare_output_folder, write_failure
 from seglite.models import fused
 from seglite.models.registry import create_model
 from seglite.sharing import ThreadGovernor
-from seglite.training.config import DataConfig, TrainConfig
+from seglite.training.config import DataConfig, TrainConfig, anchored
 from seglite.training.distill import DistillationLoss, Teacher, cached_soft_targets
 from seglite.training.finetune import init_from
 from seglite.training.losses import SegmentationLoss
@@ -230,6 +230,7 @@ class Trainer:
     ):
         """`exist_ok`: train afresh in a folder that holds a run, replacing it; otherwise such a folder is refused
         (a finished run's best.pt is hours of work) unless `resume` continues it."""
+        config = anchored(config)
         self.config, self.out_dir, self.resume, self.show_progress = config, Path(out_dir), resume, show_progress
         self.exist_ok = exist_ok
         self.dataset = load_dataset(config.data.dataset, config.data.root)
