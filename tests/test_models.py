@@ -37,6 +37,28 @@ def test_parameter_counts_match_the_papers(name, classes):
     assert count_parameters(seglite.create_model(name, num_classes=classes)) == PUBLISHED_PARAMS[(name, classes)]
 
 
+def test_seglite_models_lists_each_network_with_its_published_weights():
+    import json
+
+    from conftest import cli
+
+    result = cli("models", "--json", "--size", "256x128")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == set(ALL_MODELS)
+    assert rows["espnetv2_s1.0"]["published_weights"] == [
+        "espnetv2_s1.0_cityscapes_1024x512",
+        "espnetv2_s1.0_cityscapes_512x256",
+    ]
+    assert (
+        rows["deeplabv3p_lcnet_050"]["published_weights"] == []
+        and "lcnet_050" in rows["deeplabv3p_lcnet_050"]["description"]
+    )
+    table = cli("models", "--size", "256x128").stdout
+    line = next(line for line in table.splitlines() if "│ espnetv1 " in line)
+    assert "3 (Cityscapes)" in line and "ESPNet with the light decoder" in line
+
+
 def test_espnet_q_override_gives_the_q3_count():
     # q=3 variant of the released checkpoints: 201,029 parameters with 19 classes (espnet.md §1.6).
     assert count_parameters(seglite.create_model("espnetv1", q=3)) == 201_029

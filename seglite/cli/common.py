@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +32,7 @@ app.add_typer(weights_app, name="weights")
 data_app = typer.Typer(no_args_is_help=True, help="Data sets: check, statistics, generate the synthetic city.")
 app.add_typer(data_app, name="data")
 PIPED_WIDTH = 240  # columns when stdout/stderr is no terminal
+NUMBER = re.compile(r"[-+]?[\d,.]+(e[-+]?\d+)? ?%?|-")  # a table cell print_table right-aligns
 
 
 def _console(stderr: bool) -> Console:
@@ -81,10 +83,11 @@ def print_json(obj: object) -> None:
 
 
 def print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    """A rich table whose first column is left-aligned and the rest (numbers) right-aligned."""
+    """A rich table: columns of numbers right-aligned, text left-aligned."""
     table = Table(title=title)
     for index, column in enumerate(columns):
-        table.add_column(column, justify="left" if index == 0 else "right")
+        numbers = rows and all(NUMBER.fullmatch(row[index].strip()) for row in rows)
+        table.add_column(column, justify="right" if index and numbers else "left")
     for row in rows:
         table.add_row(*row)
     console.print(table)

@@ -40,13 +40,29 @@ def models_cmd(
 ) -> None:
     """List the registered networks with parameters and GFLOPs (19 classes)."""
     from seglite.bench.complexity import model_complexity_table
+    from seglite.models.registry import get_spec
     from seglite.sizes import parse_size
+    from seglite.zoo.registry import list_zoo
 
-    rows = model_complexity_table(parse_size(size))
+    zoo = list_zoo()
+    rows = [
+        {
+            **row,
+            "description": get_spec(row["name"]).description,
+            "published_weights": [entry.name for entry in zoo if entry.model == row["name"]],
+        }
+        for row in model_complexity_table(parse_size(size))
+    ]
     print_rows(
         rows,
         as_json,
-        f"seglite models: 19 classes, GFLOPs at {size} (GFLOPs = 2 x GMACs)",
-        ("name", "params", "gflops"),
-        lambda r: (r["name"], f"{r['params']:,}", f"{r['gflops']:.2f}"),
+        f"seglite models: 19 classes, GFLOPs at {size} (GFLOPs = 2 x GMACs); weights: `seglite weights list`",
+        ("name", "params", "gflops", "published weights", "what"),
+        lambda r: (
+            r["name"],
+            f"{r['params']:,}",
+            f"{r['gflops']:.2f}",
+            f"{len(r['published_weights'])} (Cityscapes)" if r["published_weights"] else "none: train it",
+            r["description"],
+        ),
     )
