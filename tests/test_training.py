@@ -66,6 +66,13 @@ def test_recipes_in_configs_load():
         load_config(path)
 
 
+def test_sizes_take_the_command_lines_spelling_and_null_empties_a_mapping():
+    config = load_config("synth_espnetv2_s0.5", ["data.crop=512x256", "data.val_size=640X320", "class_map=null"])
+    assert config.data.crop == [512, 256] and config.data.val_size == [640, 320] and config.class_map == {}
+    with pytest.raises(ConfigError, match="'data.scale_range': expected a list, got '1x2'"):
+        load_config("synth_espnetv2_s0.5", ["data.scale_range=1x2"])  # not a size: no WxH spelling
+
+
 def test_an_error_keeps_its_bracketed_text(tmp_path):
     """Rich took "[min, max]" in a message for a style tag and printed "expected  with 0 < min <= max"."""
     result = cli("train", "synth_espnetv2_s0.5", "--set", "data.scale_range=[1.5,0.5]", "--out", str(tmp_path / "r"))

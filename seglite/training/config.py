@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -129,10 +130,14 @@ def _check(value, annotation, key: str):
         return _build(annotation, value, key)
     if origin is list:
         (item,) = typing.get_args(annotation)
+        if item is int and isinstance(value, str) and re.fullmatch(r"\d+x\d+", value.strip().lower()):
+            value = [int(v) for v in value.strip().lower().split("x")]  # a size as --size writes it: WxH
         if not isinstance(value, list | tuple):
             raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
         return [_check(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict or annotation is dict:
+        if value is None:  # `class_map: null` says "none", as {} does
+            return {}
         if not isinstance(value, dict):
             raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
         args = typing.get_args(annotation)
