@@ -62,10 +62,10 @@ def test_folder_of_images_gives_every_format_at_the_input_size(street, tmp_path)
         + ["a_overlay.png", "sub/b_overlay.jpg"]
     )
     from seglite.inference.predict import planned_outputs
-    from seglite.inference.sources import resolve_source
+    from seglite.inference.sources import resolve_sources
 
     # what the refusal to overwrite checks before any work is what was written
-    planned = planned_outputs(resolve_source(str(street)), tmp_path, ("overlay", "color", "trainid", "labelid"))
+    planned = planned_outputs(resolve_sources(str(street))[0], tmp_path, ("overlay", "color", "trainid", "labelid"))
     assert sorted(p.relative_to(tmp_path).as_posix() for p in planned) == names
     trainid = cv2.imread(str(tmp_path / "sub" / "b_trainid.png"), cv2.IMREAD_UNCHANGED)
     assert trainid.shape == (100, 200) and trainid.dtype == np.uint8 and trainid.max() < 19
@@ -192,11 +192,32 @@ def test_missing_path_and_empty_folder(tmp_path, kind):
 
 def test_a_folder_of_heic_photos_says_to_convert_them(tmp_path):
     from seglite.errors import InputError
-    from seglite.inference.sources import resolve_source
+    from seglite.inference.sources import resolve_sources
 
     (tmp_path / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")  # an iPhone photo's opening bytes
     with pytest.raises(InputError, match=r"its 1 HEIC photo\(s\) OpenCV cannot read: convert them to JPEG first"):
-        resolve_source(str(tmp_path))
+        resolve_sources(str(tmp_path))
+
+
+def test_a_folder_of_clips_segments_each_video_beside_its_images(video, street, tmp_path):
+    """A folder (or a glob) holding videos: each is segmented, named by its path below the folder."""
+    import shutil
+
+    clips = tmp_path / "clips"
+    (clips / "day2").mkdir(parents=True)
+    shutil.copy(video, clips / "drive.mp4")
+    shutil.copy(video, clips / "day2" / "drive.mp4")  # the same name in a sub-folder: its own output
+    shutil.copy(street / "a.png", clips / "still.png")
+    result = cli("predict", str(clips), *FAST, "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written == ["day2/drive_overlay.mp4", "drive_overlay.mp4", "still_overlay.png"]
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "day2" / "drive_overlay.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    capture.release()
+    result = cli("predict", str(clips / "**" / "*.mp4"), *FAST, "--format", "trainid", "--out", str(tmp_path / "g"))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "g").rglob("*_trainid")) == ["drive_trainid", "drive_trainid"]
 
 
 def test_zero_byte_mp4(tmp_path):
@@ -373,11 +394,11 @@ def test_pick_backend_takes_the_fastest_exact_backend_and_compiles_only_when_it_
 
 
 def test_sources_know_how_many_frames_they_hold(street, video):
-    from seglite.inference.sources import resolve_source
+    from seglite.inference.sources import resolve_sources
 
-    assert resolve_source(str(street)).expected_frames() == 2  # a.png and sub/b.jpg
-    assert resolve_source(str(video)).expected_frames() == 12
-    assert resolve_source("0").expected_frames() is None
+    assert resolve_sources(str(street))[0].expected_frames() == 2  # a.png and sub/b.jpg
+    assert resolve_sources(str(video))[0].expected_frames() == 12
+    assert resolve_sources("0")[0].expected_frames() is None
 
 
 @pytest.mark.parametrize("out_size", [(540, 960), (64, 128), (37, 53)])
@@ -468,7 +489,7 @@ def test_predict_video_from_python_never_replaces_an_earlier_result_unasked(vide
     assert overlay.stat().st_mtime_ns == before
     again = seg.predict_video(str(video), tmp_path, formats=("overlay",), streams=1, exist_ok=True)
     assert again.frames_written == 12 and overlay.stat().st_mtime_ns != before
-    with pytest.raises(InputError, match="images, not a video; call the Segmenter on them"):
+    with pytest.raises(InputError, match="not one video; call the Segmenter on images"):
         seg.predict_video(street / "a.png", tmp_path / "img")
 
 

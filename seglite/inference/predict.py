@@ -14,7 +14,7 @@ import numpy as np
 from seglite.errors import InputError, OutputError, SegliteError
 from seglite.files import choose_output, prepare_output_folder
 from seglite.inference.outputs import output_name, write_outputs
-from seglite.inference.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Source, read_image, resolve_source
+from seglite.inference.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Source, read_image, resolve_sources
 from seglite.inference.video import (
     VIDEO_FORMATS,
     VideoResult,
@@ -135,9 +135,9 @@ def predict_video(
     on_frames=None,
     streams: int | None = None,
 ) -> VideoResult:
-    prepare_output_folder(out_dir)
+    stem = source.video_stem()
+    prepare_output_folder((out_dir / stem).parent)  # a video in a folder's sub-folder keeps it under out_dir
     video = source.video
-    stem = video_stem(video)
     result = segment_video(
         segmenter,
         video,
@@ -156,13 +156,6 @@ def predict_video(
     return result
 
 
-def video_stem(video: str | int | None) -> str:
-    """The output name of a video (its file name), a camera (`camera0`) or a stream (`stream`)."""
-    if isinstance(video, int):
-        return f"camera{video}"
-    return Path(video).stem if isinstance(video, str) and "://" not in video else "stream"
-
-
 def planned_outputs(source: Source, out_dir: Path, formats: tuple[str, ...]) -> list[Path]:
     """Every file or folder `predict` will write for `source`: checked before the model loads, so an earlier
     result is never replaced unless the user asks (`--exist-ok`)."""
@@ -172,7 +165,7 @@ def planned_outputs(source: Source, out_dir: Path, formats: tuple[str, ...]) -> 
             for path in source.images
             for fmt in formats
         ]
-    stem = video_stem(source.video)
+    stem = source.video_stem()
     return [out_dir / (f"{stem}_{fmt}.mp4" if fmt in VIDEO_FORMATS else f"{stem}_{fmt}") for fmt in formats]
 
 
@@ -208,9 +201,9 @@ def expand_sources(specs: Sequence[str]) -> list[Source]:
             entries = [line for line in lines if line and not line.startswith("#")]
             if not entries:
                 raise InputError(f"{path}: the list names no images or videos")
-            sources += [resolve_source(str(path.parent / entry)) for entry in entries]
+            sources += [source for entry in entries for source in resolve_sources(str(path.parent / entry))]
         else:
-            sources.append(resolve_source(spec))
+            sources += resolve_sources(spec)
     if len(sources) > 1 and any(source.kind == "stream" for source in sources):
         raise InputError("a camera or stream is segmented on its own: pass it as the only SOURCE")
     return sources

@@ -300,19 +300,23 @@ class Segmenter:
         """Segment a video file, camera or stream into `out_dir` as `predict` does (pipelined; see
         seglite.inference.video); an earlier result there is refused unless `exist_ok`. `streams`: inference streams
         at once (None: two for a video file where `backend="auto"` measured that they pay, else one)."""
-        from seglite.inference.predict import planned_outputs, video_stem
-        from seglite.inference.sources import resolve_source
+        from seglite.inference.predict import planned_outputs
+        from seglite.inference.sources import resolve_sources
         from seglite.inference.video import segment_video
 
-        resolved = resolve_source(str(source))
-        if resolved.kind == "images":
-            raise InputError(f"{source}: images, not a video; call the Segmenter on them (a path or a list of paths)")
+        found = resolve_sources(str(source))
+        if len(found) != 1 or found[0].kind == "images":
+            raise InputError(
+                f"{source}: not one video; call the Segmenter on images (a path or a list of paths), and "
+                "predict_video on each video"
+            )
+        resolved = found[0]
         out = Path(out_dir)
         there = [path for path in planned_outputs(resolved, out, formats) if path.exists()]
         if there and not exist_ok:
             raise InputError(f"{there[0]}: already exists; pass another out_dir, or exist_ok=True to replace it")
         out.mkdir(parents=True, exist_ok=True)
-        stem = video_stem(resolved.video)
+        stem = resolved.video_stem()
         return segment_video(
             self, resolved.video, out, stem, formats=formats, batch=batch, alpha=alpha, streams=streams
         )

@@ -16,6 +16,7 @@ from seglite.errors import InputError
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 MIN_IMAGE_SIDE = 8  # smaller images carry no scene for these networks (and OpenCV's overlay treats 1x1 as a scalar)
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS  # what a folder or a glob gives predict
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,15 @@ class Source:
             return image.stem
         return image.relative_to(self.base).with_suffix("").as_posix()
 
+    def video_stem(self) -> str:
+        """The output name of a video (its file name; its path below `base` for a video found in a folder), a
+        camera (`camera0`) or a stream (`stream`)."""
+        if isinstance(self.video, int):
+            return f"camera{self.video}"
+        if not isinstance(self.video, str) or "://" in self.video:
+            return "stream"
+        return self.output_stem(Path(self.video))
+
     @property
     def name(self) -> str:
         return str(self.video) if self.video is not None else f"{len(self.images)} image(s)"
@@ -47,34 +57,38 @@ class Source:
         return None
 
 
-def resolve_source(spec: str) -> Source:
-    """Classify SOURCE; a one-line InputError when it names nothing usable."""
+def resolve_sources(spec: str) -> list[Source]:
+    """Classify SOURCE: a folder or a glob gives its images (one source) and each of its videos; a one-line
+    InputError when it names nothing usable."""
     if spec.isdigit():
-        return Source("stream", video=int(spec))
+        return [Source("stream", video=int(spec))]
     if "://" in spec:
-        return Source("stream", video=spec)
+        return [Source("stream", video=spec)]
     path = Path(spec).expanduser()
-    if path.is_dir():
-        images = tuple(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
-        if not images:
-            heic = sum(1 for p in path.rglob("*") if p.suffix.lower() in (".heic", ".heif"))
-            hint = f"; its {heic} HEIC photo(s) OpenCV cannot read: convert them to JPEG first" if heic else ""
-            raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}){hint}")
-        return Source("images", images=images, base=path)
     if path.is_file():
         if path.suffix.lower() in VIDEO_EXTENSIONS:
-            return Source("video", video=str(path))
-        return Source("images", images=(path,))
-    if glob.has_magic(spec):
-        matches = tuple(
-            sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+            return [Source("video", video=str(path))]
+        return [Source("images", images=(path,))]
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS and p.is_file())
+        base = path
+    elif glob.has_magic(spec):
+        found = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in MEDIA_EXTENSIONS)
+        base = Path(os.path.commonpath([p.parent for p in found])) if found else None
+    else:
+        raise InputError(
+            f"{spec}: no such file or folder (expected an image, a folder, a glob, a video, a camera index or a URL)"
         )
-        if not matches:
-            raise InputError(f"{spec}: pattern matches no images")
-        return Source("images", images=matches, base=Path(os.path.commonpath([p.parent for p in matches])))
-    raise InputError(
-        f"{spec}: no such file or folder (expected an image, a folder, a glob, a video, a camera index or a URL)"
-    )
+    images = tuple(p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS)
+    videos = [p for p in found if p.suffix.lower() in VIDEO_EXTENSIONS]
+    if not found:
+        what = "folder holds" if path.is_dir() else "pattern matches"
+        heic = sum(1 for p in path.rglob("*") if p.suffix.lower() in (".heic", ".heif")) if path.is_dir() else 0
+        hint = f"; its {heic} HEIC photo(s) OpenCV cannot read: convert them to JPEG first" if heic else ""
+        raise InputError(f"{spec}: {what} no images or videos ({', '.join(sorted(MEDIA_EXTENSIONS))}){hint}")
+    return ([Source("images", images=images, base=base)] if images else []) + [
+        Source("video", video=str(video), base=base) for video in videos
+    ]
 
 
 @contextlib.contextmanager
