@@ -688,6 +688,14 @@ def test_the_same_classes_in_another_order_are_linked_by_name(tmp_path):
         prediction_lookup(("background", "road", "sky"), spec, None)
 
 
+def test_a_shipped_class_map_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    shipped = load_class_map(Path("configs/class_maps/cityscapes_to_camvid.yaml").resolve())
+    monkeypatch.chdir(tmp_path)
+    assert load_class_map("cityscapes_to_camvid") == load_class_map("cityscapes_to_camvid.yaml") == shipped
+    with pytest.raises(DataError, match="class map city_to_camvid: no such file; seglite's own: cityscapes_to_camvid"):
+        load_class_map("city_to_camvid")
+
+
 def test_shipped_class_map_names_real_classes():
     mapping = load_class_map("configs/class_maps/cityscapes_to_camvid.yaml")
     links = link_classes(tuple(CAMVID_NAMES), CLASS_NAMES, mapping)

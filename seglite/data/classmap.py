@@ -9,6 +9,12 @@ from pathlib import Path
 from seglite.errors import DataError
 from seglite.yamlfile import read_mapping
 
+CLASS_MAPS = Path(__file__).resolve().parents[2] / "configs" / "class_maps"  # a checkout's (pip install -e .)
+
+
+def shipped_class_maps() -> list[str]:
+    return sorted(p.stem for p in CLASS_MAPS.glob("*.yaml")) if CLASS_MAPS.is_dir() else []
+
 
 def load_class_map(value: str | Path | dict | None) -> dict[str, list[str]]:
     """A class map from a YAML file or a mapping; each target lists its source classes."""
@@ -17,8 +23,13 @@ def load_class_map(value: str | Path | dict | None) -> dict[str, list[str]]:
     where = "class_map"
     if not isinstance(value, dict):
         path = Path(value)
+        shipped = CLASS_MAPS / f"{path.name.removesuffix('.yaml')}.yaml"
+        if not path.is_file() and path.parent == Path(".") and shipped.is_file():
+            path = shipped  # a shipped map by name, from any folder
         if not path.is_file():
-            raise DataError(f"class map {path}: no such file (see configs/class_maps/)")
+            raise DataError(
+                f"class map {path}: no such file; seglite's own: {', '.join(shipped_class_maps()) or 'none'}"
+            )
         value = read_mapping(path, DataError, "a mapping {target class: source class or [source classes]}")
         where = str(path)
     out = {}

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from seglite.data.cityscapes import Sample, read_image
-from seglite.data.classmap import describe_links, link_classes, load_class_map
+from seglite.data.classmap import describe_links, link_classes, load_class_map, shipped_class_maps
 from seglite.data.datasets import DatasetSpec, load_dataset
 from seglite.data.labels import IGNORE_INDEX, train_ids_to_label_ids
 from seglite.distributed import DistInfo, all_reduce_sum, shard
@@ -120,7 +120,7 @@ def prediction_lookup(
         raise DataError(
             f"the weights predict {len(predicted)} classes ({', '.join(predicted[:4])}, ...) and data set "
             f"{dataset.name!r} has {dataset.num_classes} ({', '.join(dataset.names[:4])}, ...): pass --class-map "
-            "MAP.yaml (e.g. configs/class_maps/cityscapes_to_camvid.yaml)"
+            f"MAP.yaml {{data set class: predicted class(es)}} or a map seglite ships ({', '.join(shipped_class_maps())})"
         )
     links = link_classes(dataset.names, predicted, load_class_map(class_map))
     table = torch.full((256,), IGNORE_INDEX, dtype=torch.long)
