@@ -93,6 +93,42 @@ def test_report_entries_name_a_network_weights_or_a_label(tmp_path):
         parse_entries("espnetv2_s05")
 
 
+def test_report_tells_two_checkpoints_of_one_network_apart_and_maps_other_classes(tmp_path, monkeypatch):
+    """The published Cityscapes model beside one fine-tuned on the user's classes: both evaluated on the user's
+    data set (the Cityscapes one through --class-map), and named apart in the table and the plot."""
+    import cv2
+    import numpy as np
+    import yaml
+
+    import seglite
+    from seglite.bench.report import ReportOptions, build_report, parse_entries
+    from seglite.data.labels import CLASS_NAMES
+    from seglite.zoo.preprocess import IMAGENET
+
+    root = tmp_path / "drive"
+    for folder in ("images/val", "masks/val"):
+        (root / folder).mkdir(parents=True)
+    for i in range(2):
+        mask = np.zeros((64, 128), np.uint8)
+        mask[32:] = 1
+        cv2.imwrite(str(root / "images/val" / f"f{i}.png"), np.full((64, 128, 3), 90 + 40 * i, np.uint8))
+        cv2.imwrite(str(root / "masks/val" / f"f{i}.png"), mask)
+    data = tmp_path / "drive.yaml"
+    data.write_text(yaml.safe_dump({"path": str(root), "val": "images/val", "masks_dir": {"images": "masks"},
+                                    "names": ["background", "road"]}))  # fmt: skip
+    for run, classes in (("city", CLASS_NAMES), ("mine", ("background", "road"))):
+        (tmp_path / run).mkdir()
+        net = seglite.create_model("espnetv2_s0.5", num_classes=len(classes))
+        atomic_torch_save(checkpoint_dict("espnetv2_s0.5", net, classes, IMAGENET.with_size((128, 64))),
+                          tmp_path / run / "best.pt")  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    options = ReportOptions(data=str(data), class_map={"background": ["building", "sky"]}, backend="torch", iters=1)
+    rows = build_report(parse_entries("city,mine"), options, tmp_path / "report")
+    assert [row["name"] for row in rows] == ["espnetv2_s0.5 (city)", "espnetv2_s0.5 (mine)"]
+    assert all(row["miou"] is not None and row["eval_images"] == 2 for row in rows)
+    assert "| espnetv2_s0.5 (mine) |" in (tmp_path / "report" / "report.md").read_text()
+
+
 @pytest.mark.slow  # 20 s: a report over three models and an exported one, with mIoU
 def test_report_with_data_writes_table_and_plot(tmp_path):
     import seglite

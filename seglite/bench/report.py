@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import gc
@@ -17,6 +18,7 @@ from seglite.devices import resolve_device
 from seglite.distributed import DistInfo, barrier
 from seglite.errors import InputError
 from seglite.files import atomic_write_bytes, prepare_output_folder, write_failure
+from seglite.zoo.registry import BEST, LAST
 
 
 @dataclass
@@ -25,6 +27,7 @@ class ReportOptions:
     data_root: Path | None = None
     data: str | None = None  # data set name or YAML (None: Cityscapes at data_root)
     split: str = "val"
+    class_map: str | Path | dict | None = None  # for the models that predict other classes than the data set's
     device: str = "cpu"
     threads: int | None = None
     backend: str = "auto"
@@ -119,10 +122,13 @@ def build_report(
             segmenter = Segmenter(model=entry.model, weights=entry.weights, device=options.device, size=size)
             miou, evaluated = None, {"dataset": None, "data_root": None, "split": None, "eval_images": 0}
             if (options.data_root is not None or options.data) and entry.weights is not None:  # at the timed size
+                dataset = load_dataset(options.data, options.data_root)
+                same = sorted(map(str.lower, segmenter.loaded.classes)) == sorted(map(str.lower, dataset.names))
+                limit, class_map = options.eval_limit, None if same else options.class_map
                 result = evaluate(
                     segmenter,
-                    load_dataset(options.data, options.data_root),
-                    EvalOptions(split=options.split, limit=options.eval_limit, progress=False),
+                    dataset,
+                    EvalOptions(split=options.split, limit=limit, progress=False, class_map=class_map),
                     dist,
                 )
                 miou = round(result.summary["miou"], 2)
@@ -172,12 +178,34 @@ def build_report(
                 progress(rows[-1])
     if not dist.is_main:
         return rows
+    _name_apart(rows)
     try:
         _write_tables(rows, machine, out)
         _plot(rows, machine, out / "pareto.png")
     except OSError as exc:
         raise write_failure(exc, f"report in {out}", kept="files already renamed into place are complete") from None
     return rows
+
+
+def _name_apart(rows: list[dict]) -> None:
+    """Rows that would share a name but hold different weights (the published s0.5 and one fine-tuned from it) are
+    named by their weights too: the table and the plot must tell them apart."""
+    weights_of: dict[str, set] = {}
+    for row in rows:
+        weights_of.setdefault(row["name"], set()).add(row["weights"])
+    for row in rows:
+        if len(weights_of[row["name"]]) > 1 and row["weights"] is not None and row["weights"] != row["name"]:
+            row["name"] = f"{row['name']} ({_short_weights(row['weights'])})"
+
+
+def _short_weights(weights: str) -> str:
+    """A zoo name as it is; a checkpoint by its path from here (a run's best.pt/last.pt by its run folder)."""
+    path = Path(weights)
+    if not path.exists():
+        return weights
+    with contextlib.suppress(ValueError):
+        path = path.resolve().relative_to(Path.cwd())
+    return (path.parent if path.name in (BEST, LAST) else path).as_posix()
 
 
 def _time_pytorch(segmenter, size: tuple[int, int], options: ReportOptions, threads: int | None):

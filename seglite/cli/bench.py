@@ -9,6 +9,7 @@ import typer
 
 from seglite.cli.common import (
     SIZE_DEFAULT,
+    ClassMapOption,
     DataOption,
     DataRootOption,
     RunnableWeightsOption,
@@ -115,6 +116,7 @@ def report_cmd(
     data: DataOption = None,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Data root for mIoU.")] = None,
     split: Annotated[str, typer.Option()] = "val",
+    class_map: ClassMapOption = None,
     size: Annotated[
         list[str] | None,
         typer.Option(
@@ -155,6 +157,7 @@ def report_cmd(
         data_root=data_root,
         data=data,
         split=split,
+        class_map=class_map,
         device=device,
         threads=threads,
         backend=backend,

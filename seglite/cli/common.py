@@ -122,6 +122,14 @@ DataOption = Annotated[
 ]
 
 
+ClassMapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--class-map",
+        help="YAML {data set class: predicted class(es)}, or a shipped map's name (cityscapes_to_camvid), for "
+        "weights of other classes.",
+    ),
+]
 DataRootOption = Annotated[Path | None, typer.Option("--data-root", help="Data root (overrides the data set's path).")]
 
 

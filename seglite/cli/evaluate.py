@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from seglite.cli.common import (
+    ClassMapOption,
     DataOption,
     DataRootOption,
     RunnableWeightsOption,
@@ -38,10 +39,7 @@ def eval_cmd(
     data: DataOption = None,
     data_root: DataRootOption = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
-    class_map: Annotated[
-        Path | None,
-        typer.Option("--class-map", help="YAML {data set class: predicted class(es)} for weights of other classes."),
-    ] = None,
+    class_map: ClassMapOption = None,
     size: Annotated[
         str | None, typer.Option(help="Network input WxH; default: the weights' own, else full resolution.")
     ] = None,
