@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -218,6 +219,35 @@ def test_a_folder_of_clips_segments_each_video_beside_its_images(video, street, 
     result = cli("predict", str(clips / "**" / "*.mp4"), *FAST, "--format", "trainid", "--out", str(tmp_path / "g"))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "g").rglob("*_trainid")) == ["drive_trainid", "drive_trainid"]
+
+
+def test_a_file_is_known_by_its_content_under_another_suffix_and_refused_before_the_model_loads(
+    video, street, tmp_path, monkeypatch
+):
+    import shutil
+
+    from seglite.errors import InputError
+    from seglite.inference.sources import resolve_sources
+
+    shutil.copy(video, tmp_path / "dashcam.TS")  # a dash-cam's transport stream
+    shutil.copy(video, tmp_path / "clip.bin")  # a video under a suffix no list holds
+    shutil.copy(street / "a.png", tmp_path / "frame.dat")
+    assert [s.kind for f in ("dashcam.TS", "clip.bin", "frame.dat") for s in resolve_sources(str(tmp_path / f))] == [
+        "video",
+        "video",
+        "images",
+    ]
+    (tmp_path / "notes.pdf").write_text("%PDF-1.4 not a picture")
+    (tmp_path / "IMG_2.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    monkeypatch.setattr("seglite.cli.predict._segmenter", lambda *a, **k: pytest.fail("the model was loaded"))
+    for name, message in (
+        ("notes.pdf", "not an image or a video seglite reads (.3gp, "),
+        ("IMG_2.heic", "convert it to JPEG"),
+    ):
+        with pytest.raises(InputError, match=re.escape(message)):
+            resolve_sources(str(tmp_path / name))
+        result = cli("predict", str(tmp_path / name), *FAST, "--out", str(tmp_path / "o"))
+        assert result.returncode == 2 and message in result.stderr
 
 
 def test_zero_byte_mp4(tmp_path):

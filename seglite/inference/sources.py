@@ -13,9 +13,26 @@ import numpy as np
 
 from seglite.errors import InputError
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".avif"}
+HEIC_EXTENSIONS = {".heic", ".heif"}  # iPhone photos: OpenCV decodes no HEVC image
 MIN_IMAGE_SIDE = 8  # smaller images carry no scene for these networks (and OpenCV's overlay treats 1x1 as a scalar)
-VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+# Cameras' files too: dash-cams' .ts, camcorders' .mts/.m2ts, phones' .3gp.
+VIDEO_EXTENSIONS = {
+    ".mp4",
+    ".avi",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".ts",
+    ".mts",
+    ".m2ts",
+    ".3gp",
+    ".flv",
+}
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS  # what a folder or a glob gives predict
 
 
@@ -66,9 +83,7 @@ def resolve_sources(spec: str) -> list[Source]:
         return [Source("stream", video=spec)]
     path = Path(spec).expanduser()
     if path.is_file():
-        if path.suffix.lower() in VIDEO_EXTENSIONS:
-            return [Source("video", video=str(path))]
-        return [Source("images", images=(path,))]
+        return [_file_source(path)]
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS and p.is_file())
         base = path
@@ -83,12 +98,33 @@ def resolve_sources(spec: str) -> list[Source]:
     videos = [p for p in found if p.suffix.lower() in VIDEO_EXTENSIONS]
     if not found:
         what = "folder holds" if path.is_dir() else "pattern matches"
-        heic = sum(1 for p in path.rglob("*") if p.suffix.lower() in (".heic", ".heif")) if path.is_dir() else 0
+        heic = sum(1 for p in path.rglob("*") if p.suffix.lower() in HEIC_EXTENSIONS) if path.is_dir() else 0
         hint = f"; its {heic} HEIC photo(s) OpenCV cannot read: convert them to JPEG first" if heic else ""
         raise InputError(f"{spec}: {what} no images or videos ({', '.join(sorted(MEDIA_EXTENSIONS))}){hint}")
     return ([Source("images", images=images, base=base)] if images else []) + [
         Source("video", video=str(video), base=base) for video in videos
     ]
+
+
+def _file_source(path: Path) -> Source:
+    """One file named on the command line: known by its suffix, else by its content, before any model is loaded
+    (a PDF or a HEIC photo is named at once, not after minutes of backend trials)."""
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        return Source("video", video=str(path))
+    if suffix in IMAGE_EXTENSIONS:
+        return Source("images", images=(path,))
+    if suffix in HEIC_EXTENSIONS:
+        raise InputError(f"{path}: a HEIC photo, which OpenCV cannot read: convert it to JPEG first")
+    if cv2.haveImageReader(str(path)):  # an image under another suffix
+        return Source("images", images=(path,))
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if capture.isOpened() and capture.grab():  # a video FFmpeg reads under another suffix
+            return Source("video", video=str(path))
+    finally:
+        capture.release()
+    raise InputError(f"{path}: not an image or a video seglite reads ({', '.join(sorted(MEDIA_EXTENSIONS))})")
 
 
 @contextlib.contextmanager
