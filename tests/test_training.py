@@ -73,6 +73,22 @@ def test_sizes_take_the_command_lines_spelling_and_null_empties_a_mapping():
         load_config("synth_espnetv2_s0.5", ["data.scale_range=1x2"])  # not a size: no WxH spelling
 
 
+def test_print_config_shows_every_key_of_the_effective_recipe_and_trains_nothing(tmp_path):
+    import yaml
+
+    args = ("train", "synth_espnetv2_s0.5", "--set", "data.crop=96x64", "--init", "espnetv2_s0.5_cityscapes_1024x512")
+    result = cli(*args, "--out", str(tmp_path / "run"), "--print-config")
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert (
+        printed
+        == load_config("synth_espnetv2_s0.5", ["data.crop=96x64", "init=espnetv2_s0.5_cityscapes_1024x512"]).to_dict()
+    )
+    assert printed["data"]["crop"] == [96, 64] and "schedule" in printed and not (tmp_path / "run").exists()
+    (tmp_path / "printed.yaml").write_text(result.stdout)  # a recipe as it stands
+    assert load_config(tmp_path / "printed.yaml").to_dict() == printed
+
+
 def test_an_error_keeps_its_bracketed_text(tmp_path):
     """Rich took "[min, max]" in a message for a style tag and printed "expected  with 0 < min <= max"."""
     result = cli("train", "synth_espnetv2_s0.5", "--set", "data.scale_range=[1.5,0.5]", "--out", str(tmp_path / "r"))

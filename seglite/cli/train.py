@@ -57,6 +57,13 @@ def train_cmd(
     exist_ok: Annotated[
         bool, typer.Option("--exist-ok", "--overwrite", help="Train afresh in an --out that holds a run, replacing it.")
     ] = False,
+    print_config: Annotated[
+        bool,
+        typer.Option(
+            "--print-config",
+            help="Print the effective recipe (its base, --data, --init and --set applied; every key) as YAML, and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Train on Cityscapes or your own data set (torchrun for several GPUs or nodes); Ctrl-C saves and stops."""
     from seglite.files import next_free_name
@@ -97,6 +104,12 @@ def train_cmd(
         )
     else:
         cfg = load_config(config, [*fixed, *sets])
+    if print_config:
+        import yaml
+
+        text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, width=120, default_flow_style=None)
+        console.print(text.rstrip(), highlight=False)
+        return
     if chosen:  # once the recipe is known to be good
         err_console.print(f"run folder: {out}", highlight=False)
     _note_shared_cpu()
