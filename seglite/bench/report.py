@@ -124,11 +124,11 @@ def build_report(
             if (options.data_root is not None or options.data) and entry.weights is not None:  # at the timed size
                 dataset = load_dataset(options.data, options.data_root)
                 same = sorted(map(str.lower, segmenter.loaded.classes)) == sorted(map(str.lower, dataset.names))
-                limit, class_map = options.eval_limit, None if same else options.class_map
+                class_map = None if same else options.class_map  # models of the data set's own classes need none
                 result = evaluate(
                     segmenter,
                     dataset,
-                    EvalOptions(split=options.split, limit=limit, progress=False, class_map=class_map),
+                    EvalOptions(split=options.split, limit=options.eval_limit, progress=False, class_map=class_map),
                     dist,
                 )
                 miou = round(result.summary["miou"], 2)

@@ -17,22 +17,7 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 HEIC_EXTENSIONS = {".heic", ".heif"}  # iPhone photos: OpenCV decodes no HEVC image
 MIN_IMAGE_SIDE = 8  # smaller images carry no scene for these networks (and OpenCV's overlay treats 1x1 as a scalar)
 # Cameras' files too: dash-cams' .ts, camcorders' .mts/.m2ts, phones' .3gp.
-VIDEO_EXTENSIONS = {
-    ".mp4",
-    ".avi",
-    ".mov",
-    ".mkv",
-    ".webm",
-    ".m4v",
-    ".mpg",
-    ".mpeg",
-    ".wmv",
-    ".ts",
-    ".mts",
-    ".m2ts",
-    ".3gp",
-    ".flv",
-}
+VIDEO_EXTENSIONS = set(".mp4 .avi .mov .mkv .webm .m4v .mpg .mpeg .wmv .ts .mts .m2ts .3gp .flv".split())
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS  # what a folder or a glob gives predict
 
 
