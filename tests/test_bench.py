@@ -93,17 +93,11 @@ def test_report_entries_name_a_network_weights_or_a_label(tmp_path):
         parse_entries("espnetv2_s05")
 
 
-def test_report_tells_two_checkpoints_of_one_network_apart_and_maps_other_classes(tmp_path, monkeypatch):
-    """The published Cityscapes model beside one fine-tuned on the user's classes: both evaluated on the user's
-    data set (the Cityscapes one through --class-map), and named apart in the table and the plot."""
+def _two_class_drive(tmp_path: Path) -> Path:
+    """A data set of the user's own two classes (background, road): two 128x64 val frames."""
     import cv2
     import numpy as np
     import yaml
-
-    import seglite
-    from seglite.bench.report import ReportOptions, build_report, parse_entries
-    from seglite.data.labels import CLASS_NAMES
-    from seglite.zoo.preprocess import IMAGENET
 
     root = tmp_path / "drive"
     for folder in ("images/val", "masks/val"):
@@ -116,6 +110,37 @@ def test_report_tells_two_checkpoints_of_one_network_apart_and_maps_other_classe
     data = tmp_path / "drive.yaml"
     data.write_text(yaml.safe_dump({"path": str(root), "val": "images/val", "masks_dir": {"images": "masks"},
                                     "names": ["background", "road"]}))  # fmt: skip
+    return data
+
+
+def test_benchmark_scores_weights_of_other_classes_through_a_class_map(tmp_path):
+    import seglite
+    from seglite.bench.formats import benchmark_formats
+    from seglite.data.datasets import load_dataset
+    from seglite.data.labels import CLASS_NAMES
+    from seglite.errors import DataError
+    from seglite.zoo.preprocess import IMAGENET
+
+    weights = tmp_path / "city.pt"
+    net = seglite.create_model("espnetv2_s0.5")
+    atomic_torch_save(checkpoint_dict("espnetv2_s0.5", net, CLASS_NAMES, IMAGENET.with_size((128, 64))), weights)
+    data = load_dataset(_two_class_drive(tmp_path))
+    run = dict(formats=[], precisions=["fp32"], data=data, warmup=0, iters=1)
+    with pytest.raises(DataError, match="pass --class-map"):
+        benchmark_formats(None, str(weights), out=tmp_path / "a", **run)
+    rows, _ = benchmark_formats(None, str(weights), out=tmp_path / "b", class_map={"background": ["sky"]}, **run)
+    assert [r.format for r in rows] == ["pytorch"] and rows[0].miou is not None
+
+
+def test_report_tells_two_checkpoints_of_one_network_apart_and_maps_other_classes(tmp_path, monkeypatch):
+    """The published Cityscapes model beside one fine-tuned on the user's classes: both evaluated on the user's
+    data set (the Cityscapes one through --class-map), and named apart in the table and the plot."""
+    import seglite
+    from seglite.bench.report import ReportOptions, build_report, parse_entries
+    from seglite.data.labels import CLASS_NAMES
+    from seglite.zoo.preprocess import IMAGENET
+
+    data = _two_class_drive(tmp_path)
     for run, classes in (("city", CLASS_NAMES), ("mine", ("background", "road"))):
         (tmp_path / run).mkdir()
         net = seglite.create_model("espnetv2_s0.5", num_classes=len(classes))

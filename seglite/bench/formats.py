@@ -14,6 +14,7 @@ import torch
 from seglite.bench.latency import benchmark, benchmark_artifact, describe_machine, machine_fingerprint
 from seglite.bench.report import save_figure, write_json_and_csv
 from seglite.errors import SegliteError
+from seglite.evaluation.evaluator import EvalOptions, evaluate
 from seglite.export.base import runtime_threads
 from seglite.files import atomic_write_bytes, prepare_output_folder, write_failure
 
@@ -35,18 +36,16 @@ class FormatRow:
     note: str = ""
 
 
-def _miou(segmenter, data, limit: int | None) -> float:
-    from seglite.evaluation.evaluator import EvalOptions, evaluate
-
-    return round(evaluate(segmenter, data, EvalOptions(split="val", progress=False, limit=limit)).summary["miou"], 2)
+def _miou(segmenter, data, scoring: EvalOptions) -> float:
+    return round(evaluate(segmenter, data, scoring).miou, 2)
 
 
-def _pytorch_row(loaded, weights, size, data, limit, warmup, iters, threads) -> FormatRow:
+def _pytorch_row(loaded, weights, size, data, scoring, warmup, iters, threads) -> FormatRow:
     """The reference: the checkpoint in eager PyTorch (fp32, BatchNorm folded), measured like the artifacts."""
     from seglite.inference.segmenter import Segmenter
 
     latency = benchmark(loaded.model, loaded.model_name, size, threads=threads, warmup=warmup, iters=iters)
-    miou = None if data is None else _miou(Segmenter.from_loaded(loaded, "cpu", size), data, limit)
+    miou = None if data is None else _miou(Segmenter.from_loaded(loaded, "cpu", size), data, scoring)
     return FormatRow("pytorch", "fp32", "ok", None, None, 100.0, miou, latency.median_ms, latency.fps, weights, "")
 
 
@@ -59,20 +58,23 @@ def benchmark_formats(
     size: tuple[int, int] | None = None,
     data=None,
     limit: int | None = None,
+    class_map: str | Path | dict | None = None,
     warmup: int = 5,
     iters: int = 30,
     threads: int | None = None,
     progress: Callable[[FormatRow], None] | None = None,
 ) -> tuple[list[FormatRow], dict]:
     """Rows for eager PyTorch and every format x precision; a format that cannot run here is a row that says why.
-    The artifacts stay in `out` (one folder each), beside the tables and the plot."""
+    The artifacts stay in `out` (one folder each), beside the tables and the plot. `data`: the mIoU column's data set
+    (its first `limit` val images; `class_map` for weights of other classes, as `eval --class-map`)."""
     from seglite.export import get_format
     from seglite.zoo.checkpoint import load_model
 
     loaded = load_model(model, weights)
     size = tuple(size or loaded.fixed_size())
     prepare_output_folder(out)
-    rows = [_pytorch_row(loaded, weights, size, data, limit, warmup, iters, threads)]
+    scoring = EvalOptions(split="val", progress=False, limit=limit, class_map=class_map)
+    rows = [_pytorch_row(loaded, weights, size, data, scoring, warmup, iters, threads)]
     if progress:
         progress(rows[0])
     for name in formats:
@@ -84,7 +86,7 @@ def benchmark_formats(
             if (why := fmt.missing()) is not None:
                 row.note = why
             else:
-                _measure(row, fmt, loaded, weights, size, data, limit, out, warmup, iters, threads)
+                _measure(row, fmt, loaded, weights, size, data, scoring, out, warmup, iters, threads)
             rows.append(row)
             if progress:
                 progress(row)
@@ -99,7 +101,7 @@ def benchmark_formats(
     return rows, machine
 
 
-def _measure(row, fmt, loaded, weights, size, data, limit, out, warmup, iters, threads) -> None:
+def _measure(row, fmt, loaded, weights, size, data, scoring, out, warmup, iters, threads) -> None:
     from seglite.export.artifact import open_artifact
     from seglite.export.exporter import export_model
     from seglite.inference.segmenter import Segmenter
@@ -138,7 +140,7 @@ def _measure(row, fmt, loaded, weights, size, data, limit, out, warmup, iters, t
         latency = benchmark_artifact(open_artifact(report.path, threads=threads), warmup, iters, threads)
         row.median_ms, row.fps = latency.median_ms, latency.fps
         if data is not None:
-            row.miou = _miou(Segmenter(weights=report.path, device="cpu"), data, limit)
+            row.miou = _miou(Segmenter(weights=report.path, device="cpu"), data, scoring)
         row.status = "ok"
     except SegliteError as exc:
         row.status, row.note = "failed", str(exc)

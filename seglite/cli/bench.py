@@ -226,6 +226,7 @@ def benchmark_cmd(
     weights: WeightsOption = None,
     data: DataOption = None,
     data_root: DataRootOption = None,
+    class_map: ClassMapOption = None,
     formats: Annotated[
         str, typer.Option("--formats", help="all, or a comma-separated list (onnx,openvino,tflite,...).")
     ] = "all",
@@ -266,7 +267,7 @@ def benchmark_cmd(
             )
 
     rows, machine = benchmark_formats(
-        model, weights, names, precisions, out, parse_size(size), spec, limit, warmup, iters, threads, show
+        model, weights, names, precisions, out, parse_size(size), spec, limit, class_map, warmup, iters, threads, show
     )
     if as_json:
         from dataclasses import asdict
