@@ -10,22 +10,27 @@ from seglite.errors import SegliteError
 
 __version__ = "0.5.0"
 
-__all__ = ["Segmenter", "SegliteError", "create_model", "list_models", "load_weights", "__version__"]
+# name -> module that defines it; each imported on first use, so `import seglite` stays fast and the CLI can set
+# OpenMP's wait policy before torch loads (seglite.sharing).
+_LAZY = {
+    "Segmenter": "seglite.inference.segmenter",
+    "create_model": "seglite.models.registry",
+    "list_models": "seglite.models.registry",
+    "load_weights": "seglite.zoo.checkpoint",
+    "load_dataset": "seglite.data.datasets",
+    "evaluate": "seglite.evaluation.evaluator",
+    "EvalOptions": "seglite.evaluation.evaluator",
+    "load_config": "seglite.training.config",
+    "Trainer": "seglite.training.trainer",
+    "export_model": "seglite.export.exporter",
+}
+
+__all__ = ["SegliteError", "__version__", *_LAZY]
 
 
 def __getattr__(name: str):
-    # Everything here pulls in torch or OpenCV: imported on first use, so `import seglite` stays fast and the CLI can
-    # set OpenMP's wait policy before torch loads (seglite.sharing).
-    if name in ("create_model", "list_models"):
-        from seglite.models import registry
+    if name not in _LAZY:
+        raise AttributeError(f"module 'seglite' has no attribute {name!r}")
+    import importlib
 
-        return getattr(registry, name)
-    if name == "Segmenter":
-        from seglite.inference.segmenter import Segmenter
-
-        return Segmenter
-    if name == "load_weights":
-        from seglite.zoo.checkpoint import load_weights
-
-        return load_weights
-    raise AttributeError(name)
+    return getattr(importlib.import_module(_LAZY[name]), name)

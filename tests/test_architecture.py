@@ -7,6 +7,7 @@ import ast
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 PACKAGE = REPO / "seglite"
@@ -82,6 +83,21 @@ def test_inference_does_not_import_the_stages_above_it():
         if t.startswith(above)
     }
     assert not wrong, wrong
+
+
+def test_the_top_level_names_load_on_first_use():
+    """`import seglite` loads no torch (the CLI sets OpenMP's wait policy first); each name a script needs is there."""
+    code = (
+        "import sys, seglite; light = 'torch' not in sys.modules; "
+        "names = [getattr(seglite, n).__name__ for n in seglite.__all__ if n not in ('__version__',)]; "
+        "print(light, names)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("True [") and "'Trainer'" in result.stdout and "'evaluate'" in result.stdout
+    with pytest.raises(AttributeError, match="module 'seglite' has no attribute 'segmenter'"):
+        import seglite
+
+        seglite.segmenter  # noqa: B018
 
 
 def test_importing_the_segmenter_is_light():

@@ -216,8 +216,10 @@ def scale_notes(train_frame: tuple[int, int], val_frame: tuple[int, int], data: 
 class Trainer:
     """One training run, as `seglite train` runs it (checkpoints, metrics.jsonl and tensorboard/ in `out_dir`):
 
-    config = load_config("camvid_espnetv2_s1.0_finetune", ["data.root=data/CamVid", "schedule.iters=2000"])
-    summary = Trainer(config, "runs/camvid").run()  # {"iteration": 2000, "best_miou": ..., ...}
+    ```python
+    config = seglite.load_config("camvid_espnetv2_s1.0_finetune", ["data.root=data/CamVid", "schedule.iters=2000"])
+    summary = seglite.Trainer(config, "runs/camvid").run()  # {"iteration": 2000, "best_miou": ..., ...}
+    ```
     """
 
     def __init__(
