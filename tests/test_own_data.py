@@ -529,6 +529,10 @@ def test_a_recipes_class_map_for_another_data_set_is_named_before_the_data_are_r
     assert result.returncode == 2 and not read, result.stderr
     assert "target class 'Building' does not exist" in result.stderr
     assert "write one for its classes, or --set class_map={} to link classes of the same name only" in result.stderr
+    typo = cli(*args, "--set", "class_map={road: roadd}")  # a source class the init weights lack: no data set hint
+    assert typo.returncode == 2 and not read
+    assert typo.stderr.strip().endswith("source class 'roadd' does not exist; did you mean 'road'? (source classes: "
+                                        + ", ".join(CLASS_NAMES) + ")")  # fmt: skip
     monkeypatch.undo()
     result = cli(*args, "--set", "class_map={}", "--set", "schedule.iters=1", "--set", "fused_norm=false")
     assert result.returncode == 0, result.stderr

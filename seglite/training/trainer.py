@@ -329,6 +329,8 @@ class Trainer:
         try:
             link_classes(self.dataset.names, self.init_weights.classes, load_class_map(self.config.class_map))
         except DataError as exc:
+            if "target class" not in str(exc):  # a source class the init weights lack: the message says which
+                raise
             raise ConfigError(
                 f"{exc}; the recipe's class_map links {self.init_weights.source}'s classes to classes of another "
                 f"data set than {self.dataset.name!r}: write one for its classes, or --set class_map={{}} to link "
