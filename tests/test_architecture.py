@@ -85,15 +85,19 @@ def test_inference_does_not_import_the_stages_above_it():
     assert not wrong, wrong
 
 
+def _fresh_python(code: str) -> str:
+    """What `code` prints in a new interpreter (nothing imported before it)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_the_top_level_names_load_on_first_use():
     """`import seglite` loads no torch (the CLI sets OpenMP's wait policy first); each name a script needs is there."""
-    code = (
+    printed = _fresh_python(
         "import sys, seglite; light = 'torch' not in sys.modules; "
         "names = [getattr(seglite, n).__name__ for n in seglite.__all__ if n not in ('__version__',)]; "
         "print(light, names)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.startswith("True [") and "'Trainer'" in result.stdout and "'evaluate'" in result.stdout
+    assert printed.startswith("True [") and "'Trainer'" in printed and "'evaluate'" in printed
     with pytest.raises(AttributeError, match="module 'seglite' has no attribute 'segmenter'"):
         import seglite
 
@@ -101,10 +105,9 @@ def test_the_top_level_names_load_on_first_use():
 
 
 def test_importing_the_segmenter_is_light():
-    code = (
+    printed = _fresh_python(
         "import sys, seglite.inference.segmenter; "
         "print(sorted(m for m in ('onnxruntime', 'seglite.inference.video', 'seglite.inference.onnx_export') "
         "if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"
+    assert printed == "[]"
