@@ -87,7 +87,6 @@ def predict_cmd(
     )
     from seglite.inference.sources import check_stream
     from seglite.models.registry import get_spec
-    from seglite.zoo.registry import DEFAULT_WEIGHTS
 
     fmt = parse_formats(formats)
     sources = expand_sources(source)
@@ -98,9 +97,7 @@ def predict_cmd(
     units = shard(work_units(sources), dist)
     for unit in units:
         check_stream(sources[unit.source])
-    if model is None and weights is None:
-        weights = DEFAULT_WEIGHTS
-    elif weights is None and dist.is_main:
+    if weights is None and model is not None and dist.is_main:  # neither: the Segmenter runs DEFAULT_WEIGHTS
         get_spec(model)  # an unknown name is the error to report, not the random weights
         err_console.print(f"warning: no --weights: {model} is randomly initialised, its predictions mean nothing")
     frames = _expected_frames(sources, units)

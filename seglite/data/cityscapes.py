@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def find_samples(root: str | Path, split: str, require_labels: bool = True) -> l
 PACKED = ("leftImg8bit", "gtFine")  # the names Cityscapes' zips start with
 
 
+@functools.lru_cache(maxsize=64)  # data check asks once per image without a mask: one look at the folder
 def where_it_is(root: Path, relative: str, packed: tuple[str, ...] = ("",)) -> str:
     """Why `root/relative` is missing, for every layout: a download's zips (named `packed`...`.zip`) not unpacked in
     `root` yet, the data root one folder further down, or what the folder holds instead ("" when none applies)."""
