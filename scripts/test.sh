@@ -4,10 +4,11 @@
 # to pytest: `bash scripts/test.sh -m slow` runs the long tests, `-m export` the deployment converters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The ARM64 test of the native kernel needs a cross-compiler and qemu-user: installed where this runs as root with
-# apt (a CI container); elsewhere that test says it skipped and why.
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v qemu-aarch64 >/dev/null; then
-  (apt-get update -q && apt-get install -y -q gcc-aarch64-linux-gnu qemu-user) >/dev/null 2>&1 || true
+# The ARM64 test of the native kernel needs a cross-compiler and qemu-user, the `predict --show` window tests a
+# virtual display (Xvfb): installed where this runs as root with apt (a CI container); elsewhere those tests say they
+# skipped and why.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! { command -v qemu-aarch64 && command -v Xvfb; } >/dev/null; then
+  (apt-get update -q && apt-get install -y -q gcc-aarch64-linux-gnu qemu-user xvfb) >/dev/null 2>&1 || true
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip

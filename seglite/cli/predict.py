@@ -20,6 +20,7 @@ from seglite.cli.common import (
     console,
     err_console,
 )
+from seglite.errors import InputError
 
 
 @app.command("predict")
@@ -59,6 +60,14 @@ def predict_cmd(
     ] = None,
     batch: Annotated[int, typer.Option(min=1, help="Images or frames per forward pass.")] = 1,
     realtime: Annotated[bool, typer.Option("--realtime", help="Live sources: drop stale frames.")] = False,
+    show: Annotated[
+        bool,
+        typer.Option(
+            "--show",
+            help="Show each overlay in a window as it is made (q, Esc or closing it stops; a camera's recording is then "
+            "complete). Needs a display and Python's Tk.",
+        ),
+    ] = False,
     streams: Annotated[
         int | None,
         typer.Option(
@@ -86,11 +95,14 @@ def predict_cmd(
         work_units,
     )
     from seglite.inference.sources import check_stream
+    from seglite.inference.viewer import Viewer
     from seglite.models.registry import get_spec
 
     fmt = parse_formats(formats)
     sources = expand_sources(source)
     dist, device = _join_run(device)
+    if show and dist.world_size > 1:
+        raise InputError("--show shows one process's frames: drop it under torchrun")
     # Rank 0 alone decides the folder (another rank deciding later could see rank 0's first outputs).
     out = _on_main(dist, lambda: choose_output_folder(sources, out, fmt, exist_ok))
     check_distinct_outputs(sources, out, fmt)
@@ -101,6 +113,7 @@ def predict_cmd(
         get_spec(model)  # an unknown name is the error to report, not the random weights
         err_console.print(f"warning: no --weights: {model} is randomly initialised, its predictions mean nothing")
     frames = _expected_frames(sources, units)
+    viewer = Viewer(f"seglite predict {' '.join(source)}") if show else None  # no display: said before the model loads
     started = time.perf_counter()
     segmenter = _segmenter(model, weights, device, size, half, backend, int8=int8, compile=compile, frames=frames)
     set_up = time.perf_counter() - started
@@ -112,21 +125,29 @@ def predict_cmd(
             + (f"; set-up took {set_up:.0f} s (not in the FPS below)" if set_up >= 2 else "")
             + (f"; {dist.world_size} processes share the inputs" if dist.world_size > 1 else ""),
         )
-    with _predict_progress(dist.is_main) as (on_image, on_start, on_frames):
-        run = predict_units(
-            segmenter,
-            sources,
-            units,
-            out,
-            fmt,
-            alpha=alpha,
-            batch=batch,
-            realtime=realtime,
-            streams=streams,
-            on_image=on_image,
-            on_start=on_start,
-            on_frames=on_frames,
-        )
+    try:
+        with _predict_progress(dist.is_main) as (on_image, on_start, on_frames):
+            run = predict_units(
+                segmenter,
+                sources,
+                units,
+                out,
+                fmt,
+                alpha=alpha,
+                batch=batch,
+                realtime=realtime,
+                streams=streams,
+                on_image=on_image,
+                on_start=on_start,
+                on_frames=on_frames,
+                viewer=viewer,
+            )
+        if viewer is not None and run.images and not run.videos and not viewer.closed:
+            err_console.print("showing the last image: close its window (or press q) to finish")
+            viewer.hold()  # an image would otherwise only flash by
+    finally:
+        if viewer is not None:
+            viewer.close()
     runs = gather_objects(run, dist)
     cleanup(dist)
     failed = any(r.failures for r in runs)

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from seglite.errors import InputError, OutputError, SegliteError
+from seglite.errors import InputError, Interrupted, OutputError, SegliteError
 from seglite.files import choose_output, prepare_output_folder
-from seglite.inference.outputs import output_name, write_outputs
+from seglite.inference.outputs import output_name, render, write_outputs
 from seglite.inference.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Source, read_image, resolve_sources
 from seglite.inference.video import (
     VIDEO_FORMATS,
@@ -25,6 +25,7 @@ from seglite.sharing import in_streams, single_threaded_opencv
 
 if TYPE_CHECKING:  # for annotations only: inference modules import the Segmenter, never the reverse
     from seglite.inference.segmenter import Segmenter
+    from seglite.inference.viewer import Viewer
 
 DEFAULT_OUT = "outputs/predict"
 
@@ -35,6 +36,7 @@ class ImageRun:
     failures: list[str] = field(default_factory=list)  # one line per input that could not be processed
     processed: int = 0
     streams: int = 1  # inference streams it ran in
+    view: tuple[np.ndarray, np.ndarray] | None = None  # the last (image, trainIds), for a viewer
 
     def add(self, other: ImageRun) -> None:
         self.written += other.written
@@ -52,12 +54,13 @@ def predict_images(
     on_image: Callable[[Path], None] | None = None,
     source: Source | None = None,
     streams: int | None = 1,
+    viewer: Viewer | None = None,
 ) -> ImageRun:
     """Segment images in batches; a bad file is reported and skipped, the rest still run. Outputs keep each
     image's folder below the source folder (`source.output_stem`), so equal file names never overwrite.
     `streams` > 1 (CPU): that many batches at once, each on its share of the threads, so one image's reading and
     encoding overlap another's model instead of following it (None: as many as a video file gets; see
-    offline_streams)."""
+    offline_streams). `viewer`: shows each overlay as it is written; closing it stops the run like Ctrl-C."""
     run = ImageRun()
     prepare_output_folder(out_dir)
 
@@ -85,6 +88,7 @@ def predict_images(
                     out_dir, stem, image, train_ids, formats, alpha, segmenter.palette_lut, path.suffix
                 )
                 part.processed += 1
+                part.view = (image, train_ids) if viewer is not None else None
             except OutputError:
                 raise
             except (SegliteError, cv2.error) as exc:
@@ -120,6 +124,12 @@ def predict_images(
             run.add(part)
             for path in paths:
                 tick(path)
+            if viewer is not None and part.view is not None:
+                viewer.show(render("overlay", *part.view, alpha, segmenter.palette_lut))
+                if viewer.closed:
+                    raise Interrupted(
+                        f"window closed after {run.processed} of {len(images)} image(s); their outputs are in {out_dir}"
+                    )
     return run
 
 
@@ -134,6 +144,7 @@ def predict_video(
     on_start=None,
     on_frames=None,
     streams: int | None = None,
+    viewer: Viewer | None = None,
 ) -> VideoResult:
     stem = source.video_stem()
     prepare_output_folder((out_dir / stem).parent)  # a video in a folder's sub-folder keeps it under out_dir
@@ -150,6 +161,7 @@ def predict_video(
         on_start=on_start,
         on_frames=on_frames,
         streams=streams,
+        viewer=viewer,
     )
     if result.frames_read == 0:
         raise SegliteError(f"{video}: no frame could be decoded (empty or damaged video)")
@@ -280,9 +292,11 @@ def predict_units(
     on_start=None,
     on_frames=None,
     streams: int | None = None,
+    viewer: Viewer | None = None,
 ) -> PredictRun:
     """Segment these units (this rank's shard): images batched per source, each video whole. A bad input is a
-    line in `failures` and the others still run; a failure of the machine (OutputError) or Ctrl-C ends the run."""
+    line in `failures` and the others still run; a failure of the machine (OutputError), Ctrl-C or closing the
+    `viewer` (the window of `--show`) ends the run."""
     run, start = PredictRun(), time.perf_counter()
     images: dict[int, list[Path]] = {}
     for unit in units:
@@ -299,6 +313,7 @@ def predict_units(
             on_image=on_image,
             source=sources[index],
             streams=streams,  # None: as many as a video file gets
+            viewer=viewer,
         )
         run.images += len(paths)
         run.image_seconds = time.perf_counter() - start
@@ -322,6 +337,7 @@ def predict_units(
                 on_start=on_start,
                 on_frames=on_frames,
                 streams=streams,
+                viewer=viewer,
             )
         except SegliteError as exc:
             if exc.exit_code != 2:  # the machine's failure (1) or Ctrl-C (130) ends the run

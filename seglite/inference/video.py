@@ -34,6 +34,7 @@ from seglite.sharing import ThreadGovernor, in_streams, single_threaded_opencv
 
 if TYPE_CHECKING:  # the Segmenter imports this module lazily (predict_video, stream): no import circle
     from seglite.inference.segmenter import Segmenter
+    from seglite.inference.viewer import Viewer
 
 STAGES = ("decode", "preprocess", "model", "postprocess", "encode")
 
@@ -300,6 +301,14 @@ def _made(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
+def _shown(viewer: Viewer, segmenter: Segmenter, item: tuple, alpha: float) -> tuple:
+    """Show the batch's last overlay; its labels are made here, once (on CUDA the encode thread would make them)."""
+    indices, frames, labels = item
+    made = labels()
+    viewer.show(render("overlay", frames[-1], made[-1], alpha, segmenter.palette_lut))
+    return indices, frames, functools.partial(_made, made)
+
+
 class _Encoder(threading.Thread):
     """Renders and writes batches (making their labels first where the main thread left them: CUDA), so inference
     never waits on I/O."""
@@ -359,9 +368,11 @@ def segment_video(
     on_start: Callable[[VideoResult], None] | None = None,
     on_frames: Callable[[int], None] | None = None,
     streams: int | None = None,
+    viewer: Viewer | None = None,
 ) -> VideoResult:
     """Segment a video into `<stem>_<format>.mp4` (overlay/color) and `<stem>_<format>/` PNG folders (masks).
-    `streams`: inference streams (None: throughput_streams decides; 1 is latency mode)."""
+    `streams`: inference streams (None: throughput_streams decides; 1 is latency mode). `viewer`: shows each batch's
+    last overlay; closing it ends a camera or stream like its end, and stops a video file like Ctrl-C."""
     result = VideoResult()
     if streams is None:
         streams = throughput_streams(segmenter, live=realtime or is_live(video))
@@ -391,27 +402,34 @@ def segment_video(
     encoder = _Encoder(segmenter, writers, mask_dirs, alpha, result, on_frames, turns)
     encoder.start()
     start = time.perf_counter()
-    interrupted = False
+    interrupted = window_closed = False
+    batches = iter_batches(segmenter, video, batch, realtime, result, opened, turns, streams)
     try:
-        batches = iter_batches(segmenter, video, batch, realtime, result, opened, turns, streams)
         if on_start:
             result.expected_frames = count
             on_start(result)
         for item in batches:
+            if viewer is not None:
+                item = _shown(viewer, segmenter, item, alpha)
             encoder.batches.put(item)
             if encoder.error is not None:
+                break
+            if viewer is not None and viewer.closed:
+                window_closed = True
                 break
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        batches.close()  # stops the decoder at once where the loop ended early
         encoder.batches.put(_END)
         encoder.join()
         for writer in writers.values():
             writer.release()
         result.seconds = time.perf_counter() - start
-    if interrupted:
+    if interrupted or (window_closed and not is_live(video)):
         kept = [_keep_partial(p) for p in [*partial.values(), *mask_dirs.values()]]
-        raise Interrupted(f"after {result.frames_written} frame(s); kept {', '.join(map(str, kept))} (incomplete)")
+        why = "window closed " if window_closed else ""
+        raise Interrupted(f"{why}after {result.frames_written} frame(s); kept {', '.join(map(str, kept))} (incomplete)")
     if encoder.error is not None:
         _remove(partial.values())
         for folder in mask_dirs.values():
