@@ -479,8 +479,9 @@ def test_segmenter_batches_channels_last_without_copying_one_image(street):
     assert two.is_contiguous(memory_format=torch.channels_last) and torch.equal(two[1], prepared)
 
 
-def test_segmenter_takes_the_images_python_users_hold(street):
-    """A path, a PIL image (RGB), a 0-1 float array and a list give the maps the BGR uint8 array gives."""
+def test_segmenter_takes_the_images_python_users_hold(street, tmp_path):
+    """A path, a PIL image (RGB, or 16-bit grey), a 0-1 float array and a list give the maps the BGR uint8 array
+    gives."""
     import torch
     from PIL import Image
 
@@ -496,6 +497,11 @@ def test_segmenter_takes_the_images_python_users_hold(street):
     assert np.array_equal(seg(Image.open(path)), expected)  # PIL's RGB turned to BGR, not taken as BGR
     assert not np.array_equal(seg(bgr[:, :, ::-1].copy()), expected)  # (the colour order matters to the net)
     assert np.array_equal(seg(bgr.astype(np.float32) / 255), expected)  # not cast to a black 0/1 image
+    grey16 = (cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.uint16) << 8) | 0x80
+    cv2.imwrite(str(tmp_path / "grey16.png"), grey16)
+    from_file = seg(tmp_path / "grey16.png")
+    assert np.array_equal(seg(Image.open(tmp_path / "grey16.png")), from_file)  # not clipped to a white image
+    assert np.array_equal(seg(Image.open(tmp_path / "grey16.png").convert("I")), from_file)
     maps = seg([bgr, path])
     assert isinstance(maps, list) and all(np.array_equal(m, expected) for m in maps)
     with pytest.raises(InputError, match="torch tensor.*permute"):

@@ -161,6 +161,11 @@ def to_image_bgr(image: object) -> np.ndarray:
     if isinstance(image, str | Path):
         return read_image(Path(image))
     if type(image).__module__.startswith("PIL.") and hasattr(image, "convert"):
+        if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit grey, float: convert("RGB") clips at 255
+            grey = np.asarray(image)
+            if grey.dtype.kind in "iu" and grey.dtype != np.uint16 and grey.max(initial=0) > 255:
+                grey = np.clip(grey, 0, 65535).astype(np.uint16)  # a 16-bit PNG as older Pillow opens it ("I")
+            return as_bgr_uint8(grey)
         return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
     if type(image).__module__.startswith("torch"):
         raise InputError(
