@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,9 +130,24 @@ def test_data_workers_are_capped_at_the_cpus_here(data, tmp_path):
     assert "worker processes in total" not in result.stderr + result.stdout
 
 
+def test_a_log_file_gets_a_progress_line_every_log_every_iterations(data, tmp_path):
+    """`nohup seglite train ... > train.log`: a bar is drawn only at the end there, so lines say how far it is."""
+    result = _train(data, tmp_path / "run", "schedule.iters=5", "log_every=2")  # stdout is a pipe, not a terminal
+    assert result.returncode == 0, result.stderr
+    progress = [line for line in result.stdout.splitlines() if re.match(r"iteration \d+/5: ", line)]
+    assert [line.split(":")[0] for line in progress] == ["iteration 2/5", "iteration 4/5", "iteration 5/5"]
+    assert all(re.search(r"loss \d+\.\d{3} lr [\d.e+-]+ [\d.]+ img/s, \d+:\d\d:\d\d left$", line) for line in progress)
+    assert "━" not in result.stdout  # no bar drawn at the end
+
+
 @pytest.mark.parametrize(
     ("sets", "needle"),
-    [(["optim.lrr=1"], "optim.lrr"), (["batch_size=two"], "batch_size"), (["amp=fp8"], "amp")],
+    [
+        (["optim.lrr=1"], "optim.lrr"),
+        (["batch_size=two"], "batch_size"),
+        (["amp=fp8"], "amp"),
+        (["val_every=0"], "val_every"),  # was a ZeroDivisionError after the first iteration
+    ],
 )
 def test_config_mistakes_are_one_line(data, tmp_path, sets, needle):
     result = _train(data, tmp_path / "run", *sets)

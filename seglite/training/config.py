@@ -100,7 +100,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     sync_bn: bool = False
-    log_every: int = 20
+    log_every: int = 20  # iterations between progress lines where the output is a log file, not a terminal
     val_every: int = 1000
     ckpt_every: int = 500
 
@@ -308,6 +308,9 @@ def _validate_values(config: TrainConfig) -> None:
         (config.data.val_size is None or len(config.data.val_size) == 2, "data.val_size", "[width, height] or null"),
         (config.schedule.iters > 0, "schedule.iters", "a positive number"),
         (config.batch_size > 0, "batch_size", "a positive number"),
+        (config.val_every > 0, "val_every", "a positive number of iterations (the last one always validates)"),
+        (config.ckpt_every > 0, "ckpt_every", "a positive number of iterations (the last one always saves)"),
+        (config.log_every > 0, "log_every", "a positive number of iterations"),
         (config.optim.lr > 0, "optim.lr", "a positive number"),
         (config.num_classes is None or config.num_classes >= 2, "num_classes", "null or at least 2"),
         (config.freeze_encoder_iters >= 0, "freeze_encoder_iters", "0 or more"),

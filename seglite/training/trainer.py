@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import itertools
 import json
 import math
@@ -548,7 +549,9 @@ class Trainer:
         start, best = self._load_resume() if self.resume else (0, None)
         if start >= config.schedule.iters:
             return {"iteration": start, "best_miou": best, "message": "already finished"}
-        log = _Logger(self.out_dir, self.dist.is_main, config.schedule.iters, start, self.show_progress)
+        log = _Logger(
+            self.out_dir, self.dist.is_main, config.schedule.iters, start, self.show_progress, config.log_every
+        )
         base_lrs = [config.optim.lr * group["lr_mult"] for group in self.optimizer.param_groups]
         self.net.train()
         iteration = start
@@ -670,17 +673,22 @@ def _task_progress(description: str, total: int, show: bool) -> Iterator[Callabl
 
 
 class _Logger:
-    """Rich progress bar, a JSONL metrics file and TensorBoard scalars, on rank 0 only."""
+    """Rich progress bar, a JSONL metrics file and TensorBoard scalars, on rank 0 only. Where the output is not a
+    terminal (`nohup ... > train.log`, a cluster job's log) a bar would be drawn once, at the end: a line every
+    `log_every` iterations says how far it is instead."""
 
-    def __init__(self, out_dir: Path, active: bool, total: int, start: int, show_progress: bool):
+    def __init__(self, out_dir: Path, active: bool, total: int, start: int, show_progress: bool, log_every: int = 20):
         self.active, self.out_dir, self.total, self.start = active, out_dir, total, start
-        self.show_progress = show_progress
+        self.show_progress, self.log_every = show_progress, log_every
         self.progress = self.writer = self.metrics = None
         self.loss_avg = None
+        self.lines = False  # progress as lines, not a bar
+        self.started = time.perf_counter()
 
     def __enter__(self) -> _Logger:
         if not self.active:
             return self
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.metrics = open(self.out_dir / "metrics.jsonl", "a")
@@ -690,14 +698,18 @@ class _Logger:
             self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
         except ImportError:  # tensorboard is optional at run time
             self.writer = None
+        console = Console()
+        self.lines = self.show_progress and not console.is_terminal
         self.progress = Progress(
             TextColumn("train"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
             TimeRemainingColumn(),
-            disable=not self.show_progress,
+            console=console,
+            disable=not self.show_progress or self.lines,
         )
+        self.started = time.perf_counter()
         self.progress.start()
         self.task = self.progress.add_task("train", total=self.total, completed=self.start, info="")
         return self
@@ -706,9 +718,12 @@ class _Logger:
         if not self.active:
             return
         self.loss_avg = loss if self.loss_avg is None else 0.9 * self.loss_avg + 0.1 * loss
-        self.progress.update(
-            self.task, completed=iteration, info=f"loss {self.loss_avg:.3f} lr {lr:.2e} {images_per_second:.1f} img/s"
-        )
+        info = f"loss {self.loss_avg:.3f} lr {lr:.2e} {images_per_second:.1f} img/s"
+        self.progress.update(self.task, completed=iteration, info=info)
+        if self.lines and (iteration % self.log_every == 0 or iteration == self.total):
+            per_iteration = (time.perf_counter() - self.started) / max(1, iteration - self.start)
+            left = datetime.timedelta(seconds=round(per_iteration * (self.total - iteration)))
+            self.message(f"iteration {iteration}/{self.total}: {info}, {left} left")
         self.metrics.write(
             json.dumps({"iteration": iteration, "loss": loss, "lr": lr, "images_per_second": images_per_second}) + "\n"
         )
