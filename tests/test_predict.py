@@ -100,6 +100,8 @@ def test_video_keeps_frame_count_fps_and_size(video, tmp_path):
     assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (160, 96)
     for stage in ("decode", "preprocess", "model", "postprocess", "encode"):
         assert stage in result.stdout
+    # stderr is a pipe here, as a log file is: the progress is a line, not a bar drawn at the end or never
+    assert re.search(r"^frames: 12/12 [\d.]+ FPS, done in \d:\d\d:\d\d$", result.stderr, re.M), result.stderr
 
 
 def test_stream_iterator_yields_every_frame_in_order(video):

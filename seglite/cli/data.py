@@ -51,9 +51,8 @@ def data_check(
     data_root: DataRootOption = None,
 ) -> None:
     """Counts per split, missing pairs, size mismatches and mask values that are no class; non-zero exit when broken."""
-    from rich.progress import Progress
-
     from seglite.data.check import FULL_COUNTS, check_dataset
+    from seglite.progress import Progress
 
     spec = _dataset(data, data_root, root)
     with Progress(console=err_console, transient=True) as progress:

@@ -175,7 +175,9 @@ def _expected_frames(sources, units) -> int | None:
 @contextlib.contextmanager
 def _predict_progress(show: bool):
     """Progress callbacks for images and video frames (rank 0 only under torchrun)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from seglite.progress import Progress
 
     columns = (
         TextColumn("{task.description}"),

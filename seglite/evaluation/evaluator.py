@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
 from seglite.data.cityscapes import Sample, read_image
 from seglite.data.classmap import describe_links, link_classes, load_class_map, shipped_class_maps
@@ -25,6 +25,7 @@ from seglite.files import atomic_write_bytes, write_failure
 from seglite.inference.postprocess import class_argmax
 from seglite.inference.segmenter import Segmenter
 from seglite.inference.video import offline_streams
+from seglite.progress import Progress
 from seglite.sharing import in_streams, single_threaded_opencv
 
 
@@ -187,13 +188,13 @@ def evaluate(
     # other's model. The confusion matrix is only ever updated here, in this thread.
     streams = offline_streams(segmenter, options.streams, len(samples))
     judged = map(judge, samples) if streams == 1 else in_streams(judge, samples, streams)
-    columns = (TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     # On stderr: stdout carries the results (a piped run's stdout would get the bar's closing newline).
     progress = Progress(
         *columns, console=Console(stderr=True), disable=not (options.progress and dist.is_main), transient=True
     )
     with progress, single_threaded_opencv(streams > 1):
-        task = progress.add_task(segmenter.model_name, total=len(samples))
+        task = progress.add_task(f"eval {segmenter.model_name}", total=len(samples))
         for sample, prediction, target, seconds in judged:
             seconds_model += seconds
             middle = time.perf_counter()

@@ -664,7 +664,9 @@ class Trainer:
 def _task_progress(description: str, total: int, show: bool) -> Iterator[Callable[[], None]]:
     """A transient progress bar for set-up work; yields the function that advances it by one."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from seglite.progress import Progress
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True, disable=not show) as progress:
