@@ -73,7 +73,7 @@ def benchmark_formats(
     loaded = load_model(model, weights)
     size = tuple(size or loaded.fixed_size())
     prepare_output_folder(out)
-    scoring = EvalOptions(split="val", progress=False, limit=limit, class_map=class_map)
+    scoring = EvalOptions(split="val", progress=progress is not None, limit=limit, class_map=class_map)
     rows = [_pytorch_row(loaded, weights, size, data, scoring, warmup, iters, threads)]
     if progress:
         progress(rows[0])

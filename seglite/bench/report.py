@@ -128,7 +128,12 @@ def build_report(
                 result = evaluate(
                     segmenter,
                     dataset,
-                    EvalOptions(split=options.split, limit=options.eval_limit, progress=False, class_map=class_map),
+                    EvalOptions(
+                        split=options.split,
+                        limit=options.eval_limit,
+                        progress=progress is not None,
+                        class_map=class_map,
+                    ),
                     dist,
                 )
                 miou = round(result.summary["miou"], 2)
