@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -179,12 +180,25 @@ def _segmenter(
     from seglite.export.base import find_artifact
     from seglite.sizes import parse_size
 
-    status = "loading the model; a first run at this size times torch, onnx and torch.compile"
+    status = "loading the model; a first run at this size times its backends (torch, onnx, openvino; torch.compile where it can pay)"
     timed = backend == "auto" and find_artifact(weights) is None  # an exported model runs in its own runtime
-    with err_console.status(status) if timed else contextlib.nullcontext():
-        return Segmenter(
-            model=model, weights=weights, device=device, size=parse_size(size), half=half, backend=backend, **options
-        )
+    # A log file gets no spinner: a line instead, where the wait is long enough to need explaining.
+    said = threading.Timer(2.0, err_console.print, (status + "...",))
+    if timed and not err_console.is_terminal:
+        said.start()
+    try:
+        with err_console.status(status) if timed and err_console.is_terminal else contextlib.nullcontext():
+            return Segmenter(
+                model=model,
+                weights=weights,
+                device=device,
+                size=parse_size(size),
+                half=half,
+                backend=backend,
+                **options,
+            )
+    finally:
+        said.cancel()
 
 
 def _eval_frames(spec, split: str, limit: int | None, flip: bool, window: str | None) -> int:
