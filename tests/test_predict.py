@@ -866,3 +866,28 @@ def test_folder_in_two_streams_writes_what_one_stream_writes(tmp_path):
         assert run.processed == 1 and callers == {threading.main_thread().name} and run.image_streams == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_slow_model_load_is_explained_in_a_log_file(street, tmp_path, monkeypatch):
+    """No spinner where stderr is not a terminal: a wait over 2 s gets a line saying what it is instead."""
+    import time
+
+    import seglite.cli.common as common
+    from seglite.errors import CheckpointError
+
+    def slow_load(*args, **kwargs):
+        time.sleep(2.5)  # as a first run at a size timing its backends
+        raise CheckpointError("stop here")
+
+    monkeypatch.setattr(common, "Segmenter", slow_load)
+    result = cli("predict", str(street / "a.png"), "--model", "espnetv2_s0.5", "--out", str(tmp_path / "out"))
+    lines = result.stderr.splitlines()
+    assert lines[-2].startswith("loading the model; a first run at this size times its backends"), lines
+    assert lines[-1] == "error: stop here"
+
+    def quick_load(*args, **kwargs):
+        raise CheckpointError("quick")
+
+    monkeypatch.setattr(common, "Segmenter", quick_load)
+    quick = cli("predict", str(street / "a.png"), "--model", "espnetv2_s0.5", "--out", str(tmp_path / "out"))
+    assert quick.stderr.splitlines()[-1] == "error: quick" and "loading the model" not in quick.stderr
