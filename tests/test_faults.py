@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -127,6 +128,30 @@ def test_ctrl_c_during_video_exits_130_and_keeps_a_partial_file_named_so(video, 
     assert "interrupted after" in err and "drive_overlay.partial.mp4 (incomplete)" in err
     assert not (out / "drive_overlay.mp4").exists() and (out / "drive_overlay.partial.mp4").exists()
     assert not list(out.glob("*.partial-*")), "the process's own temporary name was left beside the kept file"
+
+
+def test_ctrl_c_ends_a_stream_with_a_whole_recording_and_exits_130(tmp_path):
+    """A camera or stream has no end of its own: Ctrl-C is how it ends, and what was recorded is not 'partial'."""
+    video = write_video(tmp_path / "long.mp4", frames=300, size=(160, 96), fps=10.0)
+    out = tmp_path / "out"
+    child = subprocess.Popen(
+        [SEGLITE, "predict", f"file://{video}", *TINY, "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and child.poll() is None and not list(out.glob("stream_overlay.partial-*.mp4")):
+        time.sleep(0.02)
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    if child.returncode == 0:
+        pytest.skip("the stream ended before the signal arrived")
+    assert child.returncode == 130, err
+    message = one_line(err)
+    frames = int(re.search(r"interrupted after (\d+) frame\(s\) of file://", message).group(1))
+    assert f"wrote {out / 'stream_overlay.mp4'} (a camera or stream ends where it is stopped)" in message
+    assert 0 < frames < 300 and not list(out.glob("*partial*")), list(out.iterdir())
+    assert cv2.VideoCapture(str(out / "stream_overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == frames
 
 
 def test_equal_names_in_a_folder_never_overwrite(tmp_path):

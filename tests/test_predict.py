@@ -132,6 +132,23 @@ def test_realtime_keeps_the_newest_frame(video):
     assert result.frames_dropped == 12 - len(indices)
 
 
+def test_a_stopped_decoder_ends_even_with_its_queue_full(video):
+    """After Ctrl-C nobody takes frames any more: the decoder must not wait for room for its end marker (every
+    interrupted run waited out the 5 s join timeout)."""
+    import time
+
+    from seglite.inference.sources import open_video
+    from seglite.inference.video import VideoResult, _Decoder
+
+    decoder = _Decoder(open_video(str(video))[0], lambda f: f, VideoResult(), capacity=2, realtime=False)
+    decoder.start()
+    while not decoder.frames.full():
+        time.sleep(0.01)
+    decoder.stop.set()
+    decoder.join(timeout=30)
+    assert not decoder.is_alive()
+
+
 def test_sixteen_bit_grey_and_rgba_images_work(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -158,16 +158,21 @@ class _Decoder(threading.Thread):
                         pass
                     self.frames.put(item)
                 else:
-                    while not self.stop.is_set():
-                        try:
-                            self.frames.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
+                    self._put(item)
                 index += 1
         finally:
             self.capture.release()
-            self.frames.put(_END)
+            self._put(_END)
+
+    def _put(self, item) -> None:
+        """Queue an item, unless the consumer has stopped taking them (Ctrl-C, a closed window): a full queue then
+        never drains, and a plain put would hold this thread, and the join after it, for good."""
+        while not self.stop.is_set():
+            try:
+                self.frames.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
 
 def _decode_threads(segmenter: Segmenter) -> int:
@@ -426,7 +431,9 @@ def segment_video(
         for writer in writers.values():
             writer.release()
         result.seconds = time.perf_counter() - start
-    if interrupted or (window_closed and not is_live(video)):
+    # A camera or stream has no end of its own: where it is stopped (Ctrl-C, the window), its recording is whole.
+    whole = is_live(video) and result.frames_written > 0 and encoder.error is None
+    if (interrupted or window_closed) and not whole:
         kept = [_keep_partial(p) for p in [*partial.values(), *mask_dirs.values()]]
         why = "window closed " if window_closed else ""
         raise Interrupted(f"{why}after {result.frames_written} frame(s); kept {', '.join(map(str, kept))} (incomplete)")
@@ -438,6 +445,11 @@ def segment_video(
     _finish_videos(partial, result.outputs, result.frames_written)
     for fmt, folder in mask_dirs.items():
         _replace_folder(folder, out_dir / f"{stem}_{fmt}")
+    if interrupted:  # still 130: the run was stopped, not finished
+        raise Interrupted(
+            f"after {result.frames_written} frame(s) of {video}; wrote {', '.join(map(str, result.outputs))} "
+            "(a camera or stream ends where it is stopped)"
+        )
     return result
 
 
