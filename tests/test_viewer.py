@@ -17,7 +17,7 @@ import pytest
 from conftest import cli
 
 from seglite.data.synth import render_scene, write_video
-from seglite.errors import Interrupted
+from seglite.errors import InputError, Interrupted
 
 FAST = ["--model", "espnetv2_s0.5", "--size", "128x64", "--device", "cpu", "--backend", "torch"]
 
@@ -179,3 +179,13 @@ def test_predict_show_runs_a_video_end_to_end_in_a_window(display, video, tmp_pa
     assert result.returncode == 0, result.stderr
     capture = cv2.VideoCapture(str(tmp_path / "drive_overlay.mp4"))
     assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 12
+
+
+def test_predict_video_from_python_shows_it_too(display, segmenter, video, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISPLAY", display)
+    result = segmenter.predict_video(video, tmp_path, streams=1, show=True)
+    assert result.frames_written == 12 and (tmp_path / "drive_overlay.mp4").is_file()
+    monkeypatch.delenv("DISPLAY")
+    with pytest.raises(InputError, match="--show needs a window"):
+        segmenter.predict_video(video, tmp_path / "again", show=True)
+    assert not (tmp_path / "again").exists()  # refused before anything was made

@@ -296,13 +296,16 @@ class Segmenter:
         alpha: float = 0.5,
         streams: int | None = None,
         exist_ok: bool = False,
+        show: bool = False,
     ):
         """Segment a video file, camera or stream into `out_dir` as `predict` does (pipelined; see
         seglite.inference.video); an earlier result there is refused unless `exist_ok`. `streams`: inference streams
-        at once (None: two for a video file where `backend="auto"` measured that they pay, else one)."""
+        at once (None: two for a video file where `backend="auto"` measured that they pay, else one). `show`: a
+        window shows each overlay, as `predict --show`."""
         from seglite.inference.predict import planned_outputs
         from seglite.inference.sources import resolve_sources
         from seglite.inference.video import segment_video
+        from seglite.inference.viewer import Viewer
 
         found = resolve_sources(str(source))
         if len(found) != 1 or found[0].kind == "images":
@@ -315,11 +318,23 @@ class Segmenter:
         there = [path for path in planned_outputs(resolved, out, formats) if path.exists()]
         if there and not exist_ok:
             raise InputError(f"{there[0]}: already exists; pass another out_dir, or exist_ok=True to replace it")
+        viewer = Viewer(f"seglite {source}") if show else None
         out.mkdir(parents=True, exist_ok=True)
-        stem = resolved.video_stem()
-        return segment_video(
-            self, resolved.video, out, stem, formats=formats, batch=batch, alpha=alpha, streams=streams
-        )
+        try:
+            return segment_video(
+                self,
+                resolved.video,
+                out,
+                resolved.video_stem(),
+                formats=formats,
+                batch=batch,
+                alpha=alpha,
+                streams=streams,
+                viewer=viewer,
+            )
+        finally:
+            if viewer is not None:
+                viewer.close()
 
     def stream(self, source: str | int, batch: int = 1, realtime: bool = False):
         """Iterate (index, frame, trainId map) over a video or live source; realtime keeps only the newest frames."""
