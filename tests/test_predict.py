@@ -886,16 +886,17 @@ def test_folder_in_two_streams_writes_what_one_stream_writes(tmp_path):
 
 
 def test_a_slow_model_load_is_explained_in_a_log_file(street, tmp_path, monkeypatch):
-    """No spinner where stderr is not a terminal: a wait over 2 s gets a line saying what it is instead."""
+    """No spinner where stderr is not a terminal: a long wait gets a line saying what it is instead."""
     import time
 
     import seglite.cli.common as common
     from seglite.errors import CheckpointError
 
     def slow_load(*args, **kwargs):
-        time.sleep(2.5)  # as a first run at a size timing its backends
+        time.sleep(1.0)  # as a first run at a size timing its backends
         raise CheckpointError("stop here")
 
+    monkeypatch.setattr(common, "SLOW_LOAD_SECONDS", 0.5)
     monkeypatch.setattr(common, "Segmenter", slow_load)
     result = cli("predict", str(street / "a.png"), "--model", "espnetv2_s0.5", "--out", str(tmp_path / "out"))
     lines = result.stderr.splitlines()

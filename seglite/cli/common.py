@@ -172,6 +172,9 @@ def or_default_weights(model: str | None, weights: str | None, doing: str) -> st
     return weights
 
 
+SLOW_LOAD_SECONDS = 5.0  # a cached choice loads in 2-3 s on 2 cores; timing the backends takes 10 s or more
+
+
 def _segmenter(
     model: str | None, weights: str | None, device: str, size: str | None, half: bool, backend: str, **options
 ) -> Segmenter:
@@ -183,7 +186,7 @@ def _segmenter(
     status = "loading the model; a first run at this size times its backends (torch, onnx, openvino; torch.compile where it can pay)"
     timed = backend == "auto" and find_artifact(weights) is None  # an exported model runs in its own runtime
     # A log file gets no spinner: a line instead, where the wait is long enough to need explaining.
-    said = threading.Timer(2.0, err_console.print, (status + "...",))
+    said = threading.Timer(SLOW_LOAD_SECONDS, err_console.print, (status + "...",))
     if timed and not err_console.is_terminal:
         said.start()
     try:
