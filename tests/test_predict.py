@@ -55,6 +55,7 @@ def test_folder_of_images_gives_every_format_at_the_input_size(street, tmp_path)
     )
     assert result.returncode == 0, result.stderr
     assert f"2 of 2 image(s) segmented; 8 file(s) written to {tmp_path} (" in result.stdout
+    assert re.search(r"^images: 2/2, done in \d:\d\d:\d\d$", result.stderr, re.M), result.stderr  # a log's progress
     assert "images/s)" in result.stdout  # --backend torch: one stream, not named
     names = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.*"))
     # the input's sub-folders are kept under --out; a JPEG's overlay is a JPEG, every other output a PNG

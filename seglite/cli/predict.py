@@ -126,7 +126,8 @@ def predict_cmd(
             + (f"; {dist.world_size} processes share the inputs" if dist.world_size > 1 else ""),
         )
     try:
-        with _predict_progress(dist.is_main) as (on_image, on_start, on_frames):
+        images = sum(unit.image is not None for unit in units)
+        with _predict_progress(dist.is_main, images) as (on_image, on_start, on_frames):
             run = predict_units(
                 segmenter,
                 sources,
@@ -173,8 +174,8 @@ def _expected_frames(sources, units) -> int | None:
 
 
 @contextlib.contextmanager
-def _predict_progress(show: bool):
-    """Progress callbacks for images and video frames (rank 0 only under torchrun)."""
+def _predict_progress(show: bool, images: int | None = None):
+    """Progress callbacks for images (`images` of them) and video frames (rank 0 only under torchrun)."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from seglite.progress import Progress
@@ -191,7 +192,7 @@ def _predict_progress(show: bool):
 
         def on_image(_) -> None:
             if "images" not in tasks:
-                tasks["images"] = progress.add_task("images", total=None, rate="")
+                tasks["images"] = progress.add_task("images", total=images or None, rate="")
             progress.advance(tasks["images"])
 
         def on_start(result) -> None:
