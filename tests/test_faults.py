@@ -109,22 +109,29 @@ def test_full_disk_for_images_is_a_failure_not_a_user_error(tmp_path, tiny_disk)
     assert not [p for p in tiny_disk.iterdir() if p.name.startswith(".")], "a temporary file was left behind"
 
 
-def test_ctrl_c_during_video_exits_130_and_keeps_a_partial_file_named_so(video, tmp_path):
-    out = tmp_path / "out"
-    slow = [*TINY[:-1], "640x384"]  # seconds, not a fraction of one: the signal lands mid-video
+def _ctrl_c_once_writing(source: str, options: list[str], out: Path, partial: str, after: float) -> str:
+    """Run `predict SOURCE`, press Ctrl-C `after` seconds into writing `partial`; its stderr (skips if it ended
+    first)."""
     child = subprocess.Popen(
-        [SEGLITE, "predict", str(video), *slow, "--out", str(out)],
+        [SEGLITE, "predict", source, *options, "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )  # fmt: skip
     deadline = time.time() + 120
-    while time.time() < deadline and child.poll() is None and not list(out.glob("drive_overlay.partial-*.mp4")):
+    while time.time() < deadline and child.poll() is None and not list(out.glob(partial)):
         time.sleep(0.02)
-    time.sleep(0.3)
+    time.sleep(after)
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=120)
     if child.returncode == 0:
-        pytest.skip("the video finished before the signal arrived")
+        pytest.skip(f"{source} was done before the signal arrived")
     assert child.returncode == 130, err
+    return err
+
+
+def test_ctrl_c_during_video_exits_130_and_keeps_a_partial_file_named_so(video, tmp_path):
+    out = tmp_path / "out"
+    slow = [*TINY[:-1], "640x384"]  # seconds, not a fraction of one: the signal lands mid-video
+    err = _ctrl_c_once_writing(str(video), slow, out, "drive_overlay.partial-*.mp4", after=0.3)
     assert "interrupted after" in err and "drive_overlay.partial.mp4 (incomplete)" in err
     assert not (out / "drive_overlay.mp4").exists() and (out / "drive_overlay.partial.mp4").exists()
     assert not list(out.glob("*.partial-*")), "the process's own temporary name was left beside the kept file"
@@ -134,20 +141,7 @@ def test_ctrl_c_ends_a_stream_with_a_whole_recording_and_exits_130(tmp_path):
     """A camera or stream has no end of its own: Ctrl-C is how it ends, and what was recorded is not 'partial'."""
     video = write_video(tmp_path / "long.mp4", frames=300, size=(160, 96), fps=10.0)
     out = tmp_path / "out"
-    child = subprocess.Popen(
-        [SEGLITE, "predict", f"file://{video}", *TINY, "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-    )  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and child.poll() is None and not list(out.glob("stream_overlay.partial-*.mp4")):
-        time.sleep(0.02)
-    time.sleep(0.5)
-    child.send_signal(signal.SIGINT)
-    _, err = child.communicate(timeout=120)
-    if child.returncode == 0:
-        pytest.skip("the stream ended before the signal arrived")
-    assert child.returncode == 130, err
-    message = one_line(err)
+    message = one_line(_ctrl_c_once_writing(f"file://{video}", TINY, out, "stream_overlay.partial-*.mp4", after=0.5))
     frames = int(re.search(r"interrupted after (\d+) frame\(s\) of file://", message).group(1))
     assert f"wrote {out / 'stream_overlay.mp4'} (a camera or stream ends where it is stopped)" in message
     assert 0 < frames < 300 and not list(out.glob("*partial*")), list(out.iterdir())
