@@ -137,7 +137,9 @@ def test_closing_the_window_stops_a_video_file_like_ctrl_c_and_keeps_what_was_wr
     from seglite.inference.video import segment_video
 
     press_when_shown(viewer, 3)
-    with pytest.raises(Interrupted, match=r"window closed after 3 frame\(s\); kept .*drive_overlay\.partial\.mp4"):
+    with pytest.raises(
+        Interrupted, match=r"^by closing the window after 3 frame\(s\); kept .*drive_overlay\.partial\.mp4"
+    ):
         segment_video(segmenter, str(video), tmp_path, "drive", streams=1, viewer=viewer)
     assert not (tmp_path / "drive_overlay.mp4").exists()
     capture = cv2.VideoCapture(str(tmp_path / "drive_overlay.partial.mp4"))
@@ -164,7 +166,7 @@ def test_closing_the_window_stops_a_run_of_images(viewer, segmenter, tmp_path):
         images.append(tmp_path / f"{seed}.png")
         cv2.imwrite(str(images[-1]), render_scene(160, 96, seed=seed)[0])
     press_when_shown(viewer, 1)
-    with pytest.raises(Interrupted, match=r"window closed after 1 of 3 image\(s\)"):
+    with pytest.raises(Interrupted, match=r"^by closing the window after 1 of 3 image\(s\)"):
         predict_images(segmenter, tuple(images), tmp_path / "out", ("overlay",), viewer=viewer)
     assert [p.name for p in (tmp_path / "out").glob("*.png")] == ["0_overlay.png"]
 

@@ -128,7 +128,7 @@ def predict_images(
                 viewer.show(render("overlay", *part.view, alpha, segmenter.palette_lut))
                 if viewer.closed:
                     raise Interrupted(
-                        f"window closed after {run.processed} of {len(images)} image(s); their outputs are in {out_dir}"
+                        f"by closing the window after {run.processed} of {len(images)} image(s); their outputs are in {out_dir}"
                     )
     return run
 

@@ -435,7 +435,7 @@ def segment_video(
     whole = is_live(video) and result.frames_written > 0 and encoder.error is None
     if (interrupted or window_closed) and not whole:
         kept = [_keep_partial(p) for p in [*partial.values(), *mask_dirs.values()]]
-        why = "window closed " if window_closed else ""
+        why = "by closing the window " if window_closed else ""
         raise Interrupted(f"{why}after {result.frames_written} frame(s); kept {', '.join(map(str, kept))} (incomplete)")
     if encoder.error is not None:
         _remove(partial.values())
