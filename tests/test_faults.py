@@ -109,9 +109,11 @@ def test_full_disk_for_images_is_a_failure_not_a_user_error(tmp_path, tiny_disk)
     assert not [p for p in tiny_disk.iterdir() if p.name.startswith(".")], "a temporary file was left behind"
 
 
-def _ctrl_c_once_writing(source: str, options: list[str], out: Path, partial: str, after: float) -> str:
-    """Run `predict SOURCE`, press Ctrl-C `after` seconds into writing `partial`; its stderr (skips if it ended
-    first)."""
+def _ctrl_c_once_writing(
+    source: str, options: list[str], out: Path, partial: str, after: float, stop: int = signal.SIGINT
+) -> str:
+    """Run `predict SOURCE`, press Ctrl-C (or send `stop`) `after` seconds into writing `partial`; its stderr (skips
+    if it ended first)."""
     child = subprocess.Popen(
         [SEGLITE, "predict", source, *options, "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
@@ -120,7 +122,7 @@ def _ctrl_c_once_writing(source: str, options: list[str], out: Path, partial: st
     while time.time() < deadline and child.poll() is None and not list(out.glob(partial)):
         time.sleep(0.02)
     time.sleep(after)
-    child.send_signal(signal.SIGINT)
+    child.send_signal(stop)
     _, err = child.communicate(timeout=120)
     if child.returncode == 0:
         pytest.skip(f"{source} was done before the signal arrived")
@@ -128,10 +130,11 @@ def _ctrl_c_once_writing(source: str, options: list[str], out: Path, partial: st
     return err
 
 
-def test_ctrl_c_during_video_exits_130_and_keeps_a_partial_file_named_so(video, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_during_video_exits_130_and_keeps_a_partial_file_named_so(video, tmp_path, stop):
     out = tmp_path / "out"
     slow = [*TINY[:-1], "640x384"]  # seconds, not a fraction of one: the signal lands mid-video
-    err = _ctrl_c_once_writing(str(video), slow, out, "drive_overlay.partial-*.mp4", after=0.3)
+    err = _ctrl_c_once_writing(str(video), slow, out, "drive_overlay.partial-*.mp4", after=0.3, stop=stop)
     assert "interrupted after" in err and "drive_overlay.partial.mp4 (incomplete)" in err
     assert not (out / "drive_overlay.mp4").exists() and (out / "drive_overlay.partial.mp4").exists()
     assert not list(out.glob("*.partial-*")), "the process's own temporary name was left beside the kept file"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -16,8 +17,16 @@ from seglite.errors import SegliteError
 from seglite.files import write_failure
 
 
+def _stop_as_ctrl_c(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Entry point: user mistakes end in one line on stderr and a non-zero exit, never a traceback."""
+    # SIGTERM (a cluster's pre-emption, `timeout`, `docker stop`) stops a run as Ctrl-C does: what was written is
+    # kept under a name that says so, and the exit code is 130; by default Python would die on the spot, leaving
+    # its temporary files. (Training handles both signals itself, between iterations.)
+    signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
     try:
         code = app(standalone_mode=False)
     except SegliteError as exc:
