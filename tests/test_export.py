@@ -390,3 +390,30 @@ def test_bench_of_a_torchscript_export_runs_on_the_threads_it_reports(checkpoint
         assert result.threads == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_converter_that_swallows_ctrl_c_still_stops_as_interrupted():
+    """OpenVINO's converter catches the KeyboardInterrupt of Ctrl-C and reports unconverted ops: that must read as
+    an interruption (exit 130), not as a model that cannot be converted (exit 2)."""
+    import os
+    import signal
+    import time
+
+    from seglite.export.base import quiet_converter
+
+    def converter_that_catches_everything(stop: bool) -> None:
+        try:
+            if stop:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the KeyboardInterrupt lands here
+        except KeyboardInterrupt:
+            pass
+        raise RuntimeError("Check 'false' failed: unconverted ops")
+
+    with pytest.raises(KeyboardInterrupt):
+        with quiet_converter():
+            converter_that_catches_everything(stop=True)
+    with pytest.raises(RuntimeError, match="unconverted ops"):  # a real failure is still one
+        with quiet_converter():
+            converter_that_catches_everything(stop=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back

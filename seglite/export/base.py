@@ -7,6 +7,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -91,11 +92,12 @@ def runtime_threads(threads: int | None) -> int:
 @contextlib.contextmanager
 def quiet_converter():
     """Silence a converter's Python warnings and the C++ logging it writes straight to file descriptors 1 and 2
-    (pnnx, TFLite, XNNPACK); if it fails, the last lines of that log go into the error."""
+    (pnnx, TFLite, XNNPACK); if it fails, the last lines of that log go into the error. A converter that fails
+    because Ctrl-C (or SIGTERM) interrupted it is stopped as interrupted, not reported as a failed conversion."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile() as log, warnings.catch_warnings():
+    with tempfile.TemporaryFile() as log, warnings.catch_warnings(), _noticing_stops() as stops:
         warnings.simplefilter("ignore")
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
@@ -104,6 +106,8 @@ def quiet_converter():
         except Exception as exc:
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
+            if stops:  # OpenVINO's converter catches the KeyboardInterrupt and reports "unconverted ops"
+                raise KeyboardInterrupt from None
             log.seek(0)
             tail = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()][-3:]
             if tail:
@@ -114,6 +118,27 @@ def quiet_converter():
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+@contextlib.contextmanager
+def _noticing_stops():
+    """Ctrl-C and SIGTERM still raise KeyboardInterrupt, and are also remembered in the list this yields (a library
+    that catches the KeyboardInterrupt cannot hide them)."""
+    stops: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield stops
+        return
+
+    def stop(signum, _frame) -> None:
+        stops.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stops
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def write_record(folder: Path, record: dict) -> None:
