@@ -130,7 +130,11 @@ def _ctrl_c_once_writing(
     return err
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize(
+    "stop",
+    [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],  # slow: 5 s, the same path once in
+    ids=["ctrl-c", "sigterm"],
+)
 def test_ctrl_c_during_video_exits_130_and_keeps_a_partial_file_named_so(video, tmp_path, stop):
     out = tmp_path / "out"
     slow = [*TINY[:-1], "640x384"]  # seconds, not a fraction of one: the signal lands mid-video
@@ -140,6 +144,7 @@ def test_ctrl_c_during_video_exits_130_and_keeps_a_partial_file_named_so(video, 
     assert not list(out.glob("*.partial-*")), "the process's own temporary name was left beside the kept file"
 
 
+@pytest.mark.slow  # 8 s; the default run covers a stream's end by the window (test_viewer)
 def test_ctrl_c_ends_a_stream_with_a_whole_recording_and_exits_130(tmp_path):
     """A camera or stream has no end of its own: Ctrl-C is how it ends, and what was recorded is not 'partial'."""
     video = write_video(tmp_path / "long.mp4", frames=300, size=(160, 96), fps=10.0)
