@@ -404,6 +404,7 @@ def test_earlier_predictions_are_never_replaced_without_being_asked(tmp_path):
     assert forced.returncode == 0, forced.stderr
 
 
+@pytest.mark.slow  # 11 s: two exports; predict's full-disk tests stay in the default run
 def test_export_refuses_to_replace_and_a_full_disk_is_the_machines(tmp_path, tiny_disk):
     target = tmp_path / "tiny.onnx"
     target.write_bytes(b"an earlier export")

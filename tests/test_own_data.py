@@ -785,6 +785,7 @@ def test_freeze_encoder_iters_trains_only_the_head_first(tmp_path):
     assert not torch.equal(before["bu_dec_l4.merge_layer.3.weight"], after["bu_dec_l4.merge_layer.3.weight"])
 
 
+@pytest.mark.slow  # 15 s: trains, evaluates and exports at two sizes
 def test_weights_validated_at_each_frames_size_export_at_their_frames_size(tmp_path):
     """Training records the validation frames' usual size; without --size, exports and latency figures use it (to
     the network's stride) instead of Cityscapes' 1024x512, which would show the net objects twice the size it
