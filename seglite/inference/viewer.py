@@ -19,6 +19,7 @@ from seglite.errors import InputError
 
 MAX_WINDOW = (1280, 720)  # a 2048x1024 frame is shown at 1280x640: it fits a laptop screen and draws in a few ms
 STOP_KEYS = ("q", "Q", "Escape")
+OR_DROP_IT = "or drop --show (the outputs are written either way)"
 
 
 class Viewer:
@@ -31,20 +32,16 @@ class Viewer:
         try:
             import tkinter
         except ImportError:
-            raise InputError(
-                f"--show needs a window, and {_no_tk()}; or drop --show (the outputs are written either way)"
-            ) from None
+            raise InputError(f"--show needs a window, and {_no_tk()}; {OR_DROP_IT}") from None
         if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise InputError(
                 "--show needs a window, and this machine has no display (DISPLAY is not set; over SSH, connect with "
-                "`ssh -X`); or drop --show (the outputs are written either way)"
+                f"`ssh -X`); {OR_DROP_IT}"
             )
         try:
             self._root = tkinter.Tk()
         except tkinter.TclError as exc:
-            raise InputError(
-                f"--show: cannot open a window ({exc}); or drop --show (the outputs are written either way)"
-            ) from None
+            raise InputError(f"--show: cannot open a window ({exc}); {OR_DROP_IT}") from None
         self._tk = tkinter
         self._root.withdraw()
         self._root.title(f"{title}  (q or Esc: stop)")
@@ -61,7 +58,7 @@ class Viewer:
             return False
         rgb = cv2.cvtColor(_fit(bgr, MAX_WINDOW), cv2.COLOR_BGR2RGB)
         height, width = rgb.shape[:2]
-        ppm = b"P6 %d %d 255 " % (width, height) + rgb.tobytes()  # Tk reads binary PPM without a copy into a format
+        ppm = b"P6 %d %d 255 " % (width, height) + rgb.tobytes()  # binary PPM: Tk takes it as is, nothing to encode
         if self._photo is None or (self._photo.width(), self._photo.height()) != (width, height):
             self._photo = self._tk.PhotoImage(data=ppm, format="PPM", master=self._root)
             if self._label is None:
