@@ -260,6 +260,40 @@ def test_list_file_with_prefix_and_a_missing_file(tmp_path):
         spec.samples("train")
 
 
+def test_list_files_take_names_with_spaces_and_image_only_lines(tmp_path):
+    root = _binary_set(tmp_path / "d")
+    for split in ("train", "val"):
+        for image in sorted((root / "images" / split).glob("*.jpg")):
+            image.rename(image.with_name(f"my {image.name}"))
+        for mask in sorted((root / "masks" / split).glob("*.png")):
+            mask.rename(mask.with_name(f"my {mask.name}"))
+    train = sorted((root / "images" / "train").glob("*.jpg"))
+    lines = [f"images/train/{p.name} masks/train/{p.stem}.png" for p in train]  # split at the space that works
+    lines[1] = lines[1].replace(".jpg ", ".jpg\t")  # or at a tab
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    (root / "val.txt").write_text(
+        "".join(f"images/val/{p.name}\n" for p in sorted((root / "images" / "val").glob("*.jpg")))
+    )
+    base = {"path": str(root), "train": "train.txt", "val": "val.txt", "names": ["a", "b"]}
+    spec = load_dataset(_write_yaml(tmp_path / "a.yaml", base))
+    assert [(s.image.name, s.label.name) for s in spec.samples("train")] == [(p.name, f"{p.stem}.png") for p in train]
+    # A line of an image alone finds its mask as a folder split does (Ultralytics' lists), when told how.
+    with pytest.raises(DataError, match=r"my f0.jpg: no mask on its line of .*val.txt .*`masks_dir`"):
+        spec.samples("val")
+    spec = load_dataset(_write_yaml(tmp_path / "b.yaml", {**base, "masks_dir": {"images": "masks"}}))
+    assert all(s.label == root / "masks" / "val" / f"{s.image.stem}.png" for s in spec.samples("val"))
+    (root / "masks" / "val" / "my f0.png").unlink()
+    with pytest.raises(DataError, match=r"my f0.jpg: no mask \(looked for .*masks/val/my f0.png\)"):
+        spec.samples("val")
+    for line in ("images/train/my f0.jpg masks/train/nothing here.png", "images/train/my f0.jpg\tmasks/train/no.png"):
+        (root / "train.txt").write_text(line + "\n")
+        with pytest.raises(DataError, match=r"train.txt:1: .*masks/train/no(thing here)?.png does not exist"):
+            spec.samples("train")
+    (root / "train.txt").write_text("images/train/a photo.jpg masks/train/its mask.png\n")
+    with pytest.raises(DataError, match=r"train.txt:1: expected `image \[mask\]`, found 4 fields .*with a tab"):
+        spec.samples("train")
+
+
 def test_colour_masks_map_through_the_palette_and_an_unknown_colour_is_named(tmp_path):
     root = _binary_set(tmp_path / "d")
     palette = [[0, 0, 0], [128, 64, 128]]

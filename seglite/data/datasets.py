@@ -144,8 +144,13 @@ class DatasetSpec:
         if self.layout == "cityscapes":
             expected = f"gtFine/{split}/{sample.image.parent.name}/*_gtFine_labelIds.png"
             return f"{sample.image}: no mask (expected {expected}){where_it_is(root, f'gtFine/{split}', PACKED)}"
-        if (root / self.splits[split]).is_file():
-            return f"{sample.image}: no mask on its line of {root / self.splits[split]}"
+        if (root / self.splits[split]).is_file() and not (
+            (self.masks_dir or self.mask_suffix) and sample.image.is_relative_to(root)
+        ):
+            return (
+                f"{sample.image}: no mask on its line of {root / self.splits[split]} (add it after a tab, or set "
+                "`masks_dir`/`mask_suffix` to find it from the image's path)"
+            )
         expected = self._mask_for(root, sample.image)
         problem = f"{sample.image}: no mask (looked for {expected})"
         others = sorted(expected.parent.glob(f"{glob.escape(expected.stem)}.*")) if expected.parent.is_dir() else []
@@ -192,32 +197,64 @@ class DatasetSpec:
             )
         return samples
 
-    def _resolve_listed(self, text: str, list_file: Path, line_no: int) -> Path:
+    def _stripped(self, text: str) -> Path:
         if self.strip_prefix and text.startswith(self.strip_prefix):
             text = text[len(self.strip_prefix) :]
-        path = Path(text)
-        if path.is_absolute():
-            if path.exists():
-                return path
-            raise DataError(
+        return Path(text)
+
+    def _listed(self, text: str) -> Path:
+        path = self._stripped(text)
+        return path if path.is_absolute() else self.root() / path
+
+    def _missing_listed(self, text: str, list_file: Path, line_no: int) -> DataError:
+        path = self._listed(text)
+        if self._stripped(text).is_absolute():
+            return DataError(
                 f"{list_file}:{line_no}: {text} does not exist; for lists written on another machine set "
                 f"`strip_prefix` to the part before the data root (e.g. {str(path.parent.parent)!r}/)"
             )
-        resolved = self.root() / path
-        if not resolved.is_file():
-            raise DataError(f"{list_file}:{line_no}: {resolved} does not exist")
-        return resolved
+        return DataError(f"{list_file}:{line_no}: {path} does not exist")
+
+    def _split_listed(self, line: str, list_file: Path, line_no: int) -> tuple[Path, Path | None]:
+        """A line's image and mask. Names may hold spaces: a tab separates the two when there is one, else the
+        line is read as one image or split at the space that leaves two existing files."""
+        fields = line.split("\t") if "\t" in line else None
+        if fields is None:
+            if self._listed(line).is_file():
+                return self._listed(line), None
+            words = line.split(" ")
+            halves = [(" ".join(words[:cut]).strip(), " ".join(words[cut:]).strip()) for cut in range(1, len(words))]
+            halves = [(image, mask) for image, mask in halves if image and mask and self._listed(image).is_file()]
+            for image, mask in halves:
+                if self._listed(mask).is_file():
+                    return self._listed(image), self._listed(mask)
+            fields = line.split()
+            if halves:  # the image is there, its mask not
+                raise self._missing_listed(halves[0][1], list_file, line_no)
+            if len(fields) > 2:
+                raise DataError(
+                    f"{list_file}:{line_no}: expected `image [mask]`, found {len(fields)} fields and no split of "
+                    "them into two existing files; separate a name that holds spaces from the other with a tab"
+                )
+        fields = [field.strip() for field in fields if field.strip()]
+        if len(fields) > 2:
+            raise DataError(f"{list_file}:{line_no}: expected `image<TAB>mask`, found {len(fields)} fields")
+        missing = next((field for field in fields if not self._listed(field).is_file()), None)
+        if missing is not None:
+            raise self._missing_listed(missing, list_file, line_no)
+        return self._listed(fields[0]), self._listed(fields[1]) if len(fields) == 2 else None
 
     def _list_file_samples(self, list_file: Path) -> list[Sample]:
         samples = []
+        root = self.root()
         for line_no, line in enumerate(list_file.read_text().splitlines(), 1):
-            fields = line.split()
-            if not fields or fields[0].startswith("#"):
+            line = line.strip()
+            if not line or line.startswith("#"):
                 continue
-            if len(fields) > 2:
-                raise DataError(f"{list_file}:{line_no}: expected `image [mask]`, found {len(fields)} fields")
-            image = self._resolve_listed(fields[0], list_file, line_no)
-            mask = self._resolve_listed(fields[1], list_file, line_no) if len(fields) == 2 else None
+            image, mask = self._split_listed(line, list_file, line_no)
+            if mask is None and (self.masks_dir or self.mask_suffix) and image.is_relative_to(root):
+                derived = self._mask_for(root, image)  # Ultralytics' lists name images only
+                mask = derived if derived.is_file() and derived != image else None
             samples.append(Sample(image.stem, image, mask))
         return samples
 
