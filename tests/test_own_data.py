@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -251,8 +252,18 @@ def test_list_file_with_prefix_and_a_missing_file(tmp_path):
     (root / "train.txt").write_text("\n".join(lines) + "\n")
     base = {"path": str(root), "train": "train.txt", "names": ["a", "b"]}
     no_prefix = load_dataset(_write_yaml(tmp_path / "a.yaml", base))
-    with pytest.raises(DataError, match=r"train.txt:1: /old/place/images/train/f0.jpg does not exist.*strip_prefix"):
+    with pytest.raises(DataError, match=r"train.txt:1: /old/place/images/train/f0.jpg does not exist.*"):
         no_prefix.samples("train")
+    with pytest.raises(DataError, match=r"written on another machine set `strip_prefix: '/old/place/'`$"):
+        no_prefix.samples("train")
+    # A list written on Windows: its separators are read as such, and its drive named for strip_prefix.
+    windows = [rf"D:\work\images\train\f{i}.jpg D:\work\masks\train\f{i}.png" for i in range(3)]
+    (root / "train.txt").write_text("\r\n".join(windows) + "\r\n")
+    with pytest.raises(DataError, match=re.escape(r"set `strip_prefix: 'D:\\work\\'`") + "$"):
+        no_prefix.samples("train")
+    windows_set = load_dataset(_write_yaml(tmp_path / "w.yaml", {**base, "strip_prefix": "D:\\work\\"}))
+    assert [s.label.name for s in windows_set.samples("train")] == ["f0.png", "f1.png", "f2.png"]
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
     spec = load_dataset(_write_yaml(tmp_path / "b.yaml", {**base, "strip_prefix": "/old/place/"}))
     assert [s.label.name for s in spec.samples("train")] == ["f0.png", "f1.png", "f2.png"]
     (root / "train.txt").write_text("\n".join([*lines, "/old/place/images/train/gone.jpg x.png"]) + "\n")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import glob
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import cv2
 import numpy as np
@@ -204,16 +204,23 @@ class DatasetSpec:
 
     def _listed(self, text: str) -> Path:
         path = self._stripped(text)
+        if "\\" in str(path) and not (self.root() / path).exists():  # a list written on Windows
+            path = Path(str(path).replace("\\", "/"))
         return path if path.is_absolute() else self.root() / path
 
     def _missing_listed(self, text: str, list_file: Path, line_no: int) -> DataError:
-        path = self._listed(text)
-        if self._stripped(text).is_absolute():
-            return DataError(
-                f"{list_file}:{line_no}: {text} does not exist; for lists written on another machine set "
-                f"`strip_prefix` to the part before the data root (e.g. {str(path.parent.parent)!r}/)"
-            )
-        return DataError(f"{list_file}:{line_no}: {path} does not exist")
+        stripped = self._stripped(text)
+        written_on = PureWindowsPath if PureWindowsPath(stripped).drive else PurePosixPath
+        if not (stripped.is_absolute() or written_on is PureWindowsPath):
+            return DataError(f"{list_file}:{line_no}: {self._listed(text)} does not exist")
+        parts = written_on(text).parts
+        separator = "\\" if written_on is PureWindowsPath else "/"
+        tails = (separator.join(parts[i:]) for i in range(1, len(parts)))
+        tail = next((tail for tail in tails if text.endswith(tail) and self._listed(tail).exists()), None)
+        fix = f"`strip_prefix: {text[: -len(tail)]!r}`" if tail else "`strip_prefix` to the part before the data root"
+        return DataError(
+            f"{list_file}:{line_no}: {text} does not exist; for lists written on another machine set {fix}"
+        )
 
     def _split_listed(self, line: str, list_file: Path, line_no: int) -> tuple[Path, Path | None]:
         """A line's image and mask. Names may hold spaces: a tab separates the two when there is one, else the
