@@ -450,6 +450,30 @@ def test_unknown_data_set_name_suggests_the_built_in():
         load_dataset("camvidd")
 
 
+def test_a_folder_given_as_data_names_what_reads_it(tmp_path):
+    own = _binary_set(tmp_path / "own")
+    with pytest.raises(
+        DataError, match=rf"--data '{own}': is a folder, not a data set; describe it in a YAML \(path: "
+    ):
+        load_dataset(own)
+    (tmp_path / "own.yaml").write_text(f"path: {own.name}\ntrain: images/train\nnames: [a, b]\n")
+    with pytest.raises(
+        DataError, match=rf"is a folder, not a data set; pass its data set YAML, e.g. --data {tmp_path}"
+    ):
+        load_dataset(own)
+    with pytest.raises(DataError, match=r"no such built-in data set or YAML file; did you mean '.*own.yaml'"):
+        load_dataset(tmp_path / "ow")  # a typo
+    # A path, however it is spelled, is never a built-in's name: the YAML's relative `path` is its folder's.
+    with pytest.raises(DataError, match=r"did you mean '.*own.yaml'"):
+        load_dataset(tmp_path / "own.yml")
+    assert load_dataset(tmp_path / "own.yaml").root() == own
+    camvid = tmp_path / "camvid"
+    for folder in ("train", "trainannot", "val", "valannot"):
+        (camvid / folder).mkdir(parents=True)
+    with pytest.raises(DataError, match=rf"laid out as camvid: pass --data camvid --data-root {camvid}$"):
+        load_dataset(str(camvid))
+
+
 # ---- any class count -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("classes", [2, 11])
 @pytest.mark.parametrize("name", seglite.list_models())

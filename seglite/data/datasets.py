@@ -377,16 +377,47 @@ def load_dataset(data: str | Path | dict | None, root: str | Path | None = None)
 
 def _read_yaml(data: str | Path) -> tuple[dict, str, Path]:
     text = str(data)
-    builtin = BUILTIN_DIR / f"{text}.yaml"
-    path = builtin if builtin.is_file() else Path(text)
+    builtin = BUILTIN_DIR / f"{text}.yaml" if text in builtin_datasets() else None
+    path = builtin or Path(text)
+    if path.is_dir():
+        raise DataError(f"--data {text!r}: is a folder, not a data set; {_how_to_read(path)}")
     if not path.is_file():
-        close = difflib.get_close_matches(text, builtin_datasets(), n=1)
+        yamls = [str(p) for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
+        close = (
+            [str(p) for p in _beside(path)]
+            or difflib.get_close_matches(text, builtin_datasets(), n=1)
+            or difflib.get_close_matches(str(path), yamls, n=1)
+        )
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise DataError(
             f"--data {text!r}: no such built-in data set or YAML file; {hint}built-in: {', '.join(builtin_datasets())}"
         )
     raw = read_mapping(path, DataError, f"a mapping of data set keys ({', '.join(KEYS)})")
-    return raw, str(path), (path.parent if not builtin.is_file() else Path.cwd())
+    return raw, str(path), (path.parent if builtin is None else Path.cwd())
+
+
+def _beside(path: Path) -> list[Path]:
+    """`mydata.yaml` for `--data mydata`."""
+    return [
+        yaml for yaml in (path.with_name(path.name + ".yaml"), path.with_name(path.name + ".yml")) if yaml.is_file()
+    ]
+
+
+def _how_to_read(folder: Path) -> str:
+    """The --data that reads a folder given as --data: a built-in data set laid out there, a YAML in it, or one
+    to write."""
+    for name in builtin_datasets():
+        spec = load_dataset(name, folder)
+        if all(spec.split_on_disk(split) for split in ("train", "val")):
+            return f"it is laid out as {name}: pass --data {name} --data-root {folder}"
+    yamls = [*_beside(folder), *sorted(folder.glob("*.y*ml"))]
+    if yamls:
+        return f"pass its data set YAML, e.g. --data {yamls[0]}"
+    return (
+        f"describe it in a YAML (path: {folder.resolve()}, train:, val:, masks_dir: or mask_suffix:, names:) and "
+        "pass that; "
+        "see the own-data guide"
+    )
 
 
 def _resolve_base(raw: dict, where: str, folder: Path) -> dict:
