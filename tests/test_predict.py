@@ -451,6 +451,49 @@ def test_sources_know_how_many_frames_they_hold(street, video):
     assert resolve_sources("0")[0].expected_frames() is None
 
 
+@pytest.fixture
+def web(street, video):
+    """A local web server with an image and a video: URLs as users paste them, without the internet."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    folder = street.parent / "web"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(street / "a.png", folder / "street photo.png")
+    shutil.copy(video, folder / "drive.mp4")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_an_image_url_is_segmented_as_that_image_and_a_video_url_as_a_video(web, street, tmp_path):
+    from seglite.inference.segmenter import Segmenter
+    from seglite.inference.sources import resolve_sources
+
+    weights = _random_checkpoint(tmp_path / "w.pt", "espnetv2_s0.5", (128, 64))
+    same = ["--weights", str(weights), "--device", "cpu", "--backend", "torch", "--format", "trainid"]
+    result = _seglite("predict", f"{web}/street%20photo.png?size=large", *same, "--out", str(tmp_path / "url"))
+    assert result.returncode == 0, result.stderr
+    from_url = cv2.imread(str(tmp_path / "url" / "street photo_trainid.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(from_url, Segmenter(str(weights), backend="torch")(street / "a.png"))
+    # A video file's URL has an end: read as a video (frames known, named after the file), not as a live stream.
+    (source,) = resolve_sources(f"{web}/drive.mp4")
+    assert (source.kind, source.video_stem(), source.expected_frames()) == ("video", "drive", 12)
+    assert [s.kind for s in resolve_sources("rtsp://camera.local/live")] == ["stream"]
+    result = _seglite("predict", f"{web}/drive.mp4", *FAST, "--out", str(tmp_path / "video"))
+    assert result.returncode == 0, result.stderr
+    assert cv2.VideoCapture(str(tmp_path / "video" / "drive_overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 12
+    _one_error_line(
+        _seglite("predict", f"{web}/gone.jpg", *FAST, "--out", str(tmp_path)),
+        f"{web}/gone.jpg: cannot download (File not found); check the address",
+    )
+
+
 @pytest.mark.parametrize("out_size", [(540, 960), (64, 128), (37, 53)])
 def test_resize_argmax_equals_torch_upsample_then_argmax(out_size):
     import torch

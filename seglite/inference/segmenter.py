@@ -45,6 +45,14 @@ def half_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
+def _names_weights(model: str) -> bool:
+    """Whether a `model` argument names weights (a file, a run folder, a zoo name) rather than a network."""
+    from seglite.models.registry import list_models
+    from seglite.zoo.registry import find_entry
+
+    return model not in list_models() and (Path(model).expanduser().exists() or find_entry(model) is not None)
+
+
 class Segmenter:
     """`Segmenter(model=..., weights=...)(image_bgr)` -> uint8 class-id map (255 = ignore/unlabeled).
 
@@ -70,6 +78,8 @@ class Segmenter:
         torch.compile only where the time it saves over them pays for compiling (None: an open-ended run)."""
         if model is None and weights is None:
             weights = DEFAULT_WEIGHTS
+        elif weights is None and _names_weights(str(model)):
+            model, weights = None, str(model)  # Segmenter("runs/x/best.pt"), as Ultralytics' YOLO("x.pt") reads
         size = as_size(size)
         if backend not in ("auto", "torch", "onnx", "openvino"):
             raise SegliteError(f"--backend {backend!r}: expected auto, torch, onnx or openvino")

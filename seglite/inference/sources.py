@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
@@ -19,6 +25,7 @@ MIN_IMAGE_SIDE = 8  # smaller images carry no scene for these networks (and Open
 # Cameras' files too: dash-cams' .ts, camcorders' .mts/.m2ts, phones' .3gp.
 VIDEO_EXTENSIONS = set(".mp4 .avi .mov .mkv .webm .m4v .mpg .mpeg .wmv .ts .mts .m2ts .3gp .flv".split())
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS  # what a folder or a glob gives predict
+URL_TIMEOUT_S = 30.0  # an image URL that sends nothing for this long is named, not waited on
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,8 @@ class Source:
         camera (`camera0`) or a stream (`stream`)."""
         if isinstance(self.video, int):
             return f"camera{self.video}"
+        if isinstance(self.video, str) and url_suffix(self.video) in VIDEO_EXTENSIONS:
+            return PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(self.video).path)).stem
         if not isinstance(self.video, str) or "://" in self.video:
             return "stream"
         return self.output_stem(Path(self.video))
@@ -65,7 +74,7 @@ def resolve_sources(spec: str) -> list[Source]:
     if spec.isdigit():
         return [Source("stream", video=int(spec))]
     if "://" in spec:
-        return [Source("stream", video=spec)]
+        return [_url_source(spec)]
     path = Path(spec).expanduser()
     if path.is_file():
         return [_file_source(path)]
@@ -89,6 +98,34 @@ def resolve_sources(spec: str) -> list[Source]:
     return ([Source("images", images=images, base=base)] if images else []) + [
         Source("video", video=str(video), base=base) for video in videos
     ]
+
+
+def url_suffix(url: str) -> str:
+    """The suffix of the file an http(s) URL names ('' for a camera's or a server's stream address)."""
+    parts = urllib.parse.urlsplit(url)
+    return PurePosixPath(parts.path).suffix.lower() if parts.scheme in ("http", "https") else ""
+
+
+def _url_source(url: str) -> Source:
+    """An image URL is fetched (into a folder removed at exit) and read as that image; a video file's URL is read as
+    a video (it has an end); any other URL is a stream (RTSP, a camera's HTTP feed, HLS)."""
+    suffix = url_suffix(url)
+    if suffix in VIDEO_EXTENSIONS:
+        return Source("video", video=url)
+    if suffix not in IMAGE_EXTENSIONS | HEIC_EXTENSIONS:
+        return Source("stream", video=url)
+    folder = Path(tempfile.mkdtemp(prefix="seglite-url-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+    try:
+        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:
+            path.write_bytes(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise InputError(
+            f"{url}: cannot download ({reason}); check the address, or save the image and pass its path"
+        ) from None
+    return _file_source(path)
 
 
 def _file_source(path: Path) -> Source:

@@ -29,7 +29,7 @@ import torch
 
 from seglite.errors import InputError, Interrupted, OutputError
 from seglite.inference.outputs import render
-from seglite.inference.sources import open_video
+from seglite.inference.sources import VIDEO_EXTENSIONS, open_video, url_suffix
 from seglite.sharing import ThreadGovernor, in_streams, single_threaded_opencv
 
 if TYPE_CHECKING:  # the Segmenter imports this module lazily (predict_video, stream): no import circle
@@ -262,8 +262,9 @@ def _infer(
 
 
 def is_live(video: str | int) -> bool:
-    """A camera index or a stream URL: its frames come in real time, so one stream answers each at once."""
-    return isinstance(video, int) or "://" in str(video)
+    """A camera index or a stream URL: its frames come in real time, so one stream answers each at once. A video
+    file's URL has an end: it is read as a file is."""
+    return isinstance(video, int) or ("://" in video and url_suffix(video) not in VIDEO_EXTENSIONS)
 
 
 def throughput_streams(segmenter: Segmenter, live: bool) -> int:
