@@ -734,6 +734,40 @@ def test_short_finetune_on_camvid_lowers_the_loss_and_predicts_camvid_classes(tm
     assert refused.returncode == 2 and "labelid is Cityscapes' submission format" in refused.stderr
 
 
+def test_eval_defaults_to_the_data_set_and_root_the_weights_were_trained_on(tmp_path):
+    from seglite.zoo.checkpoint import atomic_torch_save, checkpoint_dict
+    from seglite.zoo.preprocess import IMAGENET
+
+    def trained_on(spec, path: Path) -> Path:
+        model = seglite.create_model("espnetv2_s0.5", num_classes=spec.num_classes)
+        record = spec.to_record()
+        atomic_torch_save(checkpoint_dict("espnetv2_s0.5", model, spec.names, IMAGENET, dataset=record), path)
+        return path
+
+    own = load_dataset(_binary_yaml(tmp_path, names=["other", "road"]))
+    run = tmp_path / "run"
+    run.mkdir()
+    trained_on(own, run / "best.pt")
+    args = ("--device", "cpu", "--backend", "torch", "--json")
+    result = _seglite("eval", "--weights", str(run), *args, cwd=tmp_path / "run")  # another folder than the YAML's
+    assert result.returncode == 0, result.stderr
+    assert f"data: {tmp_path / 'drive.yaml'} (what {run} was trained on; --data for another)" in result.stderr
+    assert (json.loads(result.stdout)["dataset"], json.loads(result.stdout)["num_images"]) == ("drive", 4)
+    # A built-in data set trained from --data-root: evaluated there, unless told otherwise.
+    camvid = tmp_path / "camvid"
+    for split in ("train", "val"):
+        (camvid / f"{split}annot").mkdir(parents=True)
+        (camvid / split).mkdir()
+    for i in range(2):
+        cv2.imwrite(str(camvid / "val" / f"f{i}.png"), np.full((48, 64, 3), 80 * i, np.uint8))
+        cv2.imwrite(str(camvid / "valannot" / f"f{i}.png"), np.full((48, 64), 3 * i, np.uint8))
+    weights = trained_on(load_dataset("camvid", camvid), tmp_path / "camvid.pt")
+    result = _seglite("eval", "--weights", str(weights), *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"data root: {camvid} (where it was trained; --data-root for another)" in result.stderr
+    assert (json.loads(result.stdout)["dataset"], json.loads(result.stdout)["num_images"]) == ("camvid", 2)
+
+
 # ---- cross-data-set evaluation ---------------------------------------------------------------------------------
 def test_class_map_evaluation_equals_a_hand_computed_confusion(tmp_path):
     predicted = ("road", "car", "truck", "wall")

@@ -15,6 +15,7 @@ from seglite.cli.common import (
     RunnableWeightsOption,
     WeightsOption,
     _dataset,
+    _dataset_of,
     _join_run,
     _note_shared_cpu,
     _on_main,
@@ -198,7 +199,13 @@ def quantize_cmd(
     if weights is None:
         raise SegliteError("pass --weights (trained weights: the mIoU change of random weights means nothing)")
     report = quantize_and_validate(
-        model, weights, _dataset(data, data_root), parse_size(size), calibration_split, eval_split, threads=threads
+        model,
+        weights,
+        _dataset_of(weights, data, data_root),
+        parse_size(size),
+        calibration_split,
+        eval_split,
+        threads=threads,
     )
     if as_json:
         print_json(report.to_dict())

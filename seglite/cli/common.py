@@ -143,22 +143,35 @@ def _dataset(data: str | None, data_root: Path | None, given_root: Path | None =
     return load_dataset(data, given_root or data_root)
 
 
-def _trained_on(weights: str | None) -> str | None:
-    """The built-in data set a seglite checkpoint was trained on (the default `--data` for evaluating it)."""
+def _dataset_of(weights: str | None, data: str | None, data_root: Path | None):
+    """`--data` and `--data-root` as given, else the data set the weights were trained on, as their checkpoint (or
+    export) recorded it: its YAML where that is still there, a built-in by name, at the root training read."""
     from seglite.data.datasets import builtin_datasets
     from seglite.export.base import find_artifact, read_record
     from seglite.zoo.checkpoint import read_checkpoint_file
+    from seglite.zoo.registry import run_checkpoint
 
+    record: dict = {}
     try:
         if (artifact := find_artifact(weights)) is not None:
-            name = (read_record(artifact).get("dataset") or {}).get("name")
-        elif weights is None or not Path(weights).is_file() or Path(weights).suffix != ".pt":
-            return None
-        else:
-            name = (read_checkpoint_file(weights).get("dataset") or {}).get("name")
+            record = read_record(artifact).get("dataset") or {}
+        elif weights is not None:
+            path = run_checkpoint(Path(weights)) if Path(weights).is_dir() else Path(weights)
+            if path is not None and path.is_file() and path.suffix == ".pt":
+                record = read_checkpoint_file(path).get("dataset") or {}
     except SegliteError:
-        return None  # the model loader names the problem with the file
-    return name if name in builtin_datasets() else None
+        pass  # the model loader names the problem with the file
+    name, file, root = record.get("name"), record.get("file"), record.get("root")
+    trained = file if file and Path(file).is_file() else (name if name in builtin_datasets() else None)
+    if data is None and trained is not None:
+        err_console.print(f"data: {trained} (what {weights} was trained on; --data for another)")
+        data = trained
+    spec = _dataset(data, data_root)
+    if data_root is None and root and spec.name == name and not (spec.path and spec.path.is_dir()):
+        if Path(root).is_dir():
+            err_console.print(f"data root: {root} (where it was trained; --data-root for another)")
+            spec = spec.with_root(root)
+    return spec
 
 
 def or_default_weights(model: str | None, weights: str | None, doing: str) -> str | None:

@@ -13,13 +13,12 @@ from seglite.cli.common import (
     DataOption,
     DataRootOption,
     RunnableWeightsOption,
-    _dataset,
+    _dataset_of,
     _eval_frames,
     _join_run,
     _on_main,
     _parse_scales,
     _segmenter,
-    _trained_on,
     app,
     console,
     err_console,
@@ -91,7 +90,7 @@ def eval_cmd(
     from seglite.zoo.registry import DEFAULT_WEIGHTS
 
     scale_list = _parse_scales(scales)
-    spec = _dataset(data or _trained_on(weights), data_root)
+    spec = _dataset_of(weights, data, data_root)
     if model is None and weights is None:
         if spec.layout != "cityscapes":
             raise SegliteError(f"pass --weights: the default weights ({DEFAULT_WEIGHTS}) predict Cityscapes classes")

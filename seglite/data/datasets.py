@@ -324,13 +324,17 @@ class DatasetSpec:
         return mapped[inverse.reshape(code.shape)]
 
     def to_record(self) -> dict:
-        """What a checkpoint keeps of the data set it was trained on."""
+        """What a checkpoint keeps of the data set it was trained on; its YAML and root (where they are files on
+        this machine) are where `eval` and `quantize` look when not told."""
+        own_file = self.source and Path(self.source).is_file() and Path(self.source).parent != BUILTIN_DIR
         return {
             "name": self.name,
             "names": list(self.names),
             "palette": [list(c) for c in self.colours],
             "ignore_index": self.ignore_index,
             "label_mapping": dict(self.label_mapping) if self.label_mapping else None,
+            "file": str(Path(self.source).resolve()) if own_file else None,
+            "root": str(self.path.resolve()) if self.path is not None and self.path.is_dir() else None,
         }
 
 
