@@ -766,6 +766,13 @@ def test_eval_defaults_to_the_data_set_and_root_the_weights_were_trained_on(tmp_
     assert result.returncode == 0, result.stderr
     assert f"data root: {camvid} (where it was trained; --data-root for another)" in result.stderr
     assert (json.loads(result.stdout)["dataset"], json.loads(result.stdout)["num_images"]) == ("camvid", 2)
+    # export checks its artifact on those frames too, where they are here, else on generated ones (None).
+    from seglite.cli.common import _dataset_of
+
+    assert _dataset_of(str(run), None, None, optional=True).name == "drive"
+    assert _dataset_of(None, None, None, optional=True) is None
+    (tmp_path / "drive.yaml").unlink()
+    assert _dataset_of(str(run), None, None, optional=True) is None
 
 
 # ---- cross-data-set evaluation ---------------------------------------------------------------------------------

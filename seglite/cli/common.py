@@ -143,9 +143,10 @@ def _dataset(data: str | None, data_root: Path | None, given_root: Path | None =
     return load_dataset(data, given_root or data_root)
 
 
-def _dataset_of(weights: str | None, data: str | None, data_root: Path | None):
+def _dataset_of(weights: str | None, data: str | None, data_root: Path | None, optional: bool = False):
     """`--data` and `--data-root` as given, else the data set the weights were trained on, as their checkpoint (or
-    export) recorded it: its YAML where that is still there, a built-in by name, at the root training read."""
+    export) recorded it: its YAML where that is still there, a built-in by name, at the root training read.
+    `optional`: None where neither names one that is here (export then checks on generated frames)."""
     from seglite.data.datasets import builtin_datasets
     from seglite.export.base import find_artifact, read_record
     from seglite.zoo.checkpoint import read_checkpoint_file
@@ -163,6 +164,8 @@ def _dataset_of(weights: str | None, data: str | None, data_root: Path | None):
         pass  # the model loader names the problem with the file
     name, file, root = record.get("name"), record.get("file"), record.get("root")
     trained = file if file and Path(file).is_file() else (name if name in builtin_datasets() else None)
+    if optional and data is None and data_root is None and not _usable(trained, root):
+        return None
     if data is None and trained is not None:
         err_console.print(f"data: {trained} (what {weights} was trained on; --data for another)")
         data = trained
@@ -172,6 +175,19 @@ def _dataset_of(weights: str | None, data: str | None, data_root: Path | None):
             err_console.print(f"data root: {root} (where it was trained; --data-root for another)")
             spec = spec.with_root(root)
     return spec
+
+
+def _usable(data: str | None, root: str | None) -> bool:
+    """Whether a recorded data set's val split is on this machine (its own root, else the recorded one)."""
+    from seglite.data.datasets import load_dataset
+
+    if data is None:
+        return False
+    try:
+        spec = load_dataset(data)
+        return spec.split_on_disk("val") or (root is not None and spec.with_root(root).split_on_disk("val"))
+    except SegliteError:
+        return False
 
 
 def or_default_weights(model: str | None, weights: str | None, doing: str) -> str | None:

@@ -12,7 +12,7 @@ from seglite.cli.common import (
     DataOption,
     DataRootOption,
     WeightsOption,
-    _dataset,
+    _dataset_of,
     app,
     console,
     err_console,
@@ -58,7 +58,7 @@ def export_cmd(
     from seglite.export.exporter import export_model
     from seglite.sizes import parse_size
 
-    spec = _dataset(data, data_root) if (data or data_root) else None
+    spec = _dataset_of(weights, data, data_root, optional=True)
     report = export_model(
         model,
         or_default_weights(model, weights, "exporting"),
