@@ -59,7 +59,7 @@ class Progress(rich_progress.Progress):
 
 def describe(task: rich_progress.Task) -> str:
     """`NAME: DONE/TOTAL FIELDS, TIME left` (the total and the time left where known)."""
-    done = f"{task.completed:g}/{task.total:g}" if task.total is not None else f"{task.completed:g} done"
+    done = f"{task.completed:.12g}/{task.total:.12g}" if task.total is not None else f"{task.completed:.12g} done"
     fields = " ".join(str(v) for v in task.fields.values() if isinstance(v, str) and v)
     text = f"{task.description}: {done}" + (f" {fields}" if fields else "")
     if task.finished:

@@ -30,7 +30,9 @@ weights_app = typer.Typer(
     no_args_is_help=True, help="Published checkpoints: list the zoo, download it ahead of use, convert files."
 )
 app.add_typer(weights_app, name="weights")
-data_app = typer.Typer(no_args_is_help=True, help="Data sets: check, statistics, generate the synthetic city.")
+data_app = typer.Typer(
+    no_args_is_help=True, help="Data sets: get (download and unpack), check, statistics, generate the synthetic city."
+)
 app.add_typer(data_app, name="data")
 PIPED_WIDTH = 240  # columns when stdout/stderr is no terminal
 NUMBER = re.compile(r"[-+]?[\d,.]+(e[-+]?\d+)? ?%?|-")  # a table cell print_table right-aligns

@@ -1,4 +1,4 @@
-"""`seglite data synth|check|stats`."""
+"""`seglite data get|synth|check|stats`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import DownloadColumn
 from rich.table import Table
 
 from seglite.cli.common import (
@@ -42,6 +43,42 @@ def data_synth(
     except OSError as exc:
         raise SegliteError(f"{exc.filename or out}: cannot write ({exc.strerror or exc})") from None
     console.print(f"wrote {train} train + {val} val images ({size}) to {out}" + (f", video {video}" if video else ""))
+
+
+@data_app.command("get")
+def data_get(
+    root: Annotated[
+        Path | None, typer.Argument(help="Where the data set goes (default: its YAML's path, else data/NAME).")
+    ] = None,
+    data: DataOption = None,
+    data_root: DataRootOption = None,
+    zips: Annotated[
+        Path | None,
+        typer.Option(
+            "--zips", help="Folder holding zips you downloaded already (e.g. ~/Downloads): not fetched again."
+        ),
+    ] = None,
+) -> None:
+    """Download and unpack a data set (camvid; cityscapes with your account or the zips you downloaded); an
+    interrupted download resumes."""
+    from seglite.data.download import get_dataset
+    from seglite.progress import Progress
+
+    spec = _dataset(data, data_root, root)
+    target = spec.path or Path("data") / spec.name
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), console=err_console, transient=True) as progress:
+
+        def start(description: str, total: int | None):
+            task = progress.add_task(description, total=total)
+            return lambda done: progress.advance(task, done)
+
+        report = get_dataset(spec, target, zips, start)
+    if report.already:
+        console.print(f"{spec.name} is already in {target}: nothing to do")
+    else:
+        kept = f"; your zips stay in {', '.join(sorted({str(k.parent) for k in report.kept}))}" if report.kept else ""
+        console.print(f"{spec.name} unpacked into {target} ({', '.join(report.unpacked) or 'nothing new'}){kept}")
+    console.print(f"next: seglite data check --data {spec.own_file or spec.name} --data-root {target}", highlight=False)
 
 
 @data_app.command("check")

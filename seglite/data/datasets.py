@@ -41,6 +41,7 @@ KEYS = (
     "strip_prefix",
     "ignore_colors",
     "layout",
+    "download",
 )
 _INVALID = np.uint16(0xFFFF)  # a raw mask value that is neither a class nor ignore
 
@@ -61,6 +62,17 @@ def distinct_palette(count: int) -> tuple[tuple[int, int, int], ...]:
 
 
 @dataclass(frozen=True)
+class Download:
+    """A data set's zips and where they come from: `source` is the URL of the one zip (or a folder URL ending in
+    `/` that each name is appended to), or `cityscapes-dataset.com` (an account's login); `folder` is the zips'
+    folder that becomes the data root ("" for their top level)."""
+
+    zips: tuple[str, ...]
+    source: str
+    folder: str = ""
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """Where a data set's images and masks are and what its classes are (docs/guides/own-data.md)."""
 
@@ -78,6 +90,7 @@ class DatasetSpec:
     ignore_colors: tuple[tuple[int, int, int], ...] = ()
     layout: str = "generic"  # "cityscapes": leftImg8bit/ + gtFine/, labelIds read through the official table
     source: str = ""
+    download: Download | None = None  # where `seglite data get` fetches it from
 
     @property
     def num_classes(self) -> int:
@@ -86,6 +99,12 @@ class DatasetSpec:
     @property
     def colours(self) -> tuple[tuple[int, int, int], ...]:
         return self.palette or distinct_palette(self.num_classes)
+
+    @property
+    def own_file(self) -> Path | None:
+        """The user's YAML it was read from (None for a built-in or an inline data set)."""
+        path = Path(self.source) if self.source else None
+        return path.resolve() if path is not None and path.is_file() and path.parent != BUILTIN_DIR else None
 
     def with_root(self, root: str | Path | None) -> DatasetSpec:
         return self if root is None else replace(self, path=Path(root))
@@ -326,14 +345,13 @@ class DatasetSpec:
     def to_record(self) -> dict:
         """What a checkpoint keeps of the data set it was trained on; its YAML and root (where they are files on
         this machine) are where `eval` and `quantize` look when not told."""
-        own_file = self.source and Path(self.source).is_file() and Path(self.source).parent != BUILTIN_DIR
         return {
             "name": self.name,
             "names": list(self.names),
             "palette": [list(c) for c in self.colours],
             "ignore_index": self.ignore_index,
             "label_mapping": dict(self.label_mapping) if self.label_mapping else None,
-            "file": str(Path(self.source).resolve()) if own_file else None,
+            "file": str(self.own_file) if self.own_file else None,
             "root": str(self.path.resolve()) if self.path is not None and self.path.is_dir() else None,
         }
 
@@ -498,7 +516,23 @@ def _build(raw: dict, where: str, folder: Path) -> DatasetSpec:
         ignore_colors=_colours(raw.get("ignore_colors"), where, "ignore_colors") or (),
         layout=layout,
         source=where,
+        download=_download(raw.get("download"), where),
     )
+
+
+def _download(value, where: str) -> Download | None:
+    if value is None:
+        return None
+    example = "{zips: [data.zip], from: https://host/data.zip, folder: data}"
+    if not isinstance(value, dict) or not {"zips", "from"} <= set(value) or set(value) - {"zips", "from", "folder"}:
+        raise DataError(f"{where}: download: expected {example} (folder optional)")
+    zips = value["zips"] if isinstance(value["zips"], list) else [value["zips"]]
+    if not zips or not all(isinstance(z, str) and z.endswith(".zip") and "/" not in z for z in zips):
+        raise DataError(f"{where}: download: zips: expected file names ending in .zip, e.g. {example}")
+    source = str(value["from"])
+    if len(zips) > 1 and "://" in source and not source.endswith("/"):
+        raise DataError(f"{where}: download: from: several zips need a folder URL ending in / (each name is appended)")
+    return Download(tuple(zips), source, str(value.get("folder") or "").strip("/"))
 
 
 def _names(value, where: str) -> tuple[str, ...]:
