@@ -110,10 +110,13 @@ class DatasetSpec:
         return self if root is None else replace(self, path=Path(root))
 
     def root(self) -> Path:
+        fetch = f", or fetch it: seglite data get --data {self.own_file or self.name}" if self.download else ""
         if self.path is None:
-            raise DataError(f"data set {self.name!r}: no data root; pass --data-root DIR (or set `path:` in its YAML)")
+            raise DataError(
+                f"data set {self.name!r}: no data root; pass --data-root DIR (or set `path:` in its YAML){fetch}"
+            )
         if not self.path.is_dir():
-            raise DataError(f"data set {self.name!r}: data root {self.path} is no folder; pass --data-root DIR")
+            raise DataError(f"data set {self.name!r}: data root {self.path} is no folder; pass --data-root DIR{fetch}")
         return self.path
 
     def has_split(self, split: str) -> bool:
