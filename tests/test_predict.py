@@ -480,7 +480,9 @@ def test_an_image_url_is_segmented_as_that_image_and_a_video_url_as_a_video(web,
     result = _seglite("predict", f"{web}/street%20photo.png?size=large", *same, "--out", str(tmp_path / "url"))
     assert result.returncode == 0, result.stderr
     from_url = cv2.imread(str(tmp_path / "url" / "street photo_trainid.png"), cv2.IMREAD_UNCHANGED)
-    np.testing.assert_array_equal(from_url, Segmenter(str(weights), backend="torch")(street / "a.png"))
+    seg = Segmenter(str(weights), backend="torch")
+    np.testing.assert_array_equal(from_url, seg(street / "a.png"))
+    np.testing.assert_array_equal(from_url, seg(f"{web}/street%20photo.png"))  # Python takes the URL too
     # A video file's URL has an end: read as a video (frames known, named after the file), not as a live stream.
     (source,) = resolve_sources(f"{web}/drive.mp4")
     assert (source.kind, source.video_stem(), source.expected_frames()) == ("video", "drive", 12)

@@ -114,6 +114,11 @@ def _url_source(url: str) -> Source:
         return Source("video", video=url)
     if suffix not in IMAGE_EXTENSIONS | HEIC_EXTENSIONS:
         return Source("stream", video=url)
+    return _file_source(download_image(url))
+
+
+def download_image(url: str) -> Path:
+    """An image URL's file, fetched into a folder removed at exit and named as the URL names it."""
     folder = Path(tempfile.mkdtemp(prefix="seglite-url-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     path = folder / PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
@@ -125,7 +130,7 @@ def _url_source(url: str) -> Source:
         raise InputError(
             f"{url}: cannot download ({reason}); check the address, or save the image and pass its path"
         ) from None
-    return _file_source(path)
+    return path
 
 
 def _file_source(path: Path) -> Source:
@@ -192,9 +197,12 @@ def as_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def to_image_bgr(image: object) -> np.ndarray:
-    """What Python users hold as an image: an OpenCV BGR array, a file path, or a PIL image (RGB) -> HxWx3 uint8 BGR."""
+    """What Python users hold as an image: an OpenCV BGR array, a file path or URL, or a PIL image (RGB) -> HxWx3
+    uint8 BGR."""
     if isinstance(image, np.ndarray):
         return as_bgr_uint8(image)
+    if isinstance(image, str) and "://" in image:
+        return read_image(download_image(image))
     if isinstance(image, str | Path):
         return read_image(Path(image))
     if type(image).__module__.startswith("PIL.") and hasattr(image, "convert"):
