@@ -265,10 +265,10 @@ class DatasetSpec:
                     f"{list_file}:{line_no}: expected `image [mask]`, found {len(fields)} fields and no split of "
                     "them into two existing files; separate a name that holds spaces from the other with a tab"
                 )
-        fields = [field.strip() for field in fields if field.strip()]
+        fields = [part.strip() for part in fields if part.strip()]
         if len(fields) > 2:
             raise DataError(f"{list_file}:{line_no}: expected `image<TAB>mask`, found {len(fields)} fields")
-        missing = next((field for field in fields if not self._listed(field).is_file()), None)
+        missing = next((part for part in fields if not self._listed(part).is_file()), None)
         if missing is not None:
             raise self._missing_listed(missing, list_file, line_no)
         return self._listed(fields[0]), self._listed(fields[1]) if len(fields) == 2 else None
@@ -440,8 +440,7 @@ def _how_to_read(folder: Path) -> str:
         return f"pass its data set YAML, e.g. --data {yamls[0]}"
     return (
         f"describe it in a YAML (path: {folder.resolve()}, train:, val:, masks_dir: or mask_suffix:, names:) and "
-        "pass that; "
-        "see the own-data guide"
+        "pass that; see the own-data guide"
     )
 
 
