@@ -471,8 +471,9 @@ def web(street, video):
     server.shutdown()
 
 
-def test_an_image_url_is_segmented_as_that_image_and_a_video_url_as_a_video(web, street, tmp_path):
+def test_an_image_url_is_segmented_as_that_image_and_a_video_url_as_a_video(web, street, video, tmp_path):
     from seglite.errors import InputError
+    from seglite.inference.predict import expand_sources
     from seglite.inference.segmenter import Segmenter
     from seglite.inference.sources import resolve_sources
 
@@ -488,6 +489,14 @@ def test_an_image_url_is_segmented_as_that_image_and_a_video_url_as_a_video(web,
     (source,) = resolve_sources(f"{web}/drive.mp4")
     assert (source.kind, source.video_stem(), source.expected_frames()) == ("video", "drive", 12)
     assert [s.kind for s in resolve_sources("rtsp://camera.local/live")] == ["stream"]
+    (tmp_path / "list.txt").write_text(f"{web}/street%20photo.png\nweb/drive.mp4\n")  # a list: URLs as they are
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "drive.mp4").write_bytes(video.read_bytes())
+    listed = expand_sources([str(tmp_path / "list.txt")])
+    assert [(s.kind, s.images[0].name if s.images else s.video_stem()) for s in listed] == [
+        ("images", "street photo.png"),
+        ("video", "drive"),
+    ]
     result = _seglite("predict", f"{web}/drive.mp4", *FAST, "--out", str(tmp_path / "video"))
     assert result.returncode == 0, result.stderr
     assert cv2.VideoCapture(str(tmp_path / "video" / "drive_overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 12

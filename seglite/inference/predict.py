@@ -203,8 +203,8 @@ LIST_SUFFIXES = {".txt", ".lst"}  # a file that lists SOURCES, one per line
 
 
 def expand_sources(specs: Sequence[str]) -> list[Source]:
-    """SOURCES of `seglite predict`: images, folders, globs, videos and list files of those (one per line, relative
-    to the list's folder; `#` comments). A camera or stream is live and endless: it must be the only source."""
+    """SOURCES of `seglite predict`: images, folders, globs, videos, URLs and list files of those (one per line,
+    paths relative to the list's folder; `#` comments). A camera or stream is live and endless: it must be the only source."""
     sources: list[Source] = []
     for spec in specs:
         path = Path(spec).expanduser()
@@ -213,7 +213,8 @@ def expand_sources(specs: Sequence[str]) -> list[Source]:
             entries = [line for line in lines if line and not line.startswith("#")]
             if not entries:
                 raise InputError(f"{path}: the list names no images or videos")
-            sources += [source for entry in entries for source in resolve_sources(str(path.parent / entry))]
+            named = [entry if "://" in entry else str(path.parent / entry) for entry in entries]  # URLs as they are
+            sources += [source for entry in named for source in resolve_sources(entry)]
         else:
             sources += resolve_sources(spec)
     if len(sources) > 1 and any(source.kind == "stream" for source in sources):
