@@ -59,6 +59,18 @@ def test_a_zip_is_fetched_unpacked_from_its_folder_and_read(tmp_path):
     assert again.already and not again.fetched
 
 
+def test_a_zip_on_this_machine_is_unpacked_where_it_lies(tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    _camvid_zip(share / "camvid.zip")
+    (tmp_path / "yamls").mkdir()
+    spec = load_dataset(_camvid_yaml(tmp_path / "yamls", "../share/camvid.zip"))  # relative to the YAML's folder
+    assert spec.download.source == (share / "camvid.zip").as_uri()
+    report = get_dataset(spec, tmp_path / "root")
+    assert report.fetched == [] and report.kept == [share / "camvid.zip"] and (share / "camvid.zip").is_file()
+    assert len(spec.with_root(tmp_path / "root").samples("val")) == 3
+
+
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
     """A server that resumes (206), as GitHub's and most file servers do; the standard library's does not."""
 

@@ -61,6 +61,9 @@ def distinct_palette(count: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(colours)
 
 
+CITYSCAPES_SITE = "cityscapes-dataset.com"  # `download: from:` for its packages, behind an account's login
+
+
 @dataclass(frozen=True)
 class Download:
     """A data set's zips and where they come from: `source` is the URL of the one zip (or a folder URL ending in
@@ -518,11 +521,11 @@ def _build(raw: dict, where: str, folder: Path) -> DatasetSpec:
         ignore_colors=_colours(raw.get("ignore_colors"), where, "ignore_colors") or (),
         layout=layout,
         source=where,
-        download=_download(raw.get("download"), where),
+        download=_download(raw.get("download"), where, folder),
     )
 
 
-def _download(value, where: str) -> Download | None:
+def _download(value, where: str, folder: Path) -> Download | None:
     if value is None:
         return None
     example = "{zips: [data.zip], from: https://host/data.zip, folder: data}"
@@ -532,6 +535,9 @@ def _download(value, where: str) -> Download | None:
     if not zips or not all(isinstance(z, str) and z.endswith(".zip") and "/" not in z for z in zips):
         raise DataError(f"{where}: download: zips: expected file names ending in .zip, e.g. {example}")
     source = str(value["from"])
+    if "://" not in source and source != CITYSCAPES_SITE:  # a path here (a share, a disk), from the YAML's folder
+        local = (folder / Path(source).expanduser()).resolve()
+        source = local.as_uri() + ("/" if source.endswith("/") else "")
     if len(zips) > 1 and "://" in source and not source.endswith("/"):
         raise DataError(f"{where}: download: from: several zips need a folder URL ending in / (each name is appended)")
     return Download(tuple(zips), source, str(value.get("folder") or "").strip("/"))

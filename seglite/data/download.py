@@ -12,16 +12,16 @@ import secrets
 import shutil
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from seglite.data.datasets import DatasetSpec, Download
+from seglite.data.datasets import CITYSCAPES_SITE, DatasetSpec, Download
 from seglite.errors import DataError, OutputError, SegliteError
 
-CITYSCAPES_SITE = "cityscapes-dataset.com"
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
 STAGING = ".download"  # inside the root: fetched zips (and `.part` files while they come)
@@ -78,7 +78,8 @@ def get_dataset(
     try:
         archives = []
         for name in download.zips:
-            found = next((d / name for d in (zips_dir, root, staging) if d is not None and (d / name).is_file()), None)
+            places = (zips_dir, root, staging, _local_folder(download, name))
+            found = next((d / name for d in places if d is not None and (d / name).is_file()), None)
             if found is None:
                 found = _fetch(download, name, staging, progress)
                 report.fetched.append(name)
@@ -96,6 +97,14 @@ def get_dataset(
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
     return report
+
+
+def _local_folder(download: Download, name: str) -> Path | None:
+    """The folder of a zip that `from:` names on this machine (unpacked from there, not copied)."""
+    if not download.source.startswith("file://"):
+        return None
+    path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(download.source).path))
+    return path if download.source.endswith("/") else (path.parent if path.name == name else None)
 
 
 def _fetch(download: Download, name: str, staging: Path, progress: ProgressStart) -> Path:
@@ -118,7 +127,7 @@ def _fetch(download: Download, name: str, staging: Path, progress: ProgressStart
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     advance(len(chunk))
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+    except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         kept = f" ({part.stat().st_size} bytes kept: running again resumes)" if part.is_file() else ""
         raise DataError(
