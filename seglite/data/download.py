@@ -89,6 +89,12 @@ def get_dataset(
         for archive in archives:
             if _unpack(archive, root, download.folder, progress):
                 report.unpacked.append(archive.name)
+        if not is_present(spec.with_root(root)):
+            held = ", ".join(sorted(p.name for p in root.iterdir() if not p.name.startswith("."))) or "nothing"
+            raise DataError(
+                f"{root}: unpacked, but the data set's train and val splits are not there (it holds {held}); set "
+                "`download: folder:` to the zips' folder that holds them, or `path`/`train`/`val` to where they are"
+            )
         for archive in archives:
             if archive.parent == staging:
                 archive.unlink()
