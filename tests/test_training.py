@@ -121,6 +121,21 @@ def test_a_recipe_typo_is_one_line_before_any_run_folder(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_no_recipe_names_the_one_to_start_from_for_the_data_given(tmp_path):
+    (tmp_path / "mine.yaml").write_text("path: .\ntrain: images\nmasks_dir: {images: masks}\nnames: [a, b]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "seglite", "train", "--data", "mine.yaml"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 2 and not (tmp_path / "runs").exists(), result.stderr
+    assert (
+        "error: pass a recipe: e.g. seglite train camvid_espnetv2_s1.0_finetune --data mine.yaml --set class_map={} "
+        "(fine-tunes the published Cityscapes ESPNetv2 s1.0" in result.stderr
+    )
+    from seglite.cli.train import _which_recipe
+
+    assert "espnetv2_s2.0 (Cityscapes" in _which_recipe(None) and "--set class_map" not in _which_recipe("camvid")
+
+
 def test_data_workers_are_capped_at_the_cpus_here(data, tmp_path):
     """The Cityscapes recipes ask for 8 loader processes; on a small CPU they would only fight the training."""
     result = _train(data, tmp_path / "run", "schedule.iters=1", "data.workers=64")

@@ -98,10 +98,7 @@ def train_cmd(
         for line in warnings:
             err_console.print(line, highlight=False)
     elif config is None:
-        raise SegliteError(
-            "pass a recipe (e.g. configs/synth_espnetv2_s0.5.yaml)"
-            + (f"; --resume found no {out / LAST}" if resume else "")
-        )
+        raise SegliteError(_which_recipe(data) + (f"; --resume found no {out / LAST}" if resume else ""))
     else:
         cfg = load_config(config, [*fixed, *sets])
     if print_config:
@@ -120,4 +117,19 @@ def train_cmd(
     console.print(
         f"finished at iteration {result['iteration']}; best val mIoU "
         f"{'-' if best is None else f'{best:.2f} %'}; checkpoints in {out}",
+    )
+
+
+def _which_recipe(data: str | None) -> str:
+    """The recipe to start from, for the data at hand: own frames fine-tune the published weights (what the
+    own-data guide runs), Cityscapes trains a paper's recipe, and the generated city trains in CPU minutes."""
+    if data in (None, "cityscapes"):
+        return (
+            "pass a recipe: e.g. espnetv2_s2.0 (Cityscapes, the paper's), or synth_espnetv2_s0.5 (the generated city "
+            "of `seglite data synth data/synth`, a few CPU minutes); every recipe is in configs/"
+        )
+    own = "" if data == "camvid" else " --set class_map={}"
+    return (
+        f"pass a recipe: e.g. seglite train camvid_espnetv2_s1.0_finetune --data {data}{own} (fine-tunes the "
+        "published Cityscapes ESPNetv2 s1.0 in CPU minutes; the own-data guide lists the others)"
     )
