@@ -58,6 +58,9 @@ def test_a_zip_is_fetched_unpacked_from_its_folder_and_read(tmp_path):
     assert len(samples) == 3 and spec.with_root(root).read_label(samples[0]).shape == (36, 48)
     again = get_dataset(spec, root)
     assert again.already and not again.fetched
+    assert get_dataset(replace(spec, download=None), root).already  # there: no `download:` needed
+    with pytest.raises(DataError, match=r"data set 'camvid' says nowhere to get it from: add `download: "):
+        get_dataset(replace(spec, download=None), tmp_path / "elsewhere")
 
 
 def test_a_zip_on_this_machine_is_unpacked_where_it_lies(tmp_path):

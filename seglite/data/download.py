@@ -59,15 +59,15 @@ def get_dataset(
     """Make `root` hold `spec`: each zip from `zips_dir`, the root or an earlier run's staging folder where it is
     there, else fetched; then unpacked. The zips fetched here are deleted once unpacked; the user's are kept."""
     download = spec.download
+    report = GetReport(root)
+    if is_present(spec.with_root(root)):
+        report.already = True
+        return report
     if download is None:
         raise DataError(
             f"data set {spec.name!r} says nowhere to get it from: add `download: {{zips: [NAME.zip], from: URL}}` "
             "to its YAML, or put its files in place by hand"
         )
-    report = GetReport(root)
-    if is_present(spec.with_root(root)):
-        report.already = True
-        return report
     if zips_dir is not None and not zips_dir.is_dir():
         raise DataError(f"--zips {zips_dir}: no such folder (the one the zips were downloaded to)")
     try:
