@@ -166,6 +166,24 @@ def test_damaged_or_unsafe_zips_and_half_there_folders_are_refused(tmp_path):
     assert list((tmp_path / "c" / "train").iterdir()) == []
 
 
+def test_a_full_disk_is_named_before_the_download_or_the_unpacking(server, tmp_path, monkeypatch):
+    import collections
+
+    from seglite.data import download
+    from seglite.errors import OutputError
+
+    folder, url = server
+    _camvid_zip(folder / "camvid.zip")
+    spec = load_dataset(_camvid_yaml(tmp_path, url))
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
+    with pytest.raises(OutputError, match=r"GB to download camvid.zip, 0.0 GB free"):
+        get_dataset(spec, tmp_path / "a")
+    with pytest.raises(OutputError, match=r"GB to unpack camvid.zip, 0.0 GB free"):
+        get_dataset(spec, tmp_path / "b", zips_dir=folder)
+    assert not (tmp_path / "a" / STAGING).exists() and sorted(p.name for p in (tmp_path / "b").iterdir()) == []
+
+
 def test_cityscapes_without_a_terminal_or_stored_login_says_what_to_do(tmp_path, monkeypatch):
     import appdirs
 

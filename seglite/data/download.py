@@ -127,6 +127,9 @@ def _fetch(download: Download, name: str, staging: Path, progress: ProgressStart
             resumed = have > 0 and getattr(response, "status", None) == 206
             length = response.headers.get("Content-Length")
             total = int(length) + (have if resumed else 0) if length and length.isdigit() else None
+            free = shutil.disk_usage(staging).free
+            if length and length.isdigit() and int(length) > free:
+                raise OutputError(f"{staging}: {int(length) / 1e9:.1f} GB to download {name}, {free / 1e9:.1f} GB free")
             advance = progress(f"download {name}", total)
             advance(have if resumed else 0)
             with open(part, "ab" if resumed else "wb") as out:
