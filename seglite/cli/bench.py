@@ -14,7 +14,6 @@ from seglite.cli.common import (
     DataRootOption,
     RunnableWeightsOption,
     WeightsOption,
-    _dataset,
     _dataset_of,
     _join_run,
     _note_shared_cpu,
@@ -253,15 +252,16 @@ def benchmark_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Export to every deployment format that works here and measure each in its own runtime, in one run: size,
-    export time, agreement with PyTorch, mIoU on the val split (with --data) and latency; one table, CSV, JSON and
-    a plot. Artifacts stay in --out, ready to ship."""
+    export time, agreement with PyTorch, mIoU on the val split (of --data, else of the data set the weights were
+    trained on, where it is here) and latency; one table, CSV, JSON and a plot. Artifacts stay in --out, ready to
+    ship."""
     from seglite.bench.formats import BENCHMARK_FILES, benchmark_formats, cells
     from seglite.export import FORMATS, get_format
     from seglite.sizes import parse_size
 
     names = list(FORMATS) if formats == "all" else [get_format(f).name for f in formats.split(",") if f.strip()]
     precisions = ["fp32"] + (["fp16"] if half else []) + (["int8"] if int8 else [])
-    spec = _dataset(data, data_root) if (data or data_root) else None
+    spec = _dataset_of(weights, data, data_root, optional=True)
     out = choose_output(out, Path("outputs/benchmark"), existing_files(*BENCHMARK_FILES), exist_ok)
     _note_shared_cpu(threads)
     columns = ("format", "precision", "status", "MB", "export s", "agree %", "mIoU %", "ms", "FPS", "note")
