@@ -204,7 +204,8 @@ LIST_SUFFIXES = {".txt", ".lst"}  # a file that lists SOURCES, one per line
 
 def expand_sources(specs: Sequence[str]) -> list[Source]:
     """SOURCES of `seglite predict`: images, folders, globs, videos, URLs and list files of those (one per line,
-    paths relative to the list's folder; `#` comments). A camera or stream is live and endless: it must be the only source."""
+    paths relative to the list's folder; `#` comments). A camera or stream is live and endless: it must be the only
+    source."""
     sources: list[Source] = []
     for spec in specs:
         path = Path(spec).expanduser()

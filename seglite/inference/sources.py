@@ -117,19 +117,25 @@ def _url_source(url: str) -> Source:
     return _file_source(download_image(url))
 
 
-def download_image(url: str) -> Path:
-    """An image URL's file, fetched into a folder removed at exit and named as the URL names it."""
-    folder = Path(tempfile.mkdtemp(prefix="seglite-url-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    path = folder / PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+def fetch_url(url: str) -> bytes:
+    """What an image URL serves, or an InputError naming the URL."""
     try:
         with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:
-            path.write_bytes(response.read())
+            return response.read()
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise InputError(
             f"{url}: cannot download ({reason}); check the address, or save the image and pass its path"
         ) from None
+
+
+def download_image(url: str) -> Path:
+    """An image URL's file, in a folder removed at exit and named as the URL names it (predict's outputs are)."""
+    data = fetch_url(url)
+    folder = Path(tempfile.mkdtemp(prefix="seglite-url-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+    path.write_bytes(data)
     return path
 
 
@@ -202,7 +208,7 @@ def to_image_bgr(image: object) -> np.ndarray:
     if isinstance(image, np.ndarray):
         return as_bgr_uint8(image)
     if isinstance(image, str) and "://" in image:
-        return read_image(download_image(image))
+        return decode_image(np.frombuffer(fetch_url(image), np.uint8), image)
     if isinstance(image, str | Path):
         return read_image(Path(image))
     if type(image).__module__.startswith("PIL.") and hasattr(image, "convert"):
@@ -226,6 +232,11 @@ def read_image(path: Path) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return decode_image(data, path)
+
+
+def decode_image(data: np.ndarray, path: str | Path) -> np.ndarray:
+    """An image file's bytes as read_image reads them; `path` names it in errors."""
     with quiet_stderr():
         # Any depth and channel count, turned upright by its EXIF orientation as every viewer shows it (a phone's
         # portrait photo is stored sideways) and as training reads it; IMREAD_UNCHANGED would ignore the tag.
