@@ -288,6 +288,7 @@ def test_list_files_take_names_with_spaces_and_image_only_lines(tmp_path):
     base = {"path": str(root), "train": "train.txt", "val": "val.txt", "names": ["a", "b"]}
     spec = load_dataset(_write_yaml(tmp_path / "a.yaml", base))
     assert [(s.image.name, s.label.name) for s in spec.samples("train")] == [(p.name, f"{p.stem}.png") for p in train]
+    assert [s.stem for s in spec.samples("train")] == [p.stem for p in train]  # eval --save-predictions' names
     # A line of an image alone finds its mask as a folder split does (Ultralytics' lists), when told how.
     with pytest.raises(DataError, match=r"my f0.jpg: no mask on its line of .*val.txt .*`masks_dir`"):
         spec.samples("val")
@@ -300,6 +301,9 @@ def test_list_files_take_names_with_spaces_and_image_only_lines(tmp_path):
         (root / "train.txt").write_text(line + "\n")
         with pytest.raises(DataError, match=r"train.txt:1: .*masks/train/no(thing here)?.png does not exist"):
             spec.samples("train")
+    # Images of one name in two folders keep apart, as in a folder split (their saved predictions do not collide).
+    (root / "train.txt").write_text("images/train/my f0.jpg masks/train/my f0.png\nimages/val/my f1.jpg\n")
+    assert [s.stem for s in spec.samples("train")] == ["train/my f0", "val/my f1"]
     (root / "train.txt").write_text("images/train/a photo.jpg masks/train/its mask.png\n")
     with pytest.raises(DataError, match=r"train.txt:1: expected `image \[mask\]`, found 4 fields .*with a tab"):
         spec.samples("train")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -277,7 +278,7 @@ class DatasetSpec:
         return self._listed(fields[0]), self._listed(fields[1]) if len(fields) == 2 else None
 
     def _list_file_samples(self, list_file: Path) -> list[Sample]:
-        samples = []
+        pairs = []
         root = self.root()
         for line_no, line in enumerate(list_file.read_text().splitlines(), 1):
             line = line.strip()
@@ -287,8 +288,13 @@ class DatasetSpec:
             if mask is None and (self.masks_dir or self.mask_suffix) and image.is_relative_to(root):
                 derived = self._mask_for(root, image)  # Ultralytics' lists name images only
                 mask = derived if derived.is_file() and derived != image else None
-            samples.append(Sample(image.stem, image, mask))
-        return samples
+            pairs.append((image, mask))
+        # Named as a folder split names them, below the folder they share: a/x.png and b/x.png stay apart.
+        try:
+            common = Path(os.path.commonpath([image.parent for image, _ in pairs])) if pairs else root
+        except ValueError:  # on two drives (Windows): no shared folder, the stems alone
+            return [Sample(image.stem, image, mask) for image, mask in pairs]
+        return [Sample(image.relative_to(common).with_suffix("").as_posix(), image, mask) for image, mask in pairs]
 
     # ---- reading masks ------------------------------------------------------------------------------------
     def lookup_table(self, size: int = 256) -> np.ndarray:
