@@ -85,6 +85,9 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         asked = self.headers.get("Range")
         self.ranges.append(asked)
         start = int(asked.removeprefix("bytes=").rstrip("-")) if asked else 0
+        if start >= len(data):
+            self.send_error(416)
+            return
         self.send_response(206 if asked else 200)
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
@@ -116,6 +119,12 @@ def test_an_interrupted_download_resumes_where_it_stopped(server, tmp_path):
     get_dataset(spec, root)
     assert _RangeHandler.ranges == ["bytes=1000-"]
     assert len(spec.with_root(root).samples("train")) == 3 and not (root / STAGING).exists()
+    # Stopped after the last byte, before the rename: the server has nothing more to send (416), the part is whole.
+    other = tmp_path / "other"
+    (other / STAGING).mkdir(parents=True)
+    (other / STAGING / "camvid.zip.part").write_bytes(data)
+    get_dataset(spec, other)
+    assert _RangeHandler.ranges[-1] == f"bytes={len(data)}-" and len(spec.with_root(other).samples("val")) == 3
 
 
 def test_zips_the_user_downloaded_are_unpacked_and_kept(tmp_path):

@@ -136,16 +136,24 @@ def _fetch(download: Download, name: str, staging: Path, progress: ProgressStart
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     advance(len(chunk))
+    except urllib.error.HTTPError as exc:
+        if exc.code != 416 or not have:
+            raise _not_downloaded(name, url, exc.reason, part) from None
+        # "Range not satisfiable": the part already holds the whole file (stopped before its rename); unpacking
+        # checks it
     except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        kept = f" ({part.stat().st_size} bytes kept: running again resumes)" if part.is_file() else ""
-        raise DataError(
-            f"cannot download {name} from {url} ({reason}){kept}; or download it another way and pass --zips DIR"
-        ) from None
+        raise _not_downloaded(name, url, getattr(exc, "reason", None) or exc, part) from None
     except OSError as exc:
         raise OutputError(f"{part}: could not be written ({exc.strerror or exc})") from None
     os.replace(part, target)
     return target
+
+
+def _not_downloaded(name: str, url: str, reason: object, part: Path) -> DataError:
+    kept = f" ({part.stat().st_size} bytes kept: running again resumes)" if part.is_file() else ""
+    return DataError(
+        f"cannot download {name} from {url} ({reason}){kept}; or download it another way and pass --zips DIR"
+    )
 
 
 def _fetch_cityscapes(name: str, staging: Path) -> Path:
