@@ -309,6 +309,44 @@ def test_list_files_take_names_with_spaces_and_image_only_lines(tmp_path):
         spec.samples("train")
 
 
+def test_yolo_polygon_labels_read_as_class_masks_with_background_as_class_0(tmp_path):
+    """Ultralytics' segmentation layout: images/ and labels/*.txt (`class x1 y1 x2 y2 ...`, fractions of the size)."""
+    from seglite.data.check import check_dataset
+
+    root = tmp_path / "yolo"
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(root / "images" / split / f"f{i}.jpg"), np.full((60, 80, 3), 40 * i, np.uint8))
+    big, small = "0 0.0 0.0 1.0 0.0 1.0 1.0 0.0 1.0", "1 0.25 0.25 0.75 0.25 0.5 0.75"
+    for split in ("train", "val"):  # the small sign first in the file: drawn after the road that holds it
+        (root / "labels" / split / "f1.txt").write_text(f"{small}\n\n{big}\n")
+    data = _write_yaml(tmp_path / "yolo.yaml", {"path": str(root), "train": "images/train", "val": "images/val",
+                                                 "mask_format": "yolo", "names": {0: "road", 1: "sign"}})  # fmt: skip
+    spec = load_dataset(data)
+    assert spec.names == ("background", "road", "sign")
+    empty, labelled = spec.samples("train")  # f0 has no label file: an image of no object
+    assert not empty.label.exists() and (spec.read_label(empty) == 0).all()
+    expected = np.full((60, 80), 1, np.uint8)
+    cv2.fillPoly(expected, [np.round(np.array([[20, 15], [60, 15], [40, 45]])).astype(np.int32)], 2)
+    np.testing.assert_array_equal(spec.read_label(labelled), expected)
+    reports = check_dataset(spec)
+    assert [(r.split, r.labelled, r.problems) for r in reports] == [("train", 2, []), ("val", 2, [])]
+    bad_lines = {
+        "3 0.1 0.1 0.2 0.2 0.3 0.1": r"f1.txt:1: class 3 is not one of the data set's 0..1",
+        "0 0.5 0.5 0.2 0.2": r"f1.txt:1: a box \(class x y w h\), not a polygon: a detection label",
+        "1 0.1 0.1 0.2 0.2 0.3": r"f1.txt:1: a polygon needs x y pairs, at least 3, found 5 numbers",
+    }
+    for line, message in bad_lines.items():
+        (root / "labels" / "train" / "f1.txt").write_text(line + "\n")
+        with pytest.raises(DataError, match=message):
+            spec.read_label(labelled)
+    mapped = _write_yaml(tmp_path / "m.yaml", {**yaml.safe_load(data.read_text()), "label_mapping": {0: 1}})
+    with pytest.raises(DataError, match=r"label_mapping reads mask values; YOLO labels hold class ids"):
+        load_dataset(mapped)
+
+
 def test_colour_masks_map_through_the_palette_and_an_unknown_colour_is_named(tmp_path):
     root = _binary_set(tmp_path / "d")
     palette = [[0, 0, 0], [128, 64, 128]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
@@ -17,12 +18,12 @@ from PIL import Image
 
 from seglite.data.cityscapes import PACKED, where_it_is
 from seglite.data.datasets import SPLITS, DatasetSpec, read_index_mask
+from seglite.data.yolo import upright_size
 from seglite.errors import DataError
 
 T, R = TypeVar("T"), TypeVar("R")
 PARALLEL_FROM = 200  # images from which `data check` / `data stats` use worker processes
 MAX_WORKERS = 8
-ORIENTATION_TAG = 0x0112  # EXIF
 
 FULL_COUNTS = {
     "cityscapes": {"train": 2975, "val": 500, "test": 1525},
@@ -119,6 +120,8 @@ def _too_few_classes(spec: DatasetSpec, report: SplitReport) -> list[str]:
         hint = "check the gtFine *_labelIds.png files"
     elif spec.mask_format == "color":
         hint = "check `palette` (one RGB colour per class, as the masks draw them) and `ignore_colors`"
+    elif spec.mask_format == "yolo":
+        hint = "check that the label files hold polygons (class x1 y1 x2 y2 ...) for the images"
     else:
         example = {0: 0, spec.ignore_index: 1}
         hint = (
@@ -135,13 +138,13 @@ def _check_sample(spec: DatasetSpec, split: str, read_labels: bool, sample) -> S
     checked = SampleCheck()
     try:
         with Image.open(sample.image) as image:
-            checked.size = _upright_size(image)
+            checked.size = upright_size(image)
             if sample.label is None:
                 checked.problems = [spec.missing_mask(split, sample)] if split != "test" else []
                 return checked
             checked.labelled = 1
-            with Image.open(sample.label) as label:
-                if checked.size != label.size:
+            with contextlib.nullcontext() if spec.mask_format == "yolo" else Image.open(sample.label) as label:
+                if label is not None and checked.size != label.size:  # polygons are drawn at the image's size
                     width, height = checked.size
                     sizes = f"mask is {label.size[0]}x{label.size[1]}, image {width}x{height}"
                     checked.problems = [f"{sample.label}: {sizes}"]
@@ -163,13 +166,6 @@ def _class_pixels(labels: np.ndarray, num_classes: int) -> np.ndarray:
     add 70 % to reading a Cityscapes mask."""
     histogram = np.rint(cv2.calcHist([labels], [0], None, [256], [0, 256]).ravel()).astype(np.int64)
     return np.append(histogram[:num_classes], histogram[num_classes:].sum())
-
-
-def _upright_size(image: Image.Image) -> tuple[int, int]:
-    """An image's width and height as it is read (cv2 turns a photo upright by its EXIF orientation; 5-8 turn it by
-    a quarter), from the header alone."""
-    width, height = image.size
-    return (height, width) if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8) else (width, height)
 
 
 def _map(function: Callable[[T], R], items: Sequence[T], progress=None) -> Iterator[R]:

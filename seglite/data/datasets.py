@@ -19,6 +19,7 @@ import numpy as np
 
 from seglite.data.cityscapes import PACKED, Sample, find_samples, read_checked_train_ids, where_it_is
 from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX, PALETTE_RGB
+from seglite.data.yolo import BACKGROUND, read_polygon_mask
 from seglite.errors import DataError
 from seglite.yamlfile import read_mapping
 
@@ -199,7 +200,7 @@ class DatasetSpec:
         if self.mask_suffix and name.endswith(self.mask_suffix[0]):
             name = name[: -len(self.mask_suffix[0])] + self.mask_suffix[1]
         else:
-            name = Path(name).stem + ".png"
+            name = Path(name).stem + (".txt" if self.mask_format == "yolo" else ".png")
         return root.joinpath(*parts[:-1], name)
 
     def _folder_samples(self, root: Path, folder: Path) -> list[Sample]:
@@ -218,9 +219,8 @@ class DatasetSpec:
             mask = mask_of[image]
             if mask == image:
                 raise DataError(f"{image}: its mask path is the image itself; check `masks_dir` and `mask_suffix`")
-            samples.append(
-                Sample(str(image.relative_to(folder).with_suffix("")), image, mask if mask.is_file() else None)
-            )
+            present = mask.is_file() or self.mask_format == "yolo"  # no label file: an image of no object
+            samples.append(Sample(str(image.relative_to(folder).with_suffix("")), image, mask if present else None))
         return samples
 
     def _stripped(self, text: str) -> Path:
@@ -319,6 +319,8 @@ class DatasetSpec:
         path = sample.label
         if self.mask_format == "color":
             return self._read_colour_mask(path)
+        if self.mask_format == "yolo":
+            return read_polygon_mask(path, sample.image, self.num_classes - 1)
         return self.classes_of(read_index_mask(path), path)
 
     def classes_of(self, raw: np.ndarray, path: Path) -> np.ndarray:
@@ -490,8 +492,16 @@ def _build(raw: dict, where: str, folder: Path) -> DatasetSpec:
         raise DataError(f"{where}: ignore_index {ignore_index!r}: expected a whole number 0..65535")
     mapping = _label_mapping(raw.get("label_mapping"), len(names), where)
     mask_format = str(raw.get("mask_format", "index"))
-    if mask_format not in ("index", "color"):
-        raise DataError(f"{where}: mask_format {mask_format!r}: expected index or color")
+    if mask_format not in ("index", "color", "yolo"):
+        raise DataError(f"{where}: mask_format {mask_format!r}: expected index, color or yolo")
+    if mask_format == "yolo":  # Ultralytics' classes are objects: the pixels no polygon covers are class 0 here
+        if mapping is not None:
+            raise DataError(f"{where}: label_mapping reads mask values; YOLO labels hold class ids: leave it out")
+        names = (BACKGROUND, *names)
+        if palette is not None and len(palette) == len(names) - 1:
+            palette = ((0, 0, 0), *palette)
+        if not raw.get("masks_dir") and not raw.get("mask_suffix"):
+            raw["masks_dir"] = {"images": "labels"}  # Ultralytics' layout
     if mask_format == "color" and palette is None:
         raise DataError(f"{where}: mask_format color needs `palette` (one RGB colour per class)")
     masks_dir = raw.get("masks_dir") or {}
