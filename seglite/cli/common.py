@@ -150,44 +150,48 @@ def _dataset_of(weights: str | None, data: str | None, data_root: Path | None, o
     export) recorded it: its YAML where that is still there, a built-in by name, at the root training read.
     `optional`: None where neither names one that is here (export then checks on generated frames)."""
     from seglite.data.datasets import builtin_datasets
+
+    record = _recorded_dataset(weights)
+    name, file, root = record.get("name"), record.get("file"), record.get("root")
+    trained = file if file and Path(file).is_file() else (name if name in builtin_datasets() else None)
+    defaulted = data is None and trained is not None
+    if optional and data is None and data_root is None and not defaulted:
+        return None
+    spec = _dataset(trained if defaulted else data, data_root)
+    here = spec.path is not None and spec.path.is_dir()
+    moved = data_root is None and bool(root) and spec.name == name and not here and Path(root).is_dir()
+    if moved:
+        spec = spec.with_root(root)
+    if optional and defaulted and data_root is None and not _val_here(spec):
+        return None
+    if defaulted:
+        err_console.print(f"data: {trained} (what {weights} was trained on; --data for another)")
+    if moved:
+        err_console.print(f"data root: {root} (where it was trained; --data-root for another)")
+    return spec
+
+
+def _recorded_dataset(weights: str | None) -> dict:
+    """The data set record of a seglite checkpoint, run folder or export ({} for anything else)."""
     from seglite.export.base import find_artifact, read_record
     from seglite.zoo.checkpoint import read_checkpoint_file
     from seglite.zoo.registry import run_checkpoint
 
-    record: dict = {}
     try:
         if (artifact := find_artifact(weights)) is not None:
-            record = read_record(artifact).get("dataset") or {}
-        elif weights is not None:
+            return read_record(artifact).get("dataset") or {}
+        if weights is not None:
             path = run_checkpoint(Path(weights)) if Path(weights).is_dir() else Path(weights)
             if path is not None and path.is_file() and path.suffix == ".pt":
-                record = read_checkpoint_file(path).get("dataset") or {}
+                return read_checkpoint_file(path).get("dataset") or {}
     except SegliteError:
         pass  # the model loader names the problem with the file
-    name, file, root = record.get("name"), record.get("file"), record.get("root")
-    trained = file if file and Path(file).is_file() else (name if name in builtin_datasets() else None)
-    if optional and data is None and data_root is None and not _usable(trained, root):
-        return None
-    if data is None and trained is not None:
-        err_console.print(f"data: {trained} (what {weights} was trained on; --data for another)")
-        data = trained
-    spec = _dataset(data, data_root)
-    if data_root is None and root and spec.name == name and not (spec.path and spec.path.is_dir()):
-        if Path(root).is_dir():
-            err_console.print(f"data root: {root} (where it was trained; --data-root for another)")
-            spec = spec.with_root(root)
-    return spec
+    return {}
 
 
-def _usable(data: str | None, root: str | None) -> bool:
-    """Whether a recorded data set's val split is on this machine (its own root, else the recorded one)."""
-    from seglite.data.datasets import load_dataset
-
-    if data is None:
-        return False
+def _val_here(spec) -> bool:
     try:
-        spec = load_dataset(data)
-        return spec.split_on_disk("val") or (root is not None and spec.with_root(root).split_on_disk("val"))
+        return spec.split_on_disk("val")
     except SegliteError:
         return False
 

@@ -115,14 +115,14 @@ class DatasetSpec:
         return self if root is None else replace(self, path=Path(root))
 
     def root(self) -> Path:
+        if self.path is not None and self.path.is_dir():
+            return self.path
         fetch = f", or fetch it: seglite data get --data {self.own_file or self.name}" if self.download else ""
         if self.path is None:
             raise DataError(
                 f"data set {self.name!r}: no data root; pass --data-root DIR (or set `path:` in its YAML){fetch}"
             )
-        if not self.path.is_dir():
-            raise DataError(f"data set {self.name!r}: data root {self.path} is no folder; pass --data-root DIR{fetch}")
-        return self.path
+        raise DataError(f"data set {self.name!r}: data root {self.path} is no folder; pass --data-root DIR{fetch}")
 
     def has_split(self, split: str) -> bool:
         if self.layout == "cityscapes":
@@ -251,24 +251,24 @@ class DatasetSpec:
     def _split_listed(self, line: str, list_file: Path, line_no: int) -> tuple[Path, Path | None]:
         """A line's image and mask. Names may hold spaces: a tab separates the two when there is one, else the
         line is read as one image or split at the space that leaves two existing files."""
-        fields = line.split("\t") if "\t" in line else None
-        if fields is None:
-            if self._listed(line).is_file():
-                return self._listed(line), None
+        if "\t" not in line:
+            whole = self._listed(line)
+            if whole.is_file():
+                return whole, None
             words = line.split(" ")
-            halves = [(" ".join(words[:cut]).strip(), " ".join(words[cut:]).strip()) for cut in range(1, len(words))]
-            halves = [(image, mask) for image, mask in halves if image and mask and self._listed(image).is_file()]
-            for image, mask in halves:
-                if self._listed(mask).is_file():
-                    return self._listed(image), self._listed(mask)
-            fields = line.split()
-            if halves:  # the image is there, its mask not
-                raise self._missing_listed(halves[0][1], list_file, line_no)
-            if len(fields) > 2:
+            cuts = ((" ".join(words[:cut]).strip(), " ".join(words[cut:]).strip()) for cut in range(1, len(words)))
+            found = [(path, mask) for image, mask in cuts if image and mask and (path := self._listed(image)).is_file()]
+            for image, mask in found:
+                if (mask_path := self._listed(mask)).is_file():
+                    return image, mask_path
+            if found:  # the image is there, its mask not
+                raise self._missing_listed(found[0][1], list_file, line_no)
+            if len(line.split()) > 2:
                 raise DataError(
-                    f"{list_file}:{line_no}: expected `image [mask]`, found {len(fields)} fields and no split of "
-                    "them into two existing files; separate a name that holds spaces from the other with a tab"
+                    f"{list_file}:{line_no}: expected `image [mask]`, found {len(line.split())} fields and no split "
+                    "of them into two existing files; separate a name that holds spaces from the other with a tab"
                 )
+        fields = line.split("\t") if "\t" in line else line.split()
         fields = [part.strip() for part in fields if part.strip()]
         if len(fields) > 2:
             raise DataError(f"{list_file}:{line_no}: expected `image<TAB>mask`, found {len(fields)} fields")

@@ -48,7 +48,7 @@ class Source:
         if isinstance(self.video, int):
             return f"camera{self.video}"
         if isinstance(self.video, str) and url_suffix(self.video) in VIDEO_EXTENSIONS:
-            return PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(self.video).path)).stem
+            return url_file(self.video).stem
         if not isinstance(self.video, str) or "://" in self.video:
             return "stream"
         return self.output_stem(Path(self.video))
@@ -100,10 +100,14 @@ def resolve_sources(spec: str) -> list[Source]:
     ]
 
 
+def url_file(url: str) -> PurePosixPath:
+    """The file a URL names (its path, %-escapes undone): what predict names its outputs after."""
+    return PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+
+
 def url_suffix(url: str) -> str:
     """The suffix of the file an http(s) URL names ('' for a camera's or a server's stream address)."""
-    parts = urllib.parse.urlsplit(url)
-    return PurePosixPath(parts.path).suffix.lower() if parts.scheme in ("http", "https") else ""
+    return url_file(url).suffix.lower() if urllib.parse.urlsplit(url).scheme in ("http", "https") else ""
 
 
 def _url_source(url: str) -> Source:
@@ -134,7 +138,7 @@ def download_image(url: str) -> Path:
     data = fetch_url(url)
     folder = Path(tempfile.mkdtemp(prefix="seglite-url-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    path = folder / PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+    path = folder / url_file(url).name
     path.write_bytes(data)
     return path
 
