@@ -333,6 +333,12 @@ def test_yolo_polygon_labels_read_as_class_masks_with_background_as_class_0(tmp_
     np.testing.assert_array_equal(spec.read_label(labelled), expected)
     reports = check_dataset(spec)
     assert [(r.split, r.labelled, r.problems) for r in reports] == [("train", 2, []), ("val", 2, [])]
+    # Ultralytics' list files name images only; one without a label file is background there too.
+    (root / "train.txt").write_text("images/train/f0.jpg\n./images/train/f1.jpg\n")
+    listed = load_dataset(_write_yaml(tmp_path / "l.yaml", {**yaml.safe_load(data.read_text()), "train": "train.txt"}))
+    empty, labelled = listed.samples("train")
+    assert (listed.read_label(empty) == 0).all()
+    np.testing.assert_array_equal(listed.read_label(labelled), expected)
     bad_lines = {
         "3 0.1 0.1 0.2 0.2 0.3 0.1": r"f1.txt:1: class 3 is not one of the data set's 0..1",
         "0 0.5 0.5 0.2 0.2": r"f1.txt:1: a box \(class x y w h\), not a polygon: a detection label",

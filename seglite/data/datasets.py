@@ -287,7 +287,8 @@ class DatasetSpec:
             image, mask = self._split_listed(line, list_file, line_no)
             if mask is None and (self.masks_dir or self.mask_suffix) and image.is_relative_to(root):
                 derived = self._mask_for(root, image)  # Ultralytics' lists name images only
-                mask = derived if derived.is_file() and derived != image else None
+                found = derived.is_file() or self.mask_format == "yolo"  # no label file: an image of no object
+                mask = derived if found and derived != image else None
             pairs.append((image, mask))
         # Named as a folder split names them, below the folder they share: a/x.png and b/x.png stay apart.
         try:
