@@ -153,6 +153,10 @@ def test_a_log_file_gets_a_progress_line_every_log_every_iterations(data, tmp_pa
     assert [line.split(":")[0] for line in progress] == ["iteration 2/5", "iteration 4/5", "iteration 5/5"]
     assert all(re.search(r"loss \d+\.\d{3} lr [\d.e+-]+ [\d.]+ img/s, \d+:\d\d:\d\d left$", line) for line in progress)
     assert "━" not in result.stdout  # no bar drawn at the end
+    # Runs are counted in iterations: the first line says what the data set is and what they come to in epochs.
+    assert (
+        f"({data}): 6 train and 2 val images; 5 iterations of 2 images = 1.67 epochs" in result.stdout.splitlines()[0]
+    )
 
 
 @pytest.mark.parametrize(
@@ -169,6 +173,25 @@ def test_config_mistakes_are_one_line(data, tmp_path, sets, needle):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [
+        ("lr", r"did you mean 'optim.lr'\?"),  # a key of a section, set at the top
+        ("iters", r"did you mean 'schedule.iters'\?"),
+        ("optim.lrr", r"did you mean 'optim.lr'\?"),  # a typo within a section, spelled out to paste
+        ("optim.iters", r"did you mean 'schedule.iters'\?"),  # the right key in the wrong section
+        ("batchsize", r"did you mean 'batch_size'\?"),
+        (
+            "epochs",
+            r"a run.s length is counted in iterations: set schedule.iters",
+        ),  # there are no epochs; it suggested 'preprocess'
+    ],
+)
+def test_an_unknown_key_names_the_key_meant(key, meant):
+    with pytest.raises(ConfigError, match=rf"unknown config key '{re.escape(key)}'; {meant}"):
+        load_config("synth_espnetv2_s0.5", [f"{key}=1"])
 
 
 @pytest.mark.slow  # 22 s: three trainings

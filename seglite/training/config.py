@@ -154,14 +154,40 @@ def _check(value, annotation, key: str):
     raise ConfigError(f"config key {key!r}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
 
 
+EPOCH_WORDS = ("epoch", "epochs", "max_epochs", "num_epochs")
+
+
+def _dotted_keys(cls=None, prefix: str = "") -> list[str]:
+    """Every key a recipe may set, sections spelled out (`optim.lr`)."""
+    keys = []
+    for name, hint in typing.get_type_hints(cls or TrainConfig).items():
+        keys.append(prefix + name)
+        if dataclasses.is_dataclass(hint):
+            keys += _dotted_keys(hint, f"{prefix}{name}.")
+    return keys
+
+
+def _unknown_key_hint(key: str, names: set[str], prefix: str) -> str:
+    """The key meant: one of this section's by its spelling, else one of that name in another section (`lr` is
+    `optim.lr`), else, for epochs, how a run's length is set."""
+    if key.lower() in EPOCH_WORDS:
+        return "; a run's length is counted in iterations: set schedule.iters (an epoch is images / batch_size)"
+    close = [prefix + name for name in difflib.get_close_matches(key, names, n=1, cutoff=0.75)]
+    if not close:
+        keys = _dotted_keys()
+        last = {k: k.rsplit(".", 1)[-1] for k in keys}
+        near = difflib.get_close_matches(key, set(last.values()), n=1, cutoff=0.75)
+        close = [k for k in keys if near and last[k] == near[0] and k != key]
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _build(cls, values: dict, prefix: str = ""):
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in names:
             where = f"{prefix}.{key}" if prefix else key
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = _unknown_key_hint(str(key), names, f"{prefix}." if prefix else "")
             raise ConfigError(f"unknown config key {where!r}{hint} (allowed here: {', '.join(sorted(names))})")
     kwargs = {k: _check(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
     return cls(**kwargs)

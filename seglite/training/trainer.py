@@ -311,6 +311,13 @@ class Trainer:
                 more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
                 raise SegliteError(f"dataset not usable: {report.problems[0]}{more}; run `seglite data check`")
         self.train_pixels = reports[0].pixels  # the class weights come from these: no second pass over the masks
+        train, val = reports[0].images, reports[-1].images
+        epochs = self.config.schedule.iters * self.config.batch_size / max(train, 1)
+        self.messages.append(  # runs are counted in iterations; this says what they come to in epochs
+            f"data: {self.dataset.name} ({self.dataset.root()}): {train} {splits[0]} and {val} {splits[1]} images"
+            f"{f' (the first {limit} validated)' if (limit := self.config.data.val_limit) else ''}; "
+            f"{self.config.schedule.iters} iterations of {self.config.batch_size} images = {epochs:.3g} epochs"
+        )
         absent = reports[0].absent_classes(self.dataset.names)
         if absent:
             named = ", ".join(repr(name) for name in absent)
