@@ -819,8 +819,16 @@ def test_eval_defaults_to_the_data_set_and_root_the_weights_were_trained_on(tmp_
 
     assert _dataset_of(str(run), None, None, optional=True).name == "drive"
     assert _dataset_of(None, None, None, optional=True) is None
+    # The Python API reads the same record: evaluate(seg) without a data set.
+    quiet = seglite.EvalOptions(progress=False)
+    found = seglite.evaluate(seglite.Segmenter(weights=str(run), device="cpu", backend="torch"), options=quiet)
+    assert (found.extra["dataset"], found.num_images) == ("drive", 4)
+    found = seglite.evaluate(seglite.Segmenter(weights=str(weights), device="cpu", backend="torch"), options=quiet)
+    assert (found.extra["dataset"], found.extra["data_root"], found.num_images) == ("camvid", str(camvid), 2)
     (tmp_path / "drive.yaml").unlink()
     assert _dataset_of(str(run), None, None, optional=True) is None
+    with pytest.raises(DataError, match=r"was trained on '.*drive.yaml', which is not on this machine: name the data"):
+        seglite.evaluate(seglite.Segmenter(weights=str(run), device="cpu", backend="torch"), options=quiet)
 
 
 # ---- cross-data-set evaluation ---------------------------------------------------------------------------------

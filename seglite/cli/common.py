@@ -146,29 +146,20 @@ def _dataset(data: str | None, data_root: Path | None, given_root: Path | None =
 
 
 def _dataset_of(weights: str | None, data: str | None, data_root: Path | None, optional: bool = False):
-    """`--data` and `--data-root` as given, else the data set the weights were trained on, as their checkpoint (or
-    export) recorded it: its YAML where that is still there, a built-in by name, at the root training read.
-    `optional`: None where neither names one that is here (export then checks on generated frames)."""
-    from seglite.data.datasets import builtin_datasets
+    """`--data` and `--data-root` as given, else the data set the weights were trained on (trained_dataset), said
+    in a line. `optional`: None where neither names one that is here (export then checks on generated frames)."""
+    from seglite.data.datasets import trained_dataset
 
-    record = _recorded_dataset(weights)
-    name, file, root = record.get("name"), record.get("file"), record.get("root")
-    trained = file if file and Path(file).is_file() else (name if name in builtin_datasets() else None)
-    defaulted = data is None and trained is not None
-    if optional and data is None and data_root is None and not defaulted:
-        return None
-    spec = _dataset(trained if defaulted else data, data_root)
-    here = spec.path is not None and spec.path.is_dir()
-    moved = data_root is None and bool(root) and spec.name == name and not here and Path(root).is_dir()
-    if moved:
-        spec = spec.with_root(root)
-    if optional and defaulted and data_root is None and not _val_here(spec):
-        return None
-    if defaulted:
-        err_console.print(f"data: {trained} (what {weights} was trained on; --data for another)")
-    if moved:
-        err_console.print(f"data root: {root} (where it was trained; --data-root for another)")
-    return spec
+    trained = trained_dataset(_recorded_dataset(weights), data, data_root)
+    if trained is None:
+        return None if optional and data_root is None else _dataset(data, data_root)
+    if data is None:
+        if optional and data_root is None and not _val_here(trained.spec):
+            return None
+        err_console.print(f"data: {trained.given_as} (what {weights} was trained on; --data for another)")
+    if trained.moved_to:
+        err_console.print(f"data root: {trained.moved_to} (where it was trained; --data-root for another)")
+    return trained.spec
 
 
 def _recorded_dataset(weights: str | None) -> dict:

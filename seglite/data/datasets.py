@@ -412,6 +412,34 @@ def load_dataset(data: str | Path | dict | None, root: str | Path | None = None)
     return spec.with_root(root)
 
 
+@dataclass(frozen=True)
+class TrainedData:
+    """The data set weights were trained on, found from the record their checkpoint or export keeps."""
+
+    spec: DatasetSpec
+    given_as: str  # the YAML path or built-in name it was loaded from
+    moved_to: str | None = None  # the root training read, taken because the data set's own `path` is not here
+
+
+def trained_dataset(
+    record: dict | None, data: str | Path | None = None, root: str | Path | None = None
+) -> TrainedData | None:
+    """`data` as load_dataset reads it, else the data set the record names: its YAML where that is still there, else
+    a built-in by name. At `root`, else at its own `path`, else (the same data set) at the root training read. None
+    where neither is given nor recorded on this machine."""
+    record = record or {}
+    name, file, trained_root = record.get("name"), record.get("file"), record.get("root")
+    given_as = data if data is not None else (file if file and Path(file).is_file() else None)
+    given_as = given_as or (name if name in builtin_datasets() else None)
+    if given_as is None:
+        return None
+    spec = load_dataset(given_as, root)
+    here = spec.path is not None and spec.path.is_dir()
+    if root is None and trained_root and spec.name == name and not here and Path(trained_root).is_dir():
+        return TrainedData(spec.with_root(trained_root), str(given_as), trained_root)
+    return TrainedData(spec, str(given_as))
+
+
 def _read_yaml(data: str | Path) -> tuple[dict, str, Path]:
     text = str(data)
     builtin = BUILTIN_DIR / f"{text}.yaml" if text in builtin_datasets() else None

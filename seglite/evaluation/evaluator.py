@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 
 from seglite.data.cityscapes import Sample, read_image
 from seglite.data.classmap import describe_links, link_classes, load_class_map, shipped_class_maps
-from seglite.data.datasets import DatasetSpec, load_dataset
+from seglite.data.datasets import DatasetSpec, load_dataset, trained_dataset
 from seglite.data.labels import IGNORE_INDEX, train_ids_to_label_ids
 from seglite.distributed import DistInfo, all_reduce_sum, shard
 from seglite.errors import DataError
@@ -133,20 +133,30 @@ def prediction_lookup(
 
 def evaluate(
     segmenter: Segmenter,
-    data: DatasetSpec | str | Path,
+    data: DatasetSpec | str | Path | None = None,
     options: EvalOptions | None = None,
     dist: DistInfo | None = None,
     *,
     root: str | Path | None = None,
 ) -> EvalResult:
     """`data`: a data set (seglite.data.datasets.load_dataset), a Cityscapes root folder, or what `--data` takes (a
-    built-in name such as "camvid", or a data set YAML) with `root` as `--data-root`. Under torchrun (`dist`), each rank
+    built-in name such as "camvid", or a data set YAML) with `root` as `--data-root`; None: the data set the weights
+    were trained on, as their checkpoint or export recorded it (`seglite eval` without --data). Under torchrun (`dist`), each rank
     evaluates its shard of the split and the integer confusion matrices are summed: every rank returns the totals,
     the same figures as one process (only rank 0 shows progress)."""
     options = options or EvalOptions()
     dist = dist or DistInfo()
     if isinstance(data, DatasetSpec):
         dataset = data.with_root(root) if root else data
+    elif data is None:
+        record = segmenter.loaded.dataset or {"name": segmenter.loaded.dataset_name}  # the zoo's: Cityscapes
+        trained = trained_dataset(record, None, root)
+        if trained is None:
+            raise DataError(
+                f"evaluate: {segmenter.loaded.source} was trained on {record.get('file') or record.get('name')!r}, "
+                "which is not on this machine: name the data set (a data set YAML, a built-in name or a DatasetSpec)"
+            )
+        dataset = trained.spec
     elif root is None and Path(data).is_dir():
         dataset = load_dataset("cityscapes", data)
     else:
