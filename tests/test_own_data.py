@@ -819,6 +819,12 @@ def test_eval_defaults_to_the_data_set_and_root_the_weights_were_trained_on(tmp_
 
     assert _dataset_of(str(run), None, None, optional=True).name == "drive"
     assert _dataset_of(None, None, None, optional=True) is None
+    # report without --data: the data set all its weights were trained on; none where they differ or one records none.
+    from seglite.cli.common import _shared_trained_dataset
+
+    assert _shared_trained_dataset([str(run), None, str(run / "best.pt")]).spec.name == "drive"
+    assert _shared_trained_dataset([str(run), str(weights)]) is None
+    assert _shared_trained_dataset([str(run), "espnetv2_s0.5_cityscapes_512x256"]) is None
     # The Python API reads the same record: evaluate(seg) without a data set.
     quiet = seglite.EvalOptions(progress=False)
     found = seglite.evaluate(seglite.Segmenter(weights=str(run), device="cpu", backend="torch"), options=quiet)

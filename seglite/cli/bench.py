@@ -18,6 +18,7 @@ from seglite.cli.common import (
     _join_run,
     _note_shared_cpu,
     _on_main,
+    _shared_trained_dataset,
     app,
     console,
     or_default_weights,
@@ -138,7 +139,8 @@ def report_cmd(
     iters: Annotated[int, typer.Option(min=1)] = 20,
     exist_ok: Annotated[bool, typer.Option("--exist-ok", "--overwrite", help="Replace the report in --out.")] = False,
 ) -> None:
-    """Evaluate (when data is given) and benchmark several models; write report.{md,csv,json} and pareto.png."""
+    """Evaluate (on --data, else on what all the checkpoints were trained on) and benchmark several models; write
+    report.{md,csv,json} and pareto.png."""
     from seglite.bench.report import REPORT_FILES, ReportEntry, ReportOptions, build_report, parse_entries
     from seglite.distributed import cleanup
     from seglite.models.registry import list_models
@@ -150,6 +152,8 @@ def report_cmd(
         entries = parse_entries(models)
     else:
         raise SegliteError("pass --models a,b=WEIGHTS,... or --all")
+    if data is None and data_root is None and (trained := _shared_trained_dataset([e.weights for e in entries])):
+        data, data_root = trained.given_as, trained.spec.path
     dist, device = _join_run(device)  # under torchrun: the evaluations are sharded
     out = _on_main(dist, lambda: choose_output(out, Path("outputs/report"), existing_files(*REPORT_FILES), exist_ok))
     options = ReportOptions(

@@ -162,6 +162,26 @@ def _dataset_of(weights: str | None, data: str | None, data_root: Path | None, o
     return trained.spec
 
 
+def _shared_trained_dataset(weights: list[str | None]):
+    """For `report` without --data: the data set all the weights were trained on (TrainedData), where they record
+    the same one and its val split is here (a report over several data sets would compare nothing); else None."""
+    from seglite.data.datasets import trained_dataset
+
+    found = {}
+    for record in (_recorded_dataset(item) for item in weights if item is not None):
+        trained = trained_dataset(record) if record else None
+        if trained is None or not _val_here(trained.spec):
+            return None
+        found[(trained.given_as, str(trained.spec.path))] = trained
+    if len(found) != 1:
+        return None
+    trained = next(iter(found.values()))
+    err_console.print(
+        f"data: {trained.given_as} at {trained.spec.path} (what the weights were trained on; --data for another)"
+    )
+    return trained
+
+
 def _recorded_dataset(weights: str | None) -> dict:
     """The data set record of a seglite checkpoint, run folder or export ({} for anything else)."""
     from seglite.export.base import find_artifact, read_record
