@@ -132,6 +132,32 @@ def test_benchmark_scores_weights_of_other_classes_through_a_class_map(tmp_path)
     assert [r.format for r in rows] == ["pytorch"] and rows[0].miou is not None
 
 
+def test_an_interrupted_benchmark_keeps_the_rows_it_measured(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) during the third export of an hour-long benchmark: the first two rows are in the table."""
+    import seglite
+    from seglite.bench import formats
+    from seglite.errors import Interrupted
+    from seglite.zoo.preprocess import IMAGENET
+
+    weights = tmp_path / "w.pt"
+    atomic_torch_save(checkpoint_dict("espnetv2_s0.5", seglite.create_model("espnetv2_s0.5", num_classes=2),
+                                      ("background", "road"), IMAGENET.with_size((128, 64))), weights)  # fmt: skip
+
+    def measure(row, fmt, *args) -> None:
+        if fmt.name == "torchscript":
+            raise KeyboardInterrupt
+        row.status, row.median_ms = "ok", 12.5  # onnx: measured (its converter is the export step's to test)
+
+    monkeypatch.setattr(formats, "_measure", measure)
+    out = tmp_path / "bench"
+    with pytest.raises(Interrupted, match=r"after 2 row\(s\) \(pytorch fp32, onnx fp32\); they are in .*benchmark.md"):
+        formats.benchmark_formats(None, str(weights), ["onnx", "torchscript", "openvino"], ["fp32"], out,
+                                  warmup=0, iters=1)  # fmt: skip
+    kept = json.loads((out / "benchmark.json").read_text())["rows"]
+    assert [(r["format"], r["status"]) for r in kept] == [("pytorch", "ok"), ("onnx", "ok")]
+    assert kept[1]["median_ms"] == 12.5 and "| onnx | fp32 | ok |" in (out / "benchmark.md").read_text()
+
+
 def test_report_tells_two_checkpoints_of_one_network_apart_and_maps_other_classes(tmp_path, monkeypatch):
     """The published Cityscapes model beside one fine-tuned on the user's classes: both evaluated on the user's
     data set (the Cityscapes one through --class-map), and named apart in the table and the plot."""
@@ -152,6 +178,23 @@ def test_report_tells_two_checkpoints_of_one_network_apart_and_maps_other_classe
     assert [row["name"] for row in rows] == ["espnetv2_s0.5 (city)", "espnetv2_s0.5 (mine)"]
     assert all(row["miou"] is not None and row["eval_images"] == 2 for row in rows)
     assert "| espnetv2_s0.5 (mine) |" in (tmp_path / "report" / "report.md").read_text()
+    # Ctrl-C while the second model is timed: the first one's row is kept, in the table and the plot.
+    from seglite.bench import report
+    from seglite.errors import Interrupted
+
+    timed = report._time_pytorch
+
+    def interrupted_second(segmenter, *args):
+        if segmenter.loaded.source.endswith("mine/best.pt"):
+            raise KeyboardInterrupt
+        return timed(segmenter, *args)
+
+    monkeypatch.setattr(report, "_time_pytorch", interrupted_second)
+    with pytest.raises(Interrupted, match=r"after 1 row\(s\) \(espnetv2_s0.5\); they are in .*report.md"):
+        build_report(parse_entries("city,mine"), options, tmp_path / "cut")
+    kept = json.loads((tmp_path / "cut" / "report.json").read_text())
+    assert [row["weights"] for row in kept["rows"]] == [rows[0]["weights"]] and kept["machine"]["cores"] >= 1
+    assert (tmp_path / "cut" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow  # 20 s: a report over three models and an exported one, with mIoU

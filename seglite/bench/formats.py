@@ -13,7 +13,7 @@ import torch
 
 from seglite.bench.latency import benchmark, benchmark_artifact, describe_machine, machine_fingerprint
 from seglite.bench.report import save_figure, write_json_and_csv
-from seglite.errors import SegliteError
+from seglite.errors import Interrupted, SegliteError
 from seglite.evaluation.evaluator import EvalOptions, evaluate
 from seglite.export.base import runtime_threads
 from seglite.files import atomic_write_bytes, prepare_output_folder, write_failure
@@ -74,31 +74,43 @@ def benchmark_formats(
     size = tuple(size or loaded.fixed_size())
     prepare_output_folder(out)
     scoring = EvalOptions(split="val", progress=progress is not None, limit=limit, class_map=class_map)
-    rows = [_pytorch_row(loaded, weights, size, data, scoring, warmup, iters, threads)]
-    if progress:
-        progress(rows[0])
-    for name in formats:
-        fmt = get_format(name)
-        for precision in precisions:
-            row = FormatRow(fmt.name, precision, "skipped")
-            if precision not in fmt.precisions:
-                continue
-            if (why := fmt.missing()) is not None:
-                row.note = why
-            else:
-                _measure(row, fmt, loaded, weights, size, data, scoring, out, warmup, iters, threads)
-            rows.append(row)
-            if progress:
-                progress(row)
+    rows: list[FormatRow] = []
     machine = machine_fingerprint(torch.device("cpu"), runtime_threads(threads))
-    machine["size"] = f"{size[0]}x{size[1]}"
-    machine["model"] = loaded.model_name
-    machine["weights"] = loaded.source
+    machine |= {"size": f"{size[0]}x{size[1]}", "model": loaded.model_name, "weights": loaded.source}
+    try:
+        rows.append(_pytorch_row(loaded, weights, size, data, scoring, warmup, iters, threads))
+        if progress:
+            progress(rows[0])
+        for name in formats:
+            fmt = get_format(name)
+            for precision in precisions:
+                row = FormatRow(fmt.name, precision, "skipped")
+                if precision not in fmt.precisions:
+                    continue
+                if (why := fmt.missing()) is not None:
+                    row.note = why
+                else:
+                    _measure(row, fmt, loaded, weights, size, data, scoring, out, warmup, iters, threads)
+                rows.append(row)
+                if progress:
+                    progress(row)
+    except KeyboardInterrupt:  # an hour of exports: the rows measured so far are kept
+        if not rows:
+            raise
+        _write(rows, machine, out)
+        raise Interrupted(
+            f"after {len(rows)} row(s) ({', '.join(f'{r.format} {r.precision}' for r in rows)}); they are in "
+            f"{out}/benchmark.md (.csv, .json, .png)"
+        ) from None
+    _write(rows, machine, out)
+    return rows, machine
+
+
+def _write(rows: list[FormatRow], machine: dict, out: Path) -> None:
     try:
         write_tables(rows, machine, out)
     except OSError as exc:
         raise write_failure(exc, f"benchmark tables in {out}", kept="the artifacts are complete") from None
-    return rows, machine
 
 
 def _measure(row, fmt, loaded, weights, size, data, scoring, out, warmup, iters, threads) -> None:

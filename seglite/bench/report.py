@@ -16,7 +16,7 @@ from seglite.bench.latency import benchmark_artifact, benchmark_backends, descri
 from seglite.data.datasets import load_dataset
 from seglite.devices import resolve_device
 from seglite.distributed import DistInfo, barrier
-from seglite.errors import InputError
+from seglite.errors import InputError, Interrupted
 from seglite.files import atomic_write_bytes, prepare_output_folder, write_failure
 from seglite.zoo.registry import BEST, LAST
 
@@ -104,15 +104,45 @@ def build_report(
     Under torchrun (`dist`) every rank evaluates its shard of the split (the mIoU is the single-process one); the
     latency is timed by rank 0 alone, with every core of its machine, while the other ranks wait; rank 0 writes."""
 
+    dist = dist or DistInfo()
+    if dist.is_main:
+        prepare_output_folder(out)
+    rows: list[dict] = []
+    machine: dict = {}
+    try:
+        _measure_entries(entries, options, rows, machine, progress, dist)
+    except KeyboardInterrupt:  # the models measured so far are kept
+        if not rows or not dist.is_main:
+            raise
+        _write_report(rows, machine, out)
+        raise Interrupted(
+            f"after {len(rows)} row(s) ({', '.join(row['name'] for row in rows)}); they are in "
+            f"{out}/report.md (.csv, .json) and {out}/pareto.png"
+        ) from None
+    if dist.is_main:
+        _write_report(rows, machine, out)
+    return rows
+
+
+def _write_report(rows: list[dict], machine: dict, out: Path) -> None:
+    _name_apart(rows)
+    try:
+        _write_tables(rows, machine, out)
+        _plot(rows, machine, out / "pareto.png")
+    except OSError as exc:
+        raise write_failure(exc, f"report in {out}", kept="files already renamed into place are complete") from None
+
+
+def _measure_entries(
+    entries: list[ReportEntry], options: ReportOptions, rows: list[dict], machine: dict, progress, dist: DistInfo
+) -> None:
+    """Each entry's rows appended to `rows` as it is measured (and `machine` described), so that an interrupted
+    report keeps them."""
     import torch
 
     from seglite.evaluation.evaluator import EvalOptions, evaluate
     from seglite.inference.segmenter import Segmenter
 
-    dist = dist or DistInfo()
-    if dist.is_main:
-        prepare_output_folder(out)
-    rows, machine = [], {}
     for entry in entries:
         base = Segmenter(model=entry.model, weights=entry.weights, device=options.device)
         exported = base.loaded.config.get("artifact")
@@ -160,7 +190,7 @@ def build_report(
                 backend = latency.backend
             torch.set_num_threads(threads_before)  # the eval of the next model shares the cores again
             barrier(dist)
-            machine = latency.machine
+            machine.update(latency.machine)
             rows.append(
                 {
                     "name": entry.label or (f"{name} ({backend})" if exported else name),
@@ -181,15 +211,6 @@ def build_report(
             )
             if progress:
                 progress(rows[-1])
-    if not dist.is_main:
-        return rows
-    _name_apart(rows)
-    try:
-        _write_tables(rows, machine, out)
-        _plot(rows, machine, out / "pareto.png")
-    except OSError as exc:
-        raise write_failure(exc, f"report in {out}", kept="files already renamed into place are complete") from None
-    return rows
 
 
 def _name_apart(rows: list[dict]) -> None:
