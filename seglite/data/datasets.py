@@ -44,6 +44,8 @@ KEYS = (
     "ignore_colors",
     "layout",
     "download",
+    "nc",  # Ultralytics' class count: checked against `names`
+    "roboflow",  # Roboflow's export metadata: not read
 )
 _INVALID = np.uint16(0xFFFF)  # a raw mask value that is neither a class nor ignore
 
@@ -133,7 +135,16 @@ class DatasetSpec:
         """Whether a split's folder or list file is there."""
         if self.layout == "cityscapes":
             return self.has_split(split)
-        return split in self.splits and (self.root() / self.splits[split]).exists()
+        return split in self.splits and self.split_entry(split).exists()
+
+    def split_entry(self, split: str) -> Path:
+        """A split's folder or list file. Roboflow's YOLO exports say `../train/images` for the `train/images`
+        beside their data.yaml; Ultralytics reads that without the `../` where only that exists, and so does this."""
+        value = self.splits[split]
+        entry = self.root() / value
+        if not entry.exists() and value.startswith("../") and (self.root() / value[3:]).exists():
+            return self.root() / value[3:]
+        return entry
 
     # ---- finding pairs ------------------------------------------------------------------------------------
     def samples(self, split: str, require_labels: bool = True) -> list[Sample]:
@@ -144,7 +155,7 @@ class DatasetSpec:
         if split not in self.splits:
             defined = ", ".join(self.splits) or "none"
             raise DataError(f"data set {self.name!r} has no split {split!r} (defined: {defined})")
-        entry = root / self.splits[split]
+        entry = self.split_entry(split)
         if entry.is_file():
             samples = self._list_file_samples(entry)
         elif entry.is_dir():
@@ -171,11 +182,11 @@ class DatasetSpec:
         if self.layout == "cityscapes":
             expected = f"gtFine/{split}/{sample.image.parent.name}/*_gtFine_labelIds.png"
             return f"{sample.image}: no mask (expected {expected}){where_it_is(root, f'gtFine/{split}', PACKED)}"
-        if (root / self.splits[split]).is_file() and not (
+        if self.split_entry(split).is_file() and not (
             (self.masks_dir or self.mask_suffix) and sample.image.is_relative_to(root)
         ):
             return (
-                f"{sample.image}: no mask on its line of {root / self.splits[split]} (add it after a tab, or set "
+                f"{sample.image}: no mask on its line of {self.split_entry(split)} (add it after a tab, or set "
                 "`masks_dir`/`mask_suffix` to find it from the image's path)"
             )
         expected = self._mask_for(root, sample.image)
@@ -408,8 +419,29 @@ def load_dataset(data: str | Path | dict | None, root: str | Path | None = None)
     else:
         raw, where, folder = _read_yaml(data)
     raw = _resolve_base(raw, where, folder)
-    spec = _build(raw, where, folder)
-    return spec.with_root(root)
+    if raw.get("path") is None and where != "inline data set" and str(data) not in builtin_datasets():
+        raw["path"] = str(
+            folder.resolve()
+        )  # as in Ultralytics: a data set YAML without `path` lies in the data set's folder
+    spec = _build(raw, where, folder).with_root(root)
+    if not {"mask_format", "masks_dir", "mask_suffix"} & set(raw) and _yolo_labels_beside(spec):
+        spec = _build({**raw, "mask_format": "yolo"}, where, folder).with_root(root)  # an Ultralytics YAML as it is
+    return spec
+
+
+def _yolo_labels_beside(spec: DatasetSpec) -> bool:
+    """An `images/` split folder with `labels/*.txt` beside it: Ultralytics' layout, whose YAML names no format."""
+    if spec.layout != "generic" or spec.path is None or not spec.path.is_dir():
+        return False
+    for split in spec.splits:
+        entry = spec.split_entry(split)
+        if entry.is_dir() and "images" in entry.parts:
+            parts = list(entry.parts)
+            index = len(parts) - 1 - parts[::-1].index("images")
+            labels = Path(*parts[:index], "labels", *parts[index + 1 :])
+            if labels.is_dir() and next(labels.rglob("*.txt"), None) is not None:
+                return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -543,6 +575,13 @@ def _build(raw: dict, where: str, folder: Path) -> DatasetSpec:
                 f"{where}: mask_suffix: expected {{image: _leftImg8bit.png, mask: _gtFine_labelIds.png}} (both keys)"
             )
         suffix = (str(suffix["image"]), str(suffix["mask"]))
+    if raw.get("nc") is not None and raw["nc"] != len(names) - (mask_format == "yolo"):
+        raise DataError(f"{where}: nc is {raw['nc']!r} but `names` lists {len(names) - (mask_format == 'yolo')}")
+    listed = next((s for s in SPLITS if isinstance(raw.get(s), list)), None)
+    if listed:
+        raise DataError(
+            f"{where}: {listed}: a list of folders; give one folder or a list file (a .txt of image paths) per split"
+        )
     splits = {s: str(raw[s]) for s in SPLITS if raw.get(s) is not None}
     if layout == "generic" and not splits:
         raise DataError(f"{where}: no split; set at least one of train, val, test (a folder or a list file)")
@@ -574,6 +613,15 @@ def _download(value, where: str, folder: Path) -> Download | None:
     if value is None:
         return None
     example = "{zips: [data.zip], from: https://host/data.zip, folder: data}"
+    if isinstance(value, str) and "\n" not in value.strip():  # Ultralytics' form: the one zip's URL (or path)
+        if not value.strip().lower().endswith(".zip"):
+            raise DataError(f"{where}: download: {value.strip()!r}: seglite unpacks .zip files; expected a .zip URL")
+        value = {"zips": [value.strip().rsplit("/", 1)[-1]], "from": value.strip()}
+    elif isinstance(value, str):
+        raise DataError(
+            f"{where}: download: a script (Ultralytics runs it); seglite runs no code from a data set YAML: fetch the "
+            f"data yourself, or write {example}"
+        )
     if not isinstance(value, dict) or not {"zips", "from"} <= set(value) or set(value) - {"zips", "from", "folder"}:
         raise DataError(f"{where}: download: expected {example} (folder optional)")
     zips = value["zips"] if isinstance(value["zips"], list) else [value["zips"]]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from seglite.data.datasets import CITYSCAPES_SITE, DatasetSpec, Download
+from seglite.data.datasets import CITYSCAPES_SITE, DatasetSpec, Download, load_dataset
 from seglite.errors import DataError, OutputError, SegliteError
 
 CHUNK = 1 << 20
@@ -46,6 +46,8 @@ def _quiet(_description: str, _total: int | None) -> Callable[[int], None]:
 def is_present(spec: DatasetSpec) -> bool:
     """Whether the train and val splits are there with every mask (what an unpacked download gives)."""
     try:
+        if spec.own_file is not None:  # read again: a YAML's labels are found YOLO's only once they are there
+            spec = load_dataset(spec.own_file, spec.path)
         return all(
             spec.samples(split) for split in ("train", "val") if split in spec.splits or spec.layout != "generic"
         )
@@ -87,7 +89,7 @@ def get_dataset(
                 report.kept.append(found)
             archives.append(found)
         for archive in archives:
-            if _unpack(archive, root, download.folder, progress):
+            if _unpack(archive, root, download.folder or _wrapping_folder(archive, spec), progress):
                 report.unpacked.append(archive.name)
         if not is_present(spec.with_root(root)):
             held = ", ".join(sorted(p.name for p in root.iterdir() if not p.name.startswith("."))) or "nothing"
@@ -193,6 +195,21 @@ def _fetch_cityscapes(name: str, staging: Path) -> Path:
     target = staging / name
     os.replace(partial, target)
     return target
+
+
+def _wrapping_folder(archive: Path, spec: DatasetSpec) -> str:
+    """The one folder a zip wraps its data set in (Ultralytics' `coco8-seg.zip` holds `coco8-seg/images/...`, which
+    its YAML's paths leave out): its contents are the root. "" where the zip has several tops or the paths name it."""
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            names = [name for name in opened.namelist() if name.strip("/")]
+    except (zipfile.BadZipFile, OSError):
+        return ""  # _unpack says what is wrong with it
+    tops = {name.split("/", 1)[0] for name in names}
+    if len(tops) != 1 or not all("/" in name for name in names):
+        return ""
+    top = tops.pop()
+    return "" if any(PurePosixPath(value).parts[:1] == (top,) for value in spec.splits.values()) else top
 
 
 def _unpack(archive: Path, root: Path, folder: str, progress: ProgressStart) -> bool:

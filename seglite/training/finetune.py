@@ -31,9 +31,10 @@ class InitReport:
     unlinked: list[str] = field(default_factory=list)  # target classes no source class feeds: they start fresh
 
     def lines(self) -> list[str]:
+        rows = "with the linked classes' rows copied" if self.links != "none" else "started fresh (no class linked)"
         out = [
             f"init from {self.source}: {len(self.loaded)} tensors loaded as they are, {len(self.class_rows)} "
-            f"class-sized tensors with the linked classes' rows copied, {len(self.reinitialised)} re-initialised, "
+            f"class-sized tensors {rows}, {len(self.reinitialised)} re-initialised, "
             f"{len(self.unused)} unused",
             f"  linked classes: {self.links}",
         ]
