@@ -547,6 +547,21 @@ def test_a_folder_given_as_data_names_what_reads_it(tmp_path):
         (camvid / folder).mkdir(parents=True)
     with pytest.raises(DataError, match=rf"laid out as camvid: pass --data camvid --data-root {camvid}$"):
         load_dataset(str(camvid))
+    # Roboflow's "Semantic Segmentation Masks" export: the line to save as its data.yaml, which then reads it.
+    export = tmp_path / "roboflow"
+    for split in ("train", "valid"):
+        (export / split).mkdir(parents=True)
+        (export / split / "_classes.csv").write_text("Pixel Value, Class\n0, background\n1, pot hole\n")
+        cv2.imwrite(str(export / split / "a_jpg.rf.1.jpg"), np.full((30, 40, 3), 60, np.uint8))
+        cv2.imwrite(str(export / split / "a_jpg.rf.1_mask.png"), np.eye(30, 40, dtype=np.uint8))
+    with pytest.raises(
+        DataError, match=r"a Roboflow semantic segmentation export: save this line as .*data.yaml: "
+    ) as e:
+        load_dataset(export)
+    (export / "data.yaml").write_text(str(e.value).split("data.yaml: ", 1)[1])
+    spec = load_dataset(export / "data.yaml")
+    assert spec.names == ("background", "pot hole") and spec.splits == {"train": "train", "val": "valid"}
+    assert spec.read_label(spec.samples("val")[0]).sum() == 30
 
 
 # ---- any class count -------------------------------------------------------------------------------------------

@@ -8,9 +8,12 @@ remapped through `label_mapping`, list files, Cityscapes labelIds).
 
 from __future__ import annotations
 
+import csv
 import difflib
 import glob
+import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -510,9 +513,35 @@ def _how_to_read(folder: Path) -> str:
     yamls = [*_beside(folder), *sorted(folder.glob("*.y*ml"))]
     if yamls:
         return f"pass its data set YAML, e.g. --data {yamls[0]}"
+    if roboflow := _roboflow_semantic_yaml(folder):
+        return f"it is a Roboflow semantic segmentation export: save this line as {folder / 'data.yaml'}: {roboflow}"
     return (
         f"describe it in a YAML (path: {folder.resolve()}, train:, val:, masks_dir: or mask_suffix:, names:) and "
         "pass that; see the own-data guide"
+    )
+
+
+def _roboflow_semantic_yaml(folder: Path) -> str | None:
+    """The one-line YAML that reads Roboflow's "Semantic Segmentation Masks" export (train/, valid/, test/ of
+    `x.jpg` + `x_mask.png`, each with `_classes.csv` of `Pixel Value, Class`); None for another folder."""
+    splits = {split: name for split, name in (("train", "train"), ("val", "valid"), ("test", "test"))
+              if (folder / name / "_classes.csv").is_file()}  # fmt: skip
+    if "train" not in splits:
+        return None
+    try:
+        with open(folder / splits["train"] / "_classes.csv", newline="") as table:
+            rows = [[cell.strip() for cell in row] for row in csv.reader(table) if row]
+        classes = {int(row[0]): row[1] for row in rows[1:]}
+    except (OSError, ValueError, IndexError):
+        return None
+    suffixes = Counter(p.suffix for p in (folder / splits["train"]).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
+                       and not p.stem.endswith("_mask"))  # fmt: skip
+    if not suffixes or sorted(classes) != list(range(len(classes))):
+        return None
+    names = ", ".join(json.dumps(name) for name in classes.values())
+    split_keys = ", ".join(f"{split}: {name}" for split, name in splits.items())
+    return (
+        f"{{{split_keys}, mask_suffix: {{image: {suffixes.most_common(1)[0][0]}, mask: _mask.png}}, names: [{names}]}}"
     )
 
 
