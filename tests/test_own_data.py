@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from conftest import REALDATA, cli, require_realdata
+from PIL import Image
 
 import seglite
 from seglite.data.classmap import link_classes, load_class_map
@@ -562,6 +563,42 @@ def test_a_folder_given_as_data_names_what_reads_it(tmp_path):
     spec = load_dataset(export / "data.yaml")
     assert spec.names == ("background", "pot hole") and spec.splits == {"train": "train", "val": "valid"}
     assert spec.read_label(spec.samples("val")[0]).sum() == 30
+    # Pascal VOC's layout, as CVAT exports it (RGB masks, labelmap.txt, one subset listed by stem), and VOC's own.
+    for kind in ("cvat", "voc"):
+        voc = tmp_path / kind
+        for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+            (voc / folder).mkdir(parents=True)
+        mask = np.zeros((30, 40), np.uint8)
+        mask[10:20, 5:25] = 1
+        for stem in ("frame_000000", "frame_000001"):
+            cv2.imwrite(str(voc / "JPEGImages" / f"{stem}.jpg"), np.full((30, 40, 3), 60, np.uint8))
+            if kind == "cvat":
+                cv2.imwrite(
+                    str(voc / "SegmentationClass" / f"{stem}.png"),
+                    np.asarray([[0, 0, 0], [83, 50, 250]], np.uint8)[mask],
+                )
+            else:  # a palette PNG with VOC's 255 border, read as its indices
+                indexed = Image.fromarray(np.where(np.eye(30, 40) > 0, 255, mask).astype(np.uint8), "P")
+                indexed.putpalette([0, 0, 0, 128, 0, 0] + [0, 0, 0] * 253 + [224, 224, 192])  # VOC's colours
+                indexed.save(voc / "SegmentationClass" / f"{stem}.png")
+        if kind == "cvat":
+            (voc / "ImageSets/Segmentation/default.txt").write_text("frame_000000\nframe_000001\n")
+            (voc / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\ncar:250,50,83::\n")
+        else:
+            (voc / "ImageSets/Segmentation/train.txt").write_text("frame_000000\n")
+            (voc / "ImageSets/Segmentation/val.txt").write_text("frame_000001\n")
+        with pytest.raises(DataError, match=r"laid out as Pascal VOC .*: save this line as .*data.yaml") as e:
+            load_dataset(voc)
+        assert ("and add `val:`" in str(e.value)) == (kind == "cvat")
+        (voc / "data.yaml").write_text(
+            str(e.value).split("training validates on it)" if kind == "cvat" else "data.yaml", 1)[1].lstrip(": ")
+        )
+        spec = load_dataset(voc / "data.yaml")
+        label = spec.read_label(spec.samples("train")[0])
+        assert spec.names[:2] == ("background", "car" if kind == "cvat" else "aeroplane") and len(spec.names) == (
+            2 if kind == "cvat" else 21
+        )
+        assert label[10:20, 5:25].min() == 1 and (label == 1).sum() == 200 - (kind == "voc") * 10
 
 
 # ---- any class count -------------------------------------------------------------------------------------------

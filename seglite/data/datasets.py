@@ -262,6 +262,17 @@ class DatasetSpec:
             f"{list_file}:{line_no}: {text} does not exist; for lists written on another machine set {fix}"
         )
 
+    def _image_of_stem(self, stem: str) -> Path | None:
+        """Pascal VOC's lists (and CVAT's, mmseg's) name images by stem: `2007_000032` is JPEGImages/2007_000032.jpg,
+        the images folder being the one `masks_dir` maps to the masks'."""
+        if "/" in stem or "\\" in stem or not self.masks_dir:
+            return None
+        for folder in self.masks_dir:
+            for suffix in IMAGE_EXTENSIONS:
+                if (image := self.root() / folder / f"{stem}{suffix}").is_file():
+                    return image
+        return None
+
     def _split_listed(self, line: str, list_file: Path, line_no: int) -> tuple[Path, Path | None]:
         """A line's image and mask. Names may hold spaces: a tab separates the two when there is one, else the
         line is read as one image or split at the space that leaves two existing files."""
@@ -269,6 +280,8 @@ class DatasetSpec:
             whole = self._listed(line)
             if whole.is_file():
                 return whole, None
+            if (named := self._image_of_stem(line)) is not None:
+                return named, None
             words = line.split(" ")
             cuts = ((" ".join(words[:cut]).strip(), " ".join(words[cut:]).strip()) for cut in range(1, len(words)))
             found = [(path, mask) for image, mask in cuts if image and mask and (path := self._listed(image)).is_file()]
@@ -513,12 +526,46 @@ def _how_to_read(folder: Path) -> str:
     yamls = [*_beside(folder), *sorted(folder.glob("*.y*ml"))]
     if yamls:
         return f"pass its data set YAML, e.g. --data {yamls[0]}"
-    if roboflow := _roboflow_semantic_yaml(folder):
-        return f"it is a Roboflow semantic segmentation export: save this line as {folder / 'data.yaml'}: {roboflow}"
+    for kind, line in (("a Roboflow semantic segmentation export", _roboflow_semantic_yaml(folder)),
+                       ("laid out as Pascal VOC (CVAT's segmentation mask export too)", _voc_yaml(folder))):  # fmt: skip
+        if line:
+            val = (
+                "" if " val: " in line else " (and add `val:`, a list of some of its images: training validates on it)"
+            )
+            return f"it is {kind}: save this line as {folder / 'data.yaml'}{val}: {line}"
     return (
         f"describe it in a YAML (path: {folder.resolve()}, train:, val:, masks_dir: or mask_suffix:, names:) and "
         "pass that; see the own-data guide"
     )
+
+
+VOC_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+             "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")  # fmt: skip
+
+
+def _voc_yaml(folder: Path) -> str | None:
+    """The one-line YAML for Pascal VOC's layout (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/*.txt of
+    stems). CVAT's "Segmentation mask" export is that layout with RGB masks and their colours in labelmap.txt
+    (`name:r,g,b::` lines); without one, VOC's own 21 classes and index masks. None for another folder."""
+    lists = folder / "ImageSets" / "Segmentation"
+    if not ((folder / "JPEGImages").is_dir() and (folder / "SegmentationClass").is_dir() and lists.is_dir()):
+        return None
+    found = {p.stem: p for p in lists.glob("*.txt")}
+    splits = {key: found[stem] for key, stem in (("train", "train"), ("val", "val"), ("test", "test")) if stem in found}
+    splits = splits or ({"train": found["default"]} if "default" in found else {})  # CVAT's one subset
+    if not splits:
+        return None
+    keys = ", ".join(f"{key}: {path.relative_to(folder).as_posix()}" for key, path in splits.items())
+    line = f"{{{keys}, masks_dir: {{JPEGImages: SegmentationClass}}"
+    try:
+        entries = [row.split(":") for row in (folder / "labelmap.txt").read_text().splitlines() if ":" in row]
+        colours = {e[0].strip(): [int(v) for v in e[1].split(",")] for e in entries if not e[0].startswith("#")}
+    except OSError:
+        return f"{line}, names: [{', '.join(VOC_NAMES)}]}}"
+    except (ValueError, IndexError):
+        return None
+    names = ", ".join(json.dumps(name) for name in colours)
+    return f"{line}, mask_format: color, names: [{names}], palette: {list(colours.values())}}}"
 
 
 def _roboflow_semantic_yaml(folder: Path) -> str | None:
