@@ -370,6 +370,7 @@ def test_a_roboflow_yolo_export_reads_as_it_is(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the YAML named from another folder: its own folder is the root
     spec = load_dataset("potholes/data.yaml")
     assert (spec.root(), spec.names, spec.mask_format) == (root, ("background", "crack", "pothole"), "yolo")
+    assert spec.name == "potholes"  # every YOLO export's YAML is data.yaml: named after its folder
     assert [s.stem for s in spec.samples("train")] == ["img0_jpg.rf.0a0", "img1_jpg.rf.0a1"]
     assert spec.split_on_disk("val") and not spec.split_on_disk("test")  # Roboflow left the test split out
     label = spec.read_label(spec.samples("val")[0])

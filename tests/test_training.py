@@ -319,8 +319,17 @@ def test_a_recipe_meant_for_other_frames_is_told_its_scale_and_shape():
     assert "set data.scale_range near [0.19, 0.31] or data.val_size" in notes[0]
     cityscapes = load_config("configs/espnetv2_s0.5.yaml").data  # val_size 1024x512, scale 0.35-1.0
     notes = scale_notes((480, 360), (480, 360), cityscapes)  # ... given CamVid's frames
-    assert "2.13x" in notes[0] and notes[1].startswith("aspect: val_size 1024x512 stretches the 480x360 frames by 1.50")
+    assert "2.13x" in notes[0] and notes[2].startswith("aspect: val_size 1024x512 stretches the 480x360 frames by 1.50")
+    assert notes[1].startswith("crop: data.crop 1024x512 is larger than the 480x360 training frames at their largest")
     assert scale_notes((1280, 720), (1280, 720), cityscapes) == []  # 0.8x: inside the range, same 16:9-ish shape
+    camvid = load_config("camvid_espnetv2_s0.5_finetune").data  # 384x288 crops of 480x360 frames at 0.75-1.5x
+    assert scale_notes((480, 360), (480, 360), camvid) == []
+    notes = scale_notes((200, 150), (200, 150), camvid)  # small frames: at 1.5x still 300x225, most of a crop pads
+    assert notes == [
+        "crop: data.crop 384x288 is larger than the 200x150 training frames at their largest scale (300x225): the "
+        "rest of each crop is padding that costs time and teaches nothing; set data.crop=[192, 144] (or a "
+        "data.scale_range that reaches it)"
+    ]
 
 
 def test_every_recipe_fits_the_frames_it_is_made_for():

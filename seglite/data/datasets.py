@@ -667,7 +667,7 @@ def _build(raw: dict, where: str, folder: Path) -> DatasetSpec:
         if not path.is_absolute():
             path = folder / path
     return DatasetSpec(
-        name=str(raw.get("name") or Path(where).stem),
+        name=str(raw.get("name") or _name_of(Path(where))),
         names=names,
         path=path,
         splits=splits,
@@ -683,6 +683,13 @@ def _build(raw: dict, where: str, folder: Path) -> DatasetSpec:
         source=where,
         download=_download(raw.get("download"), where, folder),
     )
+
+
+def _name_of(yaml_file: Path) -> str:
+    """A data set's name: its YAML's stem, or its folder's name for the `data.yaml` every YOLO export is called."""
+    if yaml_file.stem.lower() in ("data", "dataset"):
+        return yaml_file.resolve().parent.name or yaml_file.stem
+    return yaml_file.stem
 
 
 def _download(value, where: str, folder: Path) -> Download | None:

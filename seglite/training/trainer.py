@@ -205,6 +205,15 @@ def scale_notes(train_frame: tuple[int, int], val_frame: tuple[int, int], data: 
             f"the network is validated, and will predict, at a scale it never trained at; set data.scale_range "
             f"near [{ratio * 0.75:.2f}, {ratio * 1.25:.2f}] or data.val_size"
         )
+    crop_width, crop_height = data.crop
+    largest = (round(train_frame[0] * high), round(train_frame[1] * high))
+    if crop_width > largest[0] * 1.1 or crop_height > largest[1] * 1.1:
+        fit = [min(crop_width, train_frame[0] // 16 * 16), min(crop_height, train_frame[1] // 16 * 16)]
+        notes.append(
+            f"crop: data.crop {crop_width}x{crop_height} is larger than the {train_frame[0]}x{train_frame[1]} "
+            f"training frames at their largest scale ({largest[0]}x{largest[1]}): the rest of each crop is padding "
+            f"that costs time and teaches nothing; set data.crop={fit} (or a data.scale_range that reaches it)"
+        )
     stretch = (val_width / val_height) / (val_frame[0] / val_frame[1])
     if not 1 / 1.15 <= stretch <= 1.15:
         notes.append(
