@@ -382,6 +382,64 @@ def test_a_roboflow_yolo_export_reads_as_it_is(tmp_path, monkeypatch):
             load_dataset(root / "bad.yaml")
 
 
+def test_a_coco_segmentation_export_reads_as_it_is(tmp_path):
+    """Roboflow's "COCO Segmentation" zip: train/ and valid/, each its images and `_annotations.coco.json` (polygons
+    in pixels, run-length masks, and an umbrella category that labels nothing). No YAML needed but the line it prints."""
+    from pycocotools import mask as coco_mask
+
+    from seglite.data.check import check_dataset
+
+    root = tmp_path / "roads"
+    square = np.zeros((60, 80), np.uint8, order="F")
+    square[40:50, 60:70] = 1
+    for split in ("train", "valid"):
+        (root / split).mkdir(parents=True)
+        images, annotations = [], []
+        for i in range(2):
+            cv2.imwrite(str(root / split / f"f{i}_jpg.rf.{i}.jpg"), np.full((60, 80, 3), 50 * i, np.uint8))
+            images.append({"id": i, "file_name": f"f{i}_jpg.rf.{i}.jpg", "height": 60, "width": 80})
+            compressed = coco_mask.encode(square)
+            annotations += [  # the pothole inside the road, listed first: drawn after the larger road
+                {"id": 3 * i, "image_id": i, "category_id": 2, "segmentation": [[20, 10, 40, 10, 40, 30, 20, 30]]},
+                {"id": 3 * i + 1, "image_id": i, "category_id": 1, "segmentation": [[0, 0, 80, 0, 80, 35, 0, 35]]},
+                {"id": 3 * i + 2, "image_id": i, "category_id": 2, "iscrowd": 1,  # CVAT's uncompressed RLE; then compressed
+                 "segmentation": {"size": [60, 80], "counts": [0, 4800]} if i else {**compressed, "counts": compressed["counts"].decode()}},
+            ]  # fmt: skip
+        categories = [{"id": 0, "name": "roads", "supercategory": "none"},
+                      {"id": 1, "name": "road", "supercategory": "roads"},
+                      {"id": 2, "name": "pothole", "supercategory": "roads"}]  # fmt: skip
+        (root / split / "_annotations.coco.json").write_text(
+            json.dumps({"images": images, "annotations": annotations, "categories": categories})
+        )
+    with pytest.raises(DataError, match=r"a COCO segmentation export .*: save this line as .*data.yaml: ") as e:
+        load_dataset(root)
+    (root / "data.yaml").write_text(str(e.value).split("data.yaml: ", 1)[1])
+    spec = load_dataset(root / "data.yaml")
+    assert (spec.name, spec.names, spec.mask_format) == ("roads", ("background", "road", "pothole"), "coco")
+    first, second = spec.samples("train")
+    expected = np.zeros((60, 80), np.uint8)
+    expected[:35] = 1  # pixel x is inside where its centre is: the polygon (20,10)-(40,30) covers [20, 40) x [10, 30)
+    expected[10:30, 20:40] = 2
+    expected[40:50, 60:70] = 2
+    np.testing.assert_array_equal(spec.read_label(first), expected)
+    whole = np.where(expected == 0, 2, expected)  # a run-length pothole of the whole frame: largest, drawn first
+    np.testing.assert_array_equal(spec.read_label(second), whole)
+    assert [(r.split, r.labelled, r.problems) for r in check_dataset(spec)] == [("train", 2, []), ("val", 2, [])]
+    # What goes wrong, named: a detection export, an image the file gives another size, a category not in names.
+    boxes = json.loads((root / "train/_annotations.coco.json").read_text())
+    boxes["annotations"] = [{"id": 9, "image_id": 0, "category_id": 1, "bbox": [0, 0, 5, 5], "segmentation": []}]
+    boxes["images"][1]["width"] = 90
+    (root / "train/_annotations.coco.json").write_text(json.dumps(boxes))
+    with pytest.raises(DataError, match=r"annotation 9 of f0_jpg.rf.0.jpg has no segmentation \(a box only"):
+        spec.read_label(spec.samples("train")[0])
+    problems = check_dataset(spec, splits=("train",), read_labels=False)[0].problems
+    assert problems == [f"{root / 'train/_annotations.coco.json'}: mask is 90x60, image 80x60"]
+    relabelled = load_dataset(_write_yaml(tmp_path / "r.yaml", {"path": str(root), "val": "valid/_annotations.coco.json",
+                                                                "names": ["road", "crack"]}))  # fmt: skip
+    with pytest.raises(DataError, match=r"annotation 0 of f0_jpg.rf.0.jpg is of category 2 \(pothole\), not one of"):
+        relabelled.read_label(relabelled.samples("val")[0])
+
+
 def test_colour_masks_map_through_the_palette_and_an_unknown_colour_is_named(tmp_path):
     root = _binary_set(tmp_path / "d")
     palette = [[0, 0, 0], [128, 64, 128]]

@@ -96,7 +96,11 @@ def data_check(
         task = progress.add_task("checking", total=None)
         reports = check_dataset(spec, progress=lambda: progress.advance(task))
     full = FULL_COUNTS.get(spec.name, {})
-    labels = {"color": ", colour masks", "yolo": ", YOLO polygon labels; class 0 is what no polygon covers"}
+    labels = {
+        "color": ", colour masks",
+        "yolo": ", YOLO polygon labels; class 0 is what no polygon covers",
+        "coco": ", COCO annotations; class 0 is what no annotation covers",
+    }
     table = Table(title=f"{spec.name}: {spec.root()} ({spec.num_classes} classes{labels.get(spec.mask_format, '')})")
     # The published split sizes, where known, show a partial download; a user's own data set has none to show.
     columns = ("split", "images", "labelled", *([f"full {spec.name}"] if full else []), "size", "ignored", "problems")

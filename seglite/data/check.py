@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import multiprocessing
 import os
@@ -17,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from seglite.data.cityscapes import PACKED, where_it_is
+from seglite.data.coco import coco_image_size
 from seglite.data.datasets import SPLITS, DatasetSpec, read_index_mask
 from seglite.data.yolo import upright_size
 from seglite.errors import DataError
@@ -122,6 +122,8 @@ def _too_few_classes(spec: DatasetSpec, report: SplitReport) -> list[str]:
         hint = "check `palette` (one RGB colour per class, as the masks draw them) and `ignore_colors`"
     elif spec.mask_format == "yolo":
         hint = "check that the label files hold polygons (class x1 y1 x2 y2 ...) for the images"
+    elif spec.mask_format == "coco":
+        hint = "check that the annotation file holds segmentations (polygons or masks) for the images"
     else:
         example = {0: 0, spec.ignore_index: 1}
         hint = (
@@ -131,6 +133,16 @@ def _too_few_classes(spec: DatasetSpec, report: SplitReport) -> list[str]:
     return [
         f"{spec.name}: the {report.split} masks ({report.labelled}) show {seen} of {spec.num_classes}; {share}: {hint}"
     ]
+
+
+def _label_size(spec: DatasetSpec, sample) -> tuple[int, int] | None:
+    """A mask's width and height as its file gives them; None for YOLO's polygons, drawn at the image's size."""
+    if spec.mask_format == "yolo":
+        return None
+    if spec.mask_format == "coco":
+        return coco_image_size(sample.label, sample.image)
+    with Image.open(sample.label) as label:
+        return label.size
 
 
 def _check_sample(spec: DatasetSpec, split: str, read_labels: bool, sample) -> SampleCheck:
@@ -143,12 +155,12 @@ def _check_sample(spec: DatasetSpec, split: str, read_labels: bool, sample) -> S
                 checked.problems = [spec.missing_mask(split, sample)] if split != "test" else []
                 return checked
             checked.labelled = 1
-            with contextlib.nullcontext() if spec.mask_format == "yolo" else Image.open(sample.label) as label:
-                if label is not None and checked.size != label.size:  # polygons are drawn at the image's size
-                    width, height = checked.size
-                    sizes = f"mask is {label.size[0]}x{label.size[1]}, image {width}x{height}"
-                    checked.problems = [f"{sample.label}: {sizes}"]
-                    return checked
+        label_size = _label_size(spec, sample)
+        if label_size is not None and checked.size != label_size:
+            width, height = checked.size
+            sizes = f"mask is {label_size[0]}x{label_size[1]}, image {width}x{height}"
+            checked.problems = [f"{sample.label}: {sizes}"]
+            return checked
         if read_labels and spec.label_mapping is not None and spec.mask_format == "index":
             raw = read_index_mask(sample.label)  # read once: its classes, and the raw values the mapping leaves out
             checked.pixels = _class_pixels(spec.classes_of(raw, sample.label), spec.num_classes)

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from seglite.data.cityscapes import PACKED, Sample, find_samples, read_checked_train_ids, where_it_is
+from seglite.data.coco import coco_class_names, coco_images, read_coco_mask
 from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX, PALETTE_RGB
 from seglite.data.yolo import BACKGROUND, read_polygon_mask
 from seglite.errors import DataError
@@ -159,7 +160,12 @@ class DatasetSpec:
             defined = ", ".join(self.splits) or "none"
             raise DataError(f"data set {self.name!r} has no split {split!r} (defined: {defined})")
         entry = self.split_entry(split)
-        if entry.is_file():
+        if entry.is_file() and self.mask_format == "coco":
+            samples = [
+                Sample(_below(image, entry.parent, root).with_suffix("").as_posix(), image, entry)
+                for image in coco_images(entry, root)
+            ]
+        elif entry.is_file():
             samples = self._list_file_samples(entry)
         elif entry.is_dir():
             samples = self._folder_samples(root, entry)
@@ -349,6 +355,8 @@ class DatasetSpec:
             return self._read_colour_mask(path)
         if self.mask_format == "yolo":
             return read_polygon_mask(path, sample.image, self.num_classes - 1)
+        if self.mask_format == "coco":
+            return read_coco_mask(path, sample.image, self.names)
         return self.classes_of(read_index_mask(path), path)
 
     def classes_of(self, raw: np.ndarray, path: Path) -> np.ndarray:
@@ -436,13 +444,30 @@ def load_dataset(data: str | Path | dict | None, root: str | Path | None = None)
         raw, where, folder = _read_yaml(data)
     raw = _resolve_base(raw, where, folder)
     if raw.get("path") is None and where != "inline data set" and str(data) not in builtin_datasets():
-        raw["path"] = str(
-            folder.resolve()
-        )  # as in Ultralytics: a data set YAML without `path` lies in the data set's folder
+        raw["path"] = str(folder.resolve())  # as in Ultralytics: a YAML without `path` lies in the data set's folder
+    if raw.get("names") is None and _coco_splits(raw):
+        raw = {**raw, "names": _coco_names(raw, Path(root) if root else folder / str(raw.get("path") or "."), where)}
     spec = _build(raw, where, folder).with_root(root)
     if not {"mask_format", "masks_dir", "mask_suffix"} & set(raw) and _yolo_labels_beside(spec):
         spec = _build({**raw, "mask_format": "yolo"}, where, folder).with_root(root)  # an Ultralytics YAML as it is
     return spec
+
+
+def _below(path: Path, *folders: Path) -> Path:
+    """`path` relative to the first of `folders` that holds it (its name where none does)."""
+    return next((path.relative_to(folder) for folder in folders if path.is_relative_to(folder)), Path(path.name))
+
+
+def _coco_splits(raw: dict) -> list[str]:
+    return [str(raw[s]) for s in SPLITS if str(raw.get(s) or "").lower().endswith(".json")]
+
+
+def _coco_names(raw: dict, root: Path, where: str) -> list[str]:
+    """A COCO data set's classes where its YAML names none: the categories of its first split's file."""
+    first = root / _coco_splits(raw)[0]
+    if not first.is_file():
+        raise DataError(f"{where}: names: none given, and {first} (to read its categories from) is not there")
+    return coco_class_names(first)
 
 
 def _yolo_labels_beside(spec: DatasetSpec) -> bool:
@@ -527,6 +552,7 @@ def _how_to_read(folder: Path) -> str:
     if yamls:
         return f"pass its data set YAML, e.g. --data {yamls[0]}"
     for kind, line in (("a Roboflow semantic segmentation export", _roboflow_semantic_yaml(folder)),
+                       ("a COCO segmentation export (Roboflow's layout)", _coco_yaml(folder)),
                        ("laid out as Pascal VOC (CVAT's segmentation mask export too)", _voc_yaml(folder))):  # fmt: skip
         if line:
             val = (
@@ -566,6 +592,13 @@ def _voc_yaml(folder: Path) -> str | None:
         return None
     names = ", ".join(json.dumps(name) for name in colours)
     return f"{line}, mask_format: color, names: [{names}], palette: {list(colours.values())}}}"
+
+
+def _coco_yaml(folder: Path) -> str | None:
+    """The one-line YAML for split folders that each hold an `_annotations.coco.json` beside their images."""
+    found = {key: f"{name}/_annotations.coco.json" for key, name in (("train", "train"), ("val", "valid"),
+             ("val", "val"), ("test", "test")) if (folder / name / "_annotations.coco.json").is_file()}  # fmt: skip
+    return "{" + ", ".join(f"{key}: {value}" for key, value in found.items()) + "}" if "train" in found else None
 
 
 def _roboflow_semantic_yaml(folder: Path) -> str | None:
@@ -628,16 +661,19 @@ def _build(raw: dict, where: str, folder: Path) -> DatasetSpec:
     if not isinstance(ignore_index, int) or not 0 <= ignore_index <= 65535:
         raise DataError(f"{where}: ignore_index {ignore_index!r}: expected a whole number 0..65535")
     mapping = _label_mapping(raw.get("label_mapping"), len(names), where)
-    mask_format = str(raw.get("mask_format", "index"))
-    if mask_format not in ("index", "color", "yolo"):
-        raise DataError(f"{where}: mask_format {mask_format!r}: expected index, color or yolo")
-    if mask_format == "yolo":  # Ultralytics' classes are objects: the pixels no polygon covers are class 0 here
+    mask_format = str(raw.get("mask_format", "coco" if _coco_splits(raw) else "index"))
+    if mask_format not in ("index", "color", "yolo", "coco"):
+        raise DataError(f"{where}: mask_format {mask_format!r}: expected index, color, yolo or coco")
+    if mask_format in ("yolo", "coco"):  # classes of objects: the pixels no polygon covers are class 0 here
         if mapping is not None:
-            raise DataError(f"{where}: label_mapping reads mask values; YOLO labels hold class ids: leave it out")
-        names = (BACKGROUND, *names)
+            raise DataError(
+                f"{where}: label_mapping reads mask values; {mask_format} labels hold classes: leave it out"
+            )
+        if mask_format == "yolo" or names[0].lower() != BACKGROUND:  # (YOLO's reader counts its classes from 1)
+            names = (BACKGROUND, *names)
         if palette is not None and len(palette) == len(names) - 1:
             palette = ((0, 0, 0), *palette)
-        if not raw.get("masks_dir") and not raw.get("mask_suffix"):
+        if mask_format == "yolo" and not raw.get("masks_dir") and not raw.get("mask_suffix"):
             raw["masks_dir"] = {"images": "labels"}  # Ultralytics' layout
     if mask_format == "color" and palette is None:
         raise DataError(f"{where}: mask_format color needs `palette` (one RGB colour per class)")
