@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -411,7 +412,7 @@ def test_a_coco_segmentation_export_reads_as_it_is(tmp_path):
         (root / split / "_annotations.coco.json").write_text(
             json.dumps({"images": images, "annotations": annotations, "categories": categories})
         )
-    with pytest.raises(DataError, match=r"a COCO segmentation export .*: save this line as .*data.yaml: ") as e:
+    with pytest.raises(DataError, match=r"a COCO segmentation export; save this line as .*data.yaml: ") as e:
         load_dataset(root)
     (root / "data.yaml").write_text(str(e.value).split("data.yaml: ", 1)[1])
     spec = load_dataset(root / "data.yaml")
@@ -438,6 +439,18 @@ def test_a_coco_segmentation_export_reads_as_it_is(tmp_path):
                                                                 "names": ["road", "crack"]}))  # fmt: skip
     with pytest.raises(DataError, match=r"annotation 0 of f0_jpg.rf.0.jpg is of category 2 \(pothole\), not one of"):
         relabelled.read_label(relabelled.samples("val")[0])
+    # COCO's own layout, as CVAT exports it: annotations/instances_default.json, the images under images/.
+    cvat = tmp_path / "cvat"
+    (cvat / "annotations").mkdir(parents=True)
+    shutil.copytree(root / "valid", cvat / "images", ignore=shutil.ignore_patterns("*.json"))
+    shutil.copy(root / "valid/_annotations.coco.json", cvat / "annotations/instances_default.json")
+    line = r"with no val split \(training .*\); save this line as .*: \{train: annotations/instances_default.json\}$"
+    with pytest.raises(DataError, match=line):
+        load_dataset(cvat)
+    spec = load_dataset(
+        _write_yaml(tmp_path / "c.yaml", {"path": str(cvat), "train": "annotations/instances_default.json"})
+    )
+    np.testing.assert_array_equal(spec.read_label(spec.samples("train")[0]), expected)
 
 
 def test_colour_masks_map_through_the_palette_and_an_unknown_colour_is_named(tmp_path):
@@ -615,7 +628,7 @@ def test_a_folder_given_as_data_names_what_reads_it(tmp_path):
         cv2.imwrite(str(export / split / "a_jpg.rf.1.jpg"), np.full((30, 40, 3), 60, np.uint8))
         cv2.imwrite(str(export / split / "a_jpg.rf.1_mask.png"), np.eye(30, 40, dtype=np.uint8))
     with pytest.raises(
-        DataError, match=r"a Roboflow semantic segmentation export: save this line as .*data.yaml: "
+        DataError, match=r"a Roboflow semantic segmentation export; save this line as .*data.yaml: "
     ) as e:
         load_dataset(export)
     (export / "data.yaml").write_text(str(e.value).split("data.yaml: ", 1)[1])
@@ -646,12 +659,12 @@ def test_a_folder_given_as_data_names_what_reads_it(tmp_path):
         else:
             (voc / "ImageSets/Segmentation/train.txt").write_text("frame_000000\n")
             (voc / "ImageSets/Segmentation/val.txt").write_text("frame_000001\n")
-        with pytest.raises(DataError, match=r"laid out as Pascal VOC .*: save this line as .*data.yaml") as e:
+        with pytest.raises(DataError, match=r"laid out as Pascal VOC .*; save this line as .*data.yaml") as e:
             load_dataset(voc)
-        assert ("and add `val:`" in str(e.value)) == (kind == "cvat")
-        (voc / "data.yaml").write_text(
-            str(e.value).split("training validates on it)" if kind == "cvat" else "data.yaml", 1)[1].lstrip(": ")
+        assert ("with no val split (training validates on one: add `val` to the line)" in str(e.value)) == (
+            kind == "cvat"
         )
+        (voc / "data.yaml").write_text(str(e.value).split("data.yaml: ", 1)[1])
         spec = load_dataset(voc / "data.yaml")
         label = spec.read_label(spec.samples("train")[0])
         assert spec.names[:2] == ("background", "car" if kind == "cvat" else "aeroplane") and len(spec.names) == (

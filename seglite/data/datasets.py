@@ -552,13 +552,11 @@ def _how_to_read(folder: Path) -> str:
     if yamls:
         return f"pass its data set YAML, e.g. --data {yamls[0]}"
     for kind, line in (("a Roboflow semantic segmentation export", _roboflow_semantic_yaml(folder)),
-                       ("a COCO segmentation export (Roboflow's layout)", _coco_yaml(folder)),
+                       ("a COCO segmentation export", _coco_yaml(folder)),
                        ("laid out as Pascal VOC (CVAT's segmentation mask export too)", _voc_yaml(folder))):  # fmt: skip
         if line:
-            val = (
-                "" if " val: " in line else " (and add `val:`, a list of some of its images: training validates on it)"
-            )
-            return f"it is {kind}: save this line as {folder / 'data.yaml'}{val}: {line}"
+            val = "" if " val: " in line else " with no val split (training validates on one: add `val` to the line)"
+            return f"it is {kind}{val}; save this line as {folder / 'data.yaml'}: {line}"
     return (
         f"describe it in a YAML (path: {folder.resolve()}, train:, val:, masks_dir: or mask_suffix:, names:) and "
         "pass that; see the own-data guide"
@@ -595,9 +593,17 @@ def _voc_yaml(folder: Path) -> str | None:
 
 
 def _coco_yaml(folder: Path) -> str | None:
-    """The one-line YAML for split folders that each hold an `_annotations.coco.json` beside their images."""
+    """The one-line YAML for split folders that each hold an `_annotations.coco.json` beside their images
+    (Roboflow), or for `annotations/instances_*.json` with the images under `images/` (COCO, CVAT)."""
     found = {key: f"{name}/_annotations.coco.json" for key, name in (("train", "train"), ("val", "valid"),
              ("val", "val"), ("test", "test")) if (folder / name / "_annotations.coco.json").is_file()}  # fmt: skip
+    for path in sorted((folder / "annotations").glob("instances_*.json")):  # COCO's and CVAT's own layout
+        subset = path.stem.removeprefix("instances_")
+        key = next(
+            (k for k in ("train", "val", "test") if subset.startswith(k)), "train" if subset == "default" else None
+        )
+        if key is not None:
+            found.setdefault(key, f"annotations/{path.name}")
     return "{" + ", ".join(f"{key}: {value}" for key, value in found.items()) + "}" if "train" in found else None
 
 
