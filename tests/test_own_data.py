@@ -451,6 +451,22 @@ def test_a_coco_segmentation_export_reads_as_it_is(tmp_path):
         _write_yaml(tmp_path / "c.yaml", {"path": str(cvat), "train": "annotations/instances_default.json"})
     )
     np.testing.assert_array_equal(spec.read_label(spec.samples("train")[0]), expected)
+    # One subset only: `val: 25%` holds a quarter of train out, the same images on every read, and train leaves them.
+    for image in (cvat / "images").glob("*.jpg"):
+        for copy in range(3):
+            shutil.copy(image, image.with_name(f"{image.stem}_{copy}.jpg"))
+    coco = json.loads((cvat / "annotations/instances_default.json").read_text())
+    coco["images"] += [{**entry, "file_name": f"{Path(entry['file_name']).stem}_{copy}.jpg"}
+                       for entry in coco["images"] for copy in range(3)]  # fmt: skip
+    (cvat / "annotations/instances_default.json").write_text(json.dumps(coco))
+    one = {"path": str(cvat), "train": "annotations/instances_default.json"}
+    held = load_dataset(_write_yaml(tmp_path / "h.yaml", {**one, "val": "25%"}))
+    train, val = {s.stem for s in held.samples("train")}, {s.stem for s in held.samples("val")}
+    assert (len(train), len(val), train & val) == (6, 2, set()) and val == {s.stem for s in held.samples("val")}
+    assert [(r.split, r.labelled, r.problems) for r in check_dataset(held)] == [("train", 6, []), ("val", 2, [])]
+    for key, value in (("train", "10%"), ("val", "60%"), ("val", "ten%")):
+        with pytest.raises(DataError, match=r"a share of train is written `val: 10%` \(more than 0, under 50\)"):
+            load_dataset(_write_yaml(tmp_path / "b.yaml", {**one, "names": ["road", "pothole"], key: value}))
 
 
 def test_colour_masks_map_through_the_palette_and_an_unknown_colour_is_named(tmp_path):
@@ -661,7 +677,7 @@ def test_a_folder_given_as_data_names_what_reads_it(tmp_path):
             (voc / "ImageSets/Segmentation/val.txt").write_text("frame_000001\n")
         with pytest.raises(DataError, match=r"laid out as Pascal VOC .*; save this line as .*data.yaml") as e:
             load_dataset(voc)
-        assert ("with no val split (training validates on one: add `val` to the line)" in str(e.value)) == (
+        assert ("with no val split (training validates on one: add `val: 10%` to the line)" in str(e.value)) == (
             kind == "cvat"
         )
         (voc / "data.yaml").write_text(str(e.value).split("data.yaml: ", 1)[1])

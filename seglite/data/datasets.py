@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import difflib
 import glob
+import hashlib
 import json
 import os
 from collections import Counter
@@ -141,10 +142,15 @@ class DatasetSpec:
             return self.has_split(split)
         return split in self.splits and self.split_entry(split).exists()
 
+    def held_out(self, split: str) -> float | None:
+        """`val: 10%`: the share of the train split this split is (an export with one subset, CVAT's, has no val)."""
+        value = self.splits.get(split, "")
+        return float(value[:-1]) / 100 if split != "train" and value.endswith("%") else None
+
     def split_entry(self, split: str) -> Path:
         """A split's folder or list file. Roboflow's YOLO exports say `../train/images` for the `train/images`
         beside their data.yaml; Ultralytics reads that without the `../` where only that exists, and so does this."""
-        value = self.splits[split]
+        value = self.splits["train" if self.held_out(split) else split]
         entry = self.root() / value
         if not entry.exists() and value.startswith("../") and (self.root() / value[3:]).exists():
             return self.root() / value[3:]
@@ -152,13 +158,34 @@ class DatasetSpec:
 
     # ---- finding pairs ------------------------------------------------------------------------------------
     def samples(self, split: str, require_labels: bool = True) -> list[Sample]:
-        """All (image, mask) pairs of a split, sorted; a DataError naming the first missing file or bad line."""
-        root = self.root()
+        """All (image, mask) pairs of a split, sorted; a DataError naming the first missing file or bad line. A
+        split given as a share of train (`val: 10%`) is those of train's images, always the same, that train then
+        leaves out."""
         if self.layout == "cityscapes":
-            return find_samples(root, split, require_labels)
+            return find_samples(self.root(), split, require_labels)
         if split not in self.splits:
             defined = ", ".join(self.splits) or "none"
             raise DataError(f"data set {self.name!r} has no split {split!r} (defined: {defined})")
+        shares = {other: share for other in self.splits if (share := self.held_out(other))}
+        if not shares:
+            return self._read_split(split, require_labels)
+        train = self._read_split("train", require_labels)
+        ranked = sorted(train, key=lambda sample: hashlib.md5(sample.stem.encode()).hexdigest())  # stable, spread
+        taken: dict[str, set[str]] = {}
+        for other, share in shares.items():
+            start = sum(len(stems) for stems in taken.values())
+            taken[other] = {s.stem for s in ranked[start : start + max(1, round(share * len(train)))]}
+        if split in taken:
+            return [sample for sample in train if sample.stem in taken[split]]
+        if split == "train":
+            kept = [sample for sample in train if not any(sample.stem in stems for stems in taken.values())]
+            if not kept:
+                raise DataError(f"data set {self.name!r}: {len(train)} train image(s) leave none after {shares}")
+            return kept
+        return self._read_split(split, require_labels)
+
+    def _read_split(self, split: str, require_labels: bool) -> list[Sample]:
+        root = self.root()
         entry = self.split_entry(split)
         if entry.is_file() and self.mask_format == "coco":
             samples = [
@@ -453,6 +480,13 @@ def load_dataset(data: str | Path | dict | None, root: str | Path | None = None)
     return spec
 
 
+def _is_share(text: str) -> bool:
+    try:
+        return 0 < float(text) < 50
+    except ValueError:
+        return False
+
+
 def _below(path: Path, *folders: Path) -> Path:
     """`path` relative to the first of `folders` that holds it (its name where none does)."""
     return next((path.relative_to(folder) for folder in folders if path.is_relative_to(folder)), Path(path.name))
@@ -555,7 +589,9 @@ def _how_to_read(folder: Path) -> str:
                        ("a COCO segmentation export", _coco_yaml(folder)),
                        ("laid out as Pascal VOC (CVAT's segmentation mask export too)", _voc_yaml(folder))):  # fmt: skip
         if line:
-            val = "" if " val: " in line else " with no val split (training validates on one: add `val` to the line)"
+            val = (
+                "" if " val: " in line else " with no val split (training validates on one: add `val: 10%` to the line)"
+            )
             return f"it is {kind}{val}; save this line as {folder / 'data.yaml'}: {line}"
     return (
         f"describe it in a YAML (path: {folder.resolve()}, train:, val:, masks_dir: or mask_suffix:, names:) and "
@@ -701,6 +737,12 @@ def _build(raw: dict, where: str, folder: Path) -> DatasetSpec:
             f"{where}: {listed}: a list of folders; give one folder or a list file (a .txt of image paths) per split"
         )
     splits = {s: str(raw[s]) for s in SPLITS if raw.get(s) is not None}
+    for split, value in splits.items():
+        if value.endswith("%") and (split == "train" or not _is_share(value[:-1])):
+            raise DataError(
+                f"{where}: {split}: {value!r}: a share of train is written `{'val' if split == 'train' else split}: "
+                "10%` (more than 0, under 50), on val or test"
+            )
     if layout == "generic" and not splits:
         raise DataError(f"{where}: no split; set at least one of train, val, test (a folder or a list file)")
     path = raw.get("path")

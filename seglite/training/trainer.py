@@ -309,7 +309,12 @@ class Trainer:
                 where = (
                     f"no {self.dataset.root() / 'leftImg8bit' / split}"
                     if self.dataset.layout == "cityscapes"
-                    else f"its YAML has no `{split}:` key (a folder of images or a list file, relative to `path`)"
+                    else f"its YAML has no `{split}:` key (a folder of images or a list file, relative to `path`"
+                    + (
+                        ", or `val: 10%` to hold out a tenth of train)"
+                        if split != self.config.data.train_split
+                        else ")"
+                    )
                 )
                 raise SegliteError(
                     f"data set {self.dataset.name!r} ({self.dataset.root()}): split {split!r} is missing: {where}"
