@@ -708,9 +708,8 @@ def _build(raw: dict, where: str, folder: Path) -> DatasetSpec:
         raise DataError(f"{where}: mask_format {mask_format!r}: expected index, color, yolo or coco")
     if mask_format in ("yolo", "coco"):  # classes of objects: the pixels no polygon covers are class 0 here
         if mapping is not None:
-            raise DataError(
-                f"{where}: label_mapping reads mask values; {mask_format} labels hold classes: leave it out"
-            )
+            kind = {"yolo": "YOLO labels hold class ids", "coco": "COCO annotations hold categories"}[mask_format]
+            raise DataError(f"{where}: label_mapping reads mask values; {kind}: leave it out")
         if mask_format == "yolo" or names[0].lower() != BACKGROUND:  # (YOLO's reader counts its classes from 1)
             names = (BACKGROUND, *names)
         if palette is not None and len(palette) == len(names) - 1:
