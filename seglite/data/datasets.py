@@ -8,13 +8,10 @@ remapped through `label_mapping`, list files, Cityscapes labelIds).
 
 from __future__ import annotations
 
-import csv
 import difflib
 import glob
 import hashlib
-import json
 import os
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -24,6 +21,7 @@ import numpy as np
 from seglite.data.cityscapes import PACKED, Sample, find_samples, read_checked_train_ids, where_it_is
 from seglite.data.coco import coco_class_names, coco_images, read_coco_mask
 from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX, PALETTE_RGB
+from seglite.data.layouts import recognise_export
 from seglite.data.yolo import BACKGROUND, read_polygon_mask
 from seglite.errors import DataError
 from seglite.yamlfile import read_mapping
@@ -585,85 +583,13 @@ def _how_to_read(folder: Path) -> str:
     yamls = [*_beside(folder), *sorted(folder.glob("*.y*ml"))]
     if yamls:
         return f"pass its data set YAML, e.g. --data {yamls[0]}"
-    for kind, line in (("a Roboflow semantic segmentation export", _roboflow_semantic_yaml(folder)),
-                       ("a COCO segmentation export", _coco_yaml(folder)),
-                       ("laid out as Pascal VOC (CVAT's segmentation mask export too)", _voc_yaml(folder))):  # fmt: skip
-        if line:
-            val = (
-                "" if " val: " in line else " with no val split (training validates on one: add `val: 10%` to the line)"
-            )
-            return f"it is {kind}{val}; save this line as {folder / 'data.yaml'}: {line}"
+    if recognised := recognise_export(folder, IMAGE_EXTENSIONS):
+        kind, line = recognised
+        val = "" if " val: " in line else " with no val split (training validates on one: add `val: 10%` to the line)"
+        return f"it is {kind}{val}; save this line as {folder / 'data.yaml'}: {line}"
     return (
         f"describe it in a YAML (path: {folder.resolve()}, train:, val:, masks_dir: or mask_suffix:, names:) and "
         "pass that; see the own-data guide"
-    )
-
-
-VOC_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-             "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")  # fmt: skip
-
-
-def _voc_yaml(folder: Path) -> str | None:
-    """The one-line YAML for Pascal VOC's layout (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/*.txt of
-    stems). CVAT's "Segmentation mask" export is that layout with RGB masks and their colours in labelmap.txt
-    (`name:r,g,b::` lines); without one, VOC's own 21 classes and index masks. None for another folder."""
-    lists = folder / "ImageSets" / "Segmentation"
-    if not ((folder / "JPEGImages").is_dir() and (folder / "SegmentationClass").is_dir() and lists.is_dir()):
-        return None
-    found = {p.stem: p for p in lists.glob("*.txt")}
-    splits = {key: found[stem] for key, stem in (("train", "train"), ("val", "val"), ("test", "test")) if stem in found}
-    splits = splits or ({"train": found["default"]} if "default" in found else {})  # CVAT's one subset
-    if not splits:
-        return None
-    keys = ", ".join(f"{key}: {path.relative_to(folder).as_posix()}" for key, path in splits.items())
-    line = f"{{{keys}, masks_dir: {{JPEGImages: SegmentationClass}}"
-    try:
-        entries = [row.split(":") for row in (folder / "labelmap.txt").read_text().splitlines() if ":" in row]
-        colours = {e[0].strip(): [int(v) for v in e[1].split(",")] for e in entries if not e[0].startswith("#")}
-    except OSError:
-        return f"{line}, names: [{', '.join(VOC_NAMES)}]}}"
-    except (ValueError, IndexError):
-        return None
-    names = ", ".join(json.dumps(name) for name in colours)
-    return f"{line}, mask_format: color, names: [{names}], palette: {list(colours.values())}}}"
-
-
-def _coco_yaml(folder: Path) -> str | None:
-    """The one-line YAML for split folders that each hold an `_annotations.coco.json` beside their images
-    (Roboflow), or for `annotations/instances_*.json` with the images under `images/` (COCO, CVAT)."""
-    found = {key: f"{name}/_annotations.coco.json" for key, name in (("train", "train"), ("val", "valid"),
-             ("val", "val"), ("test", "test")) if (folder / name / "_annotations.coco.json").is_file()}  # fmt: skip
-    for path in sorted((folder / "annotations").glob("instances_*.json")):  # COCO's and CVAT's own layout
-        subset = path.stem.removeprefix("instances_")
-        key = next(
-            (k for k in ("train", "val", "test") if subset.startswith(k)), "train" if subset == "default" else None
-        )
-        if key is not None:
-            found.setdefault(key, f"annotations/{path.name}")
-    return "{" + ", ".join(f"{key}: {value}" for key, value in found.items()) + "}" if "train" in found else None
-
-
-def _roboflow_semantic_yaml(folder: Path) -> str | None:
-    """The one-line YAML that reads Roboflow's "Semantic Segmentation Masks" export (train/, valid/, test/ of
-    `x.jpg` + `x_mask.png`, each with `_classes.csv` of `Pixel Value, Class`); None for another folder."""
-    splits = {split: name for split, name in (("train", "train"), ("val", "valid"), ("test", "test"))
-              if (folder / name / "_classes.csv").is_file()}  # fmt: skip
-    if "train" not in splits:
-        return None
-    try:
-        with open(folder / splits["train"] / "_classes.csv", newline="") as table:
-            rows = [[cell.strip() for cell in row] for row in csv.reader(table) if row]
-        classes = {int(row[0]): row[1] for row in rows[1:]}
-    except (OSError, ValueError, IndexError):
-        return None
-    suffixes = Counter(p.suffix for p in (folder / splits["train"]).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
-                       and not p.stem.endswith("_mask"))  # fmt: skip
-    if not suffixes or sorted(classes) != list(range(len(classes))):
-        return None
-    names = ", ".join(json.dumps(name) for name in classes.values())
-    split_keys = ", ".join(f"{split}: {name}" for split, name in splits.items())
-    return (
-        f"{{{split_keys}, mask_suffix: {{image: {suffixes.most_common(1)[0][0]}, mask: _mask.png}}, names: [{names}]}}"
     )
 
 
@@ -694,6 +620,7 @@ def _build(raw: dict, where: str, folder: Path) -> DatasetSpec:
     if layout not in ("generic", "cityscapes"):
         raise DataError(f"{where}: layout {layout!r}: expected generic or cityscapes")
     names = _names(raw.get("names"), where) if layout == "generic" else CLASS_NAMES
+    listed_names = len(names)
     palette = _colours(raw.get("palette"), where, "palette")
     if layout == "cityscapes" and palette is None:
         palette = tuple(tuple(int(v) for v in PALETTE_RGB[i]) for i in range(len(CLASS_NAMES)))
@@ -728,8 +655,8 @@ def _build(raw: dict, where: str, folder: Path) -> DatasetSpec:
                 f"{where}: mask_suffix: expected {{image: _leftImg8bit.png, mask: _gtFine_labelIds.png}} (both keys)"
             )
         suffix = (str(suffix["image"]), str(suffix["mask"]))
-    if raw.get("nc") is not None and raw["nc"] != len(names) - (mask_format == "yolo"):
-        raise DataError(f"{where}: nc is {raw['nc']!r} but `names` lists {len(names) - (mask_format == 'yolo')}")
+    if raw.get("nc") is not None and raw["nc"] != listed_names:
+        raise DataError(f"{where}: nc is {raw['nc']!r} but `names` lists {listed_names}")
     listed = next((s for s in SPLITS if isinstance(raw.get(s), list)), None)
     if listed:
         raise DataError(
