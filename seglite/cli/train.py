@@ -97,9 +97,17 @@ def train_cmd(
         cfg, warnings = resume_config(saved, sets, fixed, str(out / LAST))
         for line in warnings:
             err_console.print(line, highlight=False)
-    elif config is None:
+    elif config is None and (resume or data in (None, "cityscapes")):
         raise SegliteError(_which_recipe(data) + (f"; --resume found no {out / LAST}" if resume else ""))
     else:
+        if config is None:  # own frames: what the own-data guide runs (Ultralytics' `train data=x.yaml` has a model)
+            own = [] if data == "camvid" else ["class_map={}"]  # its map links CamVid's classes; yours link by name
+            config, sets = Path(OWN_DATA_RECIPE), [*own, *sets]
+            err_console.print(
+                f"no recipe: {OWN_DATA_RECIPE} (fine-tunes the published Cityscapes ESPNetv2 s1.0 in CPU minutes"
+                f"{', classes linked by name' if own else ''}; pass a recipe for another, see the own-data guide)",
+                highlight=False,
+            )
         cfg = load_config(config, [*fixed, *sets])
     if print_config:
         import yaml
@@ -120,6 +128,9 @@ def train_cmd(
     )
 
 
+OWN_DATA_RECIPE = "camvid_espnetv2_s1.0_finetune"
+
+
 def _which_recipe(data: str | None) -> str:
     """The recipe to start from, for the data at hand: own frames fine-tune the published weights (what the
     own-data guide runs), Cityscapes trains a paper's recipe, and the generated city trains in CPU minutes."""
@@ -130,6 +141,6 @@ def _which_recipe(data: str | None) -> str:
         )
     own = "" if data == "camvid" else " --set class_map={}"
     return (
-        f"pass a recipe: e.g. seglite train camvid_espnetv2_s1.0_finetune --data {data}{own} (fine-tunes the "
+        f"pass a recipe: e.g. seglite train {OWN_DATA_RECIPE} --data {data}{own} (fine-tunes the "
         "published Cityscapes ESPNetv2 s1.0 in CPU minutes; the own-data guide lists the others)"
     )
