@@ -318,6 +318,18 @@ def test_training_weighs_classes_as_data_stats_prints(data, tmp_path):
     np.testing.assert_allclose(trainer.criterion.class_weights.numpy(), printed, rtol=1e-6)
 
 
+def test_a_cpu_recipe_on_a_machine_with_a_gpu_says_how_to_use_it(data, tmp_path, monkeypatch):
+    """The CamVid and synth recipes pin device: cpu (sized for small machines); on a GPU box that is said."""
+    from seglite.training.trainer import Trainer
+
+    config = load_config("configs/synth_espnetv2_s0.5.yaml", [*TINY, f"data.root={data}"])
+    assert Trainer(config, tmp_path / "a", show_progress=False).messages == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    trainer = Trainer(config, tmp_path / "b", show_progress=False)
+    assert trainer.device.type == "cpu"
+    assert trainer.messages == ["device: cpu, as the recipe says; a CUDA GPU is here: --set device=auto trains on it"]
+
+
 def test_a_recipe_meant_for_other_frames_is_told_its_scale_and_shape():
     from seglite.training.trainer import scale_notes
 

@@ -269,6 +269,10 @@ class Trainer:
         self.device = device
         if device.type == "cpu":  # activations and their gradients are re-allocated every step: ~8 % of a step
             reuse_freed_memory()
+            if config.device == "cpu" and torch.cuda.is_available():  # the CPU recipes say cpu, for small machines
+                self.messages.append(
+                    "device: cpu, as the recipe says; a CUDA GPU is here: --set device=auto trains on it"
+                )
         self.preprocess = ESPNET_V1.with_size(None) if config.preprocess == "espnet" else IMAGENET
         self.model_kwargs = dict(config.model_kwargs)
         self.init_weights: LoadedWeights | None = None
