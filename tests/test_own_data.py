@@ -444,9 +444,21 @@ def test_a_coco_segmentation_export_reads_as_it_is(tmp_path):
     (cvat / "annotations").mkdir(parents=True)
     shutil.copytree(root / "valid", cvat / "images", ignore=shutil.ignore_patterns("*.json"))
     shutil.copy(root / "valid/_annotations.coco.json", cvat / "annotations/instances_default.json")
-    line = r"with no val split \(training .*\); save this line as .*: \{train: annotations/instances_default.json\}$"
+    line = r"with one subset \(val: 10% holds .*\); save .*: \{train: annotations/instances_default.json, val: 10%\}$"
     with pytest.raises(DataError, match=line):
         load_dataset(cvat)
+    # Label Studio's: result.json beside images/, whose names it gives as images/x.jpg.
+    studio = tmp_path / "studio"
+    shutil.copytree(cvat / "images", studio / "images")
+    listed = json.loads((cvat / "annotations/instances_default.json").read_text())
+    listed["images"] = [{**entry, "file_name": f"images/{entry['file_name']}"} for entry in listed["images"]]
+    (studio / "result.json").write_text(json.dumps(listed))
+    with pytest.raises(DataError, match=r"save this line as .*: \{train: result.json, val: 10%\}$") as e:
+        load_dataset(studio)
+    (studio / "data.yaml").write_text(str(e.value).split("data.yaml: ", 1)[1])
+    from_studio = load_dataset(studio / "data.yaml")
+    assert len(from_studio.samples("train")) == len(from_studio.samples("val")) == 1
+    np.testing.assert_array_equal(from_studio.read_label(from_studio.samples("train")[0]), expected)
     spec = load_dataset(
         _write_yaml(tmp_path / "c.yaml", {"path": str(cvat), "train": "annotations/instances_default.json"})
     )
@@ -677,9 +689,7 @@ def test_a_folder_given_as_data_names_what_reads_it(tmp_path):
             (voc / "ImageSets/Segmentation/val.txt").write_text("frame_000001\n")
         with pytest.raises(DataError, match=r"laid out as Pascal VOC .*; save this line as .*data.yaml") as e:
             load_dataset(voc)
-        assert ("with no val split (training validates on one: add `val: 10%` to the line)" in str(e.value)) == (
-            kind == "cvat"
-        )
+        assert ("with one subset (val: 10% holds a tenth of it out)" in str(e.value)) == (kind == "cvat")
         (voc / "data.yaml").write_text(str(e.value).split("data.yaml: ", 1)[1])
         spec = load_dataset(voc / "data.yaml")
         label = spec.read_label(spec.samples("train")[0])

@@ -19,6 +19,7 @@ class CocoFile:
     categories: dict[int, str]  # id -> name, without Roboflow's umbrella category
     images: dict[str, tuple[int, int, int]]  # file_name -> (image id, height, width)
     annotations: dict[int, list[dict]]  # image id -> its annotations
+    by_base: dict[str, tuple[int, int, int] | None]  # file name without folders -> entry (None: two share it)
 
 
 def read_coco(path: Path) -> CocoFile:
@@ -42,7 +43,11 @@ def _read(path: str, _mtime: int) -> CocoFile:
     used = {int(a["category_id"]) for group in annotations.values() for a in group}
     umbrellas = {c.get("supercategory") for c in raw["categories"]}
     categories = {k: v for k, v in categories.items() if k in used or v not in umbrellas}
-    return CocoFile(categories, images, annotations)
+    by_base: dict[str, tuple[int, int, int] | None] = {}
+    for name, entry in images.items():
+        base = name.rsplit("/", 1)[-1]
+        by_base[base] = None if base in by_base else entry
+    return CocoFile(categories, images, annotations, by_base)
 
 
 def coco_class_names(path: Path) -> list[str]:
@@ -62,7 +67,7 @@ def coco_images(path: Path, root: Path) -> list[Path]:
 
 
 def _entry(coco: CocoFile, path: Path, image: Path) -> tuple[int, int, int]:
-    entry = coco.images.get(image.name) or next(
+    entry = coco.by_base.get(image.name) or next(  # Label Studio names them images/x.jpg
         (value for name, value in coco.images.items() if image.as_posix().endswith("/" + name)), None
     )
     if entry is None:

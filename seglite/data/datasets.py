@@ -585,8 +585,7 @@ def _how_to_read(folder: Path) -> str:
         return f"pass its data set YAML, e.g. --data {yamls[0]}"
     if recognised := recognise_export(folder, IMAGE_EXTENSIONS):
         kind, line = recognised
-        val = "" if " val: " in line else " with no val split (training validates on one: add `val: 10%` to the line)"
-        return f"it is {kind}{val}; save this line as {folder / 'data.yaml'}: {line}"
+        return f"it is {kind}; save this line as {folder / 'data.yaml'}: {line}"
     return (
         f"describe it in a YAML (path: {folder.resolve()}, train:, val:, masks_dir: or mask_suffix:, names:) and "
         "pass that; see the own-data guide"
