@@ -372,6 +372,12 @@ def test_a_roboflow_yolo_export_reads_as_it_is(tmp_path, monkeypatch):
     spec = load_dataset("potholes/data.yaml")
     assert (spec.root(), spec.names, spec.mask_format) == (root, ("background", "crack", "pothole"), "yolo")
     assert spec.name == "potholes"  # every YOLO export's YAML is data.yaml: named after its folder
+    (root / "colab.yaml").write_text(yaml.safe_dump({**content, "path": "/content/datasets/potholes"}))
+    with pytest.raises(
+        DataError,
+        match=rf"\(a YAML written on another machine\?\); its splits are beside it: pass --data-root {root}, or",
+    ):
+        load_dataset(root / "colab.yaml").samples("train")
     assert [s.stem for s in spec.samples("train")] == ["img0_jpg.rf.0a0", "img1_jpg.rf.0a1"]
     assert spec.split_on_disk("val") and not spec.split_on_disk("test")  # Roboflow left the test split out
     label = spec.read_label(spec.samples("val")[0])

@@ -127,6 +127,13 @@ class DatasetSpec:
             raise DataError(
                 f"data set {self.name!r}: no data root; pass --data-root DIR (or set `path:` in its YAML){fetch}"
             )
+        beside = self.own_file.parent if self.own_file else None
+        splits = [value for value in self.splits.values() if not value.endswith("%")]
+        if beside is not None and any(_entry_under(beside, value).exists() for value in splits):
+            raise DataError(
+                f"data set {self.name!r}: data root {self.path} is no folder (a YAML written on another machine?); "
+                f"its splits are beside it: pass --data-root {beside}, or delete `path:` from it"
+            )
         raise DataError(f"data set {self.name!r}: data root {self.path} is no folder; pass --data-root DIR{fetch}")
 
     def has_split(self, split: str) -> bool:
@@ -148,11 +155,7 @@ class DatasetSpec:
     def split_entry(self, split: str) -> Path:
         """A split's folder or list file. Roboflow's YOLO exports say `../train/images` for the `train/images`
         beside their data.yaml; Ultralytics reads that without the `../` where only that exists, and so does this."""
-        value = self.splits["train" if self.held_out(split) else split]
-        entry = self.root() / value
-        if not entry.exists() and value.startswith("../") and (self.root() / value[3:]).exists():
-            return self.root() / value[3:]
-        return entry
+        return _entry_under(self.root(), self.splits["train" if self.held_out(split) else split])
 
     # ---- finding pairs ------------------------------------------------------------------------------------
     def samples(self, split: str, require_labels: bool = True) -> list[Sample]:
@@ -476,6 +479,13 @@ def load_dataset(data: str | Path | dict | None, root: str | Path | None = None)
     if not {"mask_format", "masks_dir", "mask_suffix"} & set(raw) and _yolo_labels_beside(spec):
         spec = _build({**raw, "mask_format": "yolo"}, where, folder).with_root(root)  # an Ultralytics YAML as it is
     return spec
+
+
+def _entry_under(root: Path, value: str) -> Path:
+    entry = root / value
+    if not entry.exists() and value.startswith("../") and (root / value[3:]).exists():
+        return root / value[3:]  # Roboflow's `../train/images`, read as Ultralytics reads it
+    return entry
 
 
 def _is_share(text: str) -> bool:
