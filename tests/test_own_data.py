@@ -370,6 +370,7 @@ def test_a_roboflow_yolo_export_reads_as_it_is(tmp_path, monkeypatch):
     (root / "data.yaml").write_text(yaml.safe_dump(content))
     monkeypatch.chdir(tmp_path)  # the YAML named from another folder: its own folder is the root
     spec = load_dataset("potholes/data.yaml")
+    assert load_dataset("potholes") == spec  # the export's folder: its data.yaml
     assert (spec.root(), spec.names, spec.mask_format) == (root, ("background", "crack", "pothole"), "yolo")
     assert spec.name == "potholes"  # every YOLO export's YAML is data.yaml: named after its folder
     (root / "colab.yaml").write_text(yaml.safe_dump({**content, "path": "/content/datasets/potholes"}))

@@ -161,6 +161,11 @@ def test_a_log_file_gets_a_progress_line_every_log_every_iterations(data, tmp_pa
     assert [line.split(":")[0] for line in progress] == ["iteration 2/5", "iteration 4/5", "iteration 5/5"]
     assert all(re.search(r"loss \d+\.\d{3} lr [\d.e+-]+ [\d.]+ img/s, \d+:\d\d:\d\d left$", line) for line in progress)
     assert "━" not in result.stdout  # no bar drawn at the end
+    run = tmp_path / "run"
+    assert result.stdout.splitlines()[-1] == (  # what to do with it: each verb takes the run folder
+        f"next: seglite eval --weights {run} | seglite predict IMAGES_OR_VIDEO --weights {run} | "
+        f"seglite export --weights {run} --format onnx"
+    )
     # Runs are counted in iterations: the first line says what the data set is and what they come to in epochs.
     assert (
         f"({data}): 6 train and 2 val images; 5 iterations of 2 images = 1.67 epochs" in result.stdout.splitlines()[0]

@@ -126,6 +126,12 @@ def train_cmd(
         f"finished at iteration {result['iteration']}; best val mIoU "
         f"{'-' if best is None else f'{best:.2f} %'}; checkpoints in {out}",
     )
+    console.print(  # each takes the run folder, and the data set it was trained on where one is needed
+        f"next: seglite eval --weights {out} | seglite predict IMAGES_OR_VIDEO --weights {out} | "
+        f"seglite export --weights {out} --format onnx",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 OWN_DATA_RECIPE = "camvid_espnetv2_s1.0_finetune"

@@ -559,6 +559,8 @@ def _read_yaml(data: str | Path) -> tuple[dict, str, Path]:
     text = str(data)
     builtin = BUILTIN_DIR / f"{text}.yaml" if text in builtin_datasets() else None
     path = builtin or Path(text)
+    if path.is_dir() and (path / "data.yaml").is_file():  # an exported data set's folder: its YAML is data.yaml
+        path = path / "data.yaml"
     if path.is_dir():
         raise DataError(f"--data {text!r}: is a folder, not a data set; {_how_to_read(path)}")
     if not path.is_file():
