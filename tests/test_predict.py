@@ -888,6 +888,12 @@ def test_colorize_paints_each_class_its_palette_colour():
     blended = overlay(image, np.array([[0, 1, 255, 255]], np.uint8), alpha=0.5, lut=custom)
     assert blended[0, 2].tolist() == [100, 100, 100]  # ignored pixels keep the image
     assert blended[0, 0].tolist() == [65, 60, 55]
+    # A class coloured black (a data set's background) keeps the image too: potholes do not darken the street.
+    with_background = palette_lut([[0, 0, 0], [40, 50, 60]])
+    blended = overlay(image, np.array([[0, 1, 0, 255]], np.uint8), alpha=0.5, lut=with_background)
+    assert blended[0].tolist() == [[100, 100, 100], [80, 75, 70], [100, 100, 100], [100, 100, 100]]
+    cityscapes = overlay(np.full((1, 19, 3), 100, np.uint8), np.arange(19, dtype=np.uint8)[None], alpha=0.5)
+    assert (cityscapes != 100).any(axis=2).all()  # every Cityscapes class is painted
 
 
 def test_folder_in_two_streams_writes_what_one_stream_writes(tmp_path):

@@ -108,7 +108,11 @@ class DatasetSpec:
 
     @property
     def colours(self) -> tuple[tuple[int, int, int], ...]:
-        return self.palette or distinct_palette(self.num_classes)
+        """The palette, else distinct colours with a class named background black (an overlay leaves it unpainted)."""
+        if self.palette:
+            return self.palette
+        return tuple((0, 0, 0) if name.lower() == BACKGROUND else colour
+                     for name, colour in zip(self.names, distinct_palette(self.num_classes), strict=True))  # fmt: skip
 
     @property
     def own_file(self) -> Path | None:

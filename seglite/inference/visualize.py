@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from seglite.data.labels import IGNORE_INDEX, PALETTE_RGB
+from seglite.data.labels import PALETTE_RGB
 
 PALETTE_BGR = np.ascontiguousarray(PALETTE_RGB[:, ::-1])
 _PALETTE_LUT = PALETTE_BGR.reshape(256, 1, 3)  # OpenCV's table form: ~5x faster than NumPy fancy indexing per frame
@@ -29,9 +29,16 @@ def colorize(train_ids: np.ndarray, lut: np.ndarray | None = None) -> np.ndarray
 def overlay(
     image_bgr: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5, lut: np.ndarray | None = None
 ) -> np.ndarray:
-    """Blend the colour mask over the image; ignored pixels keep the image."""
-    blended = cv2.addWeighted(image_bgr, 1.0 - alpha, colorize(train_ids, lut), alpha, 0.0)
-    ignored = cv2.compare(train_ids.astype(np.uint8, copy=False), IGNORE_INDEX, cv2.CMP_EQ)
-    if cv2.countNonZero(ignored):
-        cv2.copyTo(image_bgr, ignored, blended)
+    """Blend the colour mask over the image; ignored pixels, and those of a class coloured black (a data set's
+    `background`), keep the image: an overlay of potholes does not darken the street around them."""
+    ids = train_ids.astype(np.uint8, copy=False)
+    blended = cv2.addWeighted(image_bgr, 1.0 - alpha, colorize(ids, lut), alpha, 0.0)
+    keep = cv2.LUT(ids, _unpainted(_PALETTE_LUT if lut is None else lut))
+    if cv2.countNonZero(keep):
+        cv2.copyTo(image_bgr, keep, blended)
     return blended
+
+
+def _unpainted(lut: np.ndarray) -> np.ndarray:
+    """255 for the ids the table colours black (ignore, unused ids, a black class), else 0."""
+    return np.where((lut == 0).all(axis=2), 255, 0).astype(np.uint8).reshape(256)
