@@ -153,9 +153,12 @@ def test_an_interrupted_benchmark_keeps_the_rows_it_measured(tmp_path, monkeypat
     with pytest.raises(Interrupted, match=r"after 2 row\(s\) \(pytorch fp32, onnx fp32\); they are in .*benchmark.md"):
         formats.benchmark_formats(None, str(weights), ["onnx", "torchscript", "openvino"], ["fp32"], out,
                                   warmup=0, iters=1)  # fmt: skip
-    kept = json.loads((out / "benchmark.json").read_text())["rows"]
+    table = json.loads((out / "benchmark.json").read_text())
+    kept = table["rows"]
     assert [(r["format"], r["status"]) for r in kept] == [("pytorch", "ok"), ("onnx", "ok")]
     assert kept[1]["median_ms"] == 12.5 and "| onnx | fp32 | ok |" in (out / "benchmark.md").read_text()
+    said = "interrupted after 2 row(s); the formats after them are missing"  # nothing reads as a complete table
+    assert table["incomplete"] == said and f"**Incomplete: {said}.**" in (out / "benchmark.md").read_text()
 
 
 def test_report_tells_two_checkpoints_of_one_network_apart_and_maps_other_classes(tmp_path, monkeypatch):
@@ -194,6 +197,9 @@ def test_report_tells_two_checkpoints_of_one_network_apart_and_maps_other_classe
         build_report(parse_entries("city,mine"), options, tmp_path / "cut")
     kept = json.loads((tmp_path / "cut" / "report.json").read_text())
     assert [row["weights"] for row in kept["rows"]] == [rows[0]["weights"]] and kept["machine"]["cores"] >= 1
+    said = "interrupted after 1 row(s); the models after them are missing"
+    assert kept["incomplete"] == said and f"**Incomplete: {said}.**" in (tmp_path / "cut" / "report.md").read_text()
+    assert "incomplete" not in json.loads((tmp_path / "report" / "report.json").read_text())
     assert (tmp_path / "cut" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
 
 

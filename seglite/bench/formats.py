@@ -97,7 +97,7 @@ def benchmark_formats(
     except KeyboardInterrupt:  # an hour of exports: the rows measured so far are kept
         if not rows:
             raise
-        _write(rows, machine, out)
+        _write(rows, machine, out, f"interrupted after {len(rows)} row(s); the formats after them are missing")
         raise Interrupted(
             f"after {len(rows)} row(s) ({', '.join(f'{r.format} {r.precision}' for r in rows)}); they are in "
             f"{out}/benchmark.md (.csv, .json, .png)"
@@ -106,9 +106,9 @@ def benchmark_formats(
     return rows, machine
 
 
-def _write(rows: list[FormatRow], machine: dict, out: Path) -> None:
+def _write(rows: list[FormatRow], machine: dict, out: Path, incomplete: str | None = None) -> None:
     try:
-        write_tables(rows, machine, out)
+        write_tables(rows, machine, out, incomplete)
     except OSError as exc:
         raise write_failure(exc, f"benchmark tables in {out}", kept="the artifacts are complete") from None
 
@@ -158,11 +158,13 @@ def _measure(row, fmt, loaded, weights, size, data, scoring, out, warmup, iters,
         row.status, row.note = "failed", str(exc)
 
 
-def write_tables(rows: list[FormatRow], machine: dict, out: Path) -> None:
-    write_json_and_csv([asdict(r) for r in rows], machine, out / "benchmark")
+def write_tables(rows: list[FormatRow], machine: dict, out: Path, incomplete: str | None = None) -> None:
+    """`incomplete`: why rows are missing (an interrupted run), said at the top and in the JSON."""
+    write_json_and_csv([asdict(r) for r in rows], machine, out / "benchmark", incomplete)
     lines = [
         f"# seglite benchmark: {machine['model']} at {machine['size']}",
         "",
+        *([f"**Incomplete: {incomplete}.**", ""] if incomplete else []),
         f"Weights: {machine['weights']}. Machine: {describe_machine(machine)}.",
         "",
         "| format | precision | status | size MB | export s | agreement % | mIoU % | median ms | FPS | note |",

@@ -114,7 +114,7 @@ def build_report(
     except KeyboardInterrupt:  # the models measured so far are kept
         if not rows or not dist.is_main:
             raise
-        _write_report(rows, machine, out)
+        _write_report(rows, machine, out, f"interrupted after {len(rows)} row(s); the models after them are missing")
         raise Interrupted(
             f"after {len(rows)} row(s) ({', '.join(row['name'] for row in rows)}); they are in "
             f"{out}/report.md (.csv, .json) and {out}/pareto.png"
@@ -124,10 +124,10 @@ def build_report(
     return rows
 
 
-def _write_report(rows: list[dict], machine: dict, out: Path) -> None:
+def _write_report(rows: list[dict], machine: dict, out: Path, incomplete: str | None = None) -> None:
     _name_apart(rows)
     try:
-        _write_tables(rows, machine, out)
+        _write_tables(rows, machine, out, incomplete)
         _plot(rows, machine, out / "pareto.png")
     except OSError as exc:
         raise write_failure(exc, f"report in {out}", kept="files already renamed into place are complete") from None
@@ -257,9 +257,11 @@ def _time_exported(source: str, options: ReportOptions, threads: int | None):
 REPORT_FILES = ("report.md", "report.csv", "report.json", "pareto.png")
 
 
-def write_json_and_csv(rows: list[dict], machine: dict, stem: Path) -> None:
-    """STEM.json ({machine, rows}) and STEM.csv (one line per row), each written atomically."""
-    atomic_write_bytes(json.dumps({"machine": machine, "rows": rows}, indent=2).encode(), stem.with_suffix(".json"))
+def write_json_and_csv(rows: list[dict], machine: dict, stem: Path, incomplete: str | None = None) -> None:
+    """STEM.json ({machine, rows}, and `incomplete`: why rows are missing) and STEM.csv (one line per row), each
+    written atomically."""
+    table = {"machine": machine, "rows": rows} | ({"incomplete": incomplete} if incomplete else {})
+    atomic_write_bytes(json.dumps(table, indent=2).encode(), stem.with_suffix(".json"))
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -267,11 +269,12 @@ def write_json_and_csv(rows: list[dict], machine: dict, stem: Path) -> None:
     atomic_write_bytes(text.getvalue().encode(), stem.with_suffix(".csv"))
 
 
-def _write_tables(rows: list[dict], machine: dict, out: Path) -> None:
-    write_json_and_csv(rows, machine, out / "report")
+def _write_tables(rows: list[dict], machine: dict, out: Path, incomplete: str | None = None) -> None:
+    write_json_and_csv(rows, machine, out / "report", incomplete)
     lines = [
         "# seglite report",
         "",
+        *([f"**Incomplete: {incomplete}.**", ""] if incomplete else []),
         f"Machine: {describe_machine(machine)}.",
         "",
         "| name | model | weights | size | mIoU % | evaluated on | median ms | p90 ms | FPS | params | GFLOPs | backend |",
