@@ -169,7 +169,7 @@ def _shared_trained_dataset(weights: list[str | None]):
 
     found = {}
     for record in (_recorded_dataset(item) for item in weights if item is not None):
-        trained = trained_dataset(record) if record else None
+        trained = trained_dataset(record)
         if trained is None or not _val_here(trained.spec):
             return None
         found[(trained.given_as, str(trained.spec.path))] = trained

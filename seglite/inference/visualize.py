@@ -33,7 +33,7 @@ def overlay(
     `background`), keep the image: an overlay of potholes does not darken the street around them."""
     ids = train_ids.astype(np.uint8, copy=False)
     blended = cv2.addWeighted(image_bgr, 1.0 - alpha, colorize(ids, lut), alpha, 0.0)
-    keep = cv2.LUT(ids, _unpainted(_PALETTE_LUT if lut is None else lut))
+    keep = cv2.LUT(ids, _PALETTE_UNPAINTED if lut is None else _unpainted(lut))
     if cv2.countNonZero(keep):
         cv2.copyTo(image_bgr, keep, blended)
     return blended
@@ -42,3 +42,6 @@ def overlay(
 def _unpainted(lut: np.ndarray) -> np.ndarray:
     """255 for the ids the table colours black (ignore, unused ids, a black class), else 0."""
     return np.where((lut == 0).all(axis=2), 255, 0).astype(np.uint8).reshape(256)
+
+
+_PALETTE_UNPAINTED = _unpainted(_PALETTE_LUT)  # Cityscapes' table: worked out once, not per frame
