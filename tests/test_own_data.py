@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -419,10 +420,13 @@ def test_a_coco_segmentation_export_reads_as_it_is(tmp_path):
         (root / split / "_annotations.coco.json").write_text(
             json.dumps({"images": images, "annotations": annotations, "categories": categories})
         )
-    with pytest.raises(DataError, match=r"a COCO segmentation export; save this line as .*data.yaml: ") as e:
-        load_dataset(root)
-    (root / "data.yaml").write_text(str(e.value).split("data.yaml: ", 1)[1])
-    spec = load_dataset(root / "data.yaml")
+    spec = load_dataset(root)  # the folder as it is: what it was read as is said, with the line to save
+    assert re.fullmatch(
+        rf"{root} is a COCO segmentation export; read as (.*) \(save that as .*data.yaml .*", spec.read_as
+    )
+    assert spec.own_file == root.resolve() and spec.to_record()["file"] == str(root.resolve())
+    (root / "data.yaml").write_text(re.search(r"read as (\{.*\}) \(save", spec.read_as)[1])
+    assert load_dataset(root / "data.yaml") == replace(spec, source=str(root / "data.yaml"), read_as="")
     assert (spec.name, spec.names, spec.mask_format) == ("roads", ("background", "road", "pothole"), "coco")
     first, second = spec.samples("train")
     expected = np.zeros((60, 80), np.uint8)
@@ -451,19 +455,16 @@ def test_a_coco_segmentation_export_reads_as_it_is(tmp_path):
     (cvat / "annotations").mkdir(parents=True)
     shutil.copytree(root / "valid", cvat / "images", ignore=shutil.ignore_patterns("*.json"))
     shutil.copy(root / "valid/_annotations.coco.json", cvat / "annotations/instances_default.json")
-    line = r"with one subset \(val: 10% holds .*\); save .*: \{train: annotations/instances_default.json, val: 10%\}$"
-    with pytest.raises(DataError, match=line):
-        load_dataset(cvat)
+    line = r"with one subset \(val: 10% holds .*\); read as \{train: annotations/instances_default.json, val: 10%\} "
+    assert re.search(line, load_dataset(cvat).read_as)
     # Label Studio's: result.json beside images/, whose names it gives as images/x.jpg.
     studio = tmp_path / "studio"
     shutil.copytree(cvat / "images", studio / "images")
     listed = json.loads((cvat / "annotations/instances_default.json").read_text())
     listed["images"] = [{**entry, "file_name": f"images/{entry['file_name']}"} for entry in listed["images"]]
     (studio / "result.json").write_text(json.dumps(listed))
-    with pytest.raises(DataError, match=r"save this line as .*: \{train: result.json, val: 10%\}$") as e:
-        load_dataset(studio)
-    (studio / "data.yaml").write_text(str(e.value).split("data.yaml: ", 1)[1])
-    from_studio = load_dataset(studio / "data.yaml")
+    from_studio = load_dataset(studio)
+    assert "read as {train: result.json, val: 10%} (save" in from_studio.read_as
     assert len(from_studio.samples("train")) == len(from_studio.samples("val")) == 1
     np.testing.assert_array_equal(from_studio.read_label(from_studio.samples("train")[0]), expected)
     spec = load_dataset(
@@ -662,13 +663,13 @@ def test_a_folder_given_as_data_names_what_reads_it(tmp_path):
         (export / split / "_classes.csv").write_text("Pixel Value, Class\n0, background\n1, pot hole\n")
         cv2.imwrite(str(export / split / "a_jpg.rf.1.jpg"), np.full((30, 40, 3), 60, np.uint8))
         cv2.imwrite(str(export / split / "a_jpg.rf.1_mask.png"), np.eye(30, 40, dtype=np.uint8))
-    with pytest.raises(
-        DataError, match=r"a Roboflow semantic segmentation export; save this line as .*data.yaml: "
-    ) as e:
-        load_dataset(export)
-    (export / "data.yaml").write_text(str(e.value).split("data.yaml: ", 1)[1])
-    spec = load_dataset(export / "data.yaml")
-    assert spec.names == ("background", "pot hole") and spec.splits == {"train": "train", "val": "valid"}
+    spec = load_dataset(export)
+    assert spec.read_as.startswith(f"{export} is a Roboflow semantic segmentation export; read as {{train: train, ")
+    assert (
+        spec.name == "roboflow"
+        and spec.names == ("background", "pot hole")
+        and spec.splits == {"train": "train", "val": "valid"}
+    )
     assert spec.read_label(spec.samples("val")[0]).sum() == 30
     # Pascal VOC's layout, as CVAT exports it (RGB masks, labelmap.txt, one subset listed by stem), and VOC's own.
     for kind in ("cvat", "voc"):
@@ -694,11 +695,9 @@ def test_a_folder_given_as_data_names_what_reads_it(tmp_path):
         else:
             (voc / "ImageSets/Segmentation/train.txt").write_text("frame_000000\n")
             (voc / "ImageSets/Segmentation/val.txt").write_text("frame_000001\n")
-        with pytest.raises(DataError, match=r"laid out as Pascal VOC .*; save this line as .*data.yaml") as e:
-            load_dataset(voc)
-        assert ("with one subset (val: 10% holds a tenth of it out)" in str(e.value)) == (kind == "cvat")
-        (voc / "data.yaml").write_text(str(e.value).split("data.yaml: ", 1)[1])
-        spec = load_dataset(voc / "data.yaml")
+        spec = load_dataset(voc)
+        assert re.match(r".* is laid out as Pascal VOC .*; read as \{", spec.read_as)
+        assert ("with one subset (val: 10% holds a tenth of it out)" in spec.read_as) == (kind == "cvat")
         label = spec.read_label(spec.samples("train")[0])
         assert spec.names[:2] == ("background", "car" if kind == "cvat" else "aeroplane") and len(spec.names) == (
             2 if kind == "cvat" else 21
@@ -1007,6 +1006,15 @@ def test_eval_defaults_to_the_data_set_and_root_the_weights_were_trained_on(tmp_
 
     assert _dataset_of(str(run), None, None, optional=True).name == "drive"
     assert _dataset_of(None, None, None, optional=True) is None
+    # An export folder read without a YAML is recorded as that folder, and found again there.
+    export = tmp_path / "roboflow"
+    for split in ("train", "valid"):
+        (export / split).mkdir(parents=True)
+        (export / split / "_classes.csv").write_text("Pixel Value, Class\n0, background\n1, crack\n")
+        cv2.imwrite(str(export / split / "a_jpg.rf.1.jpg"), np.full((30, 40, 3), 60, np.uint8))
+        cv2.imwrite(str(export / split / "a_jpg.rf.1_mask.png"), np.eye(30, 40, dtype=np.uint8))
+    from_export = trained_on(load_dataset(export), tmp_path / "export.pt")
+    assert _dataset_of(str(from_export), None, None).own_file == export.resolve()
     # report without --data: the data set all its weights were trained on; none where they differ or one records none.
     from seglite.cli.common import _shared_trained_dataset
 

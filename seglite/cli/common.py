@@ -142,7 +142,14 @@ def _dataset(data: str | None, data_root: Path | None, given_root: Path | None =
 
     if given_root is not None and data_root is not None and given_root != data_root:
         raise SegliteError(f"{given_root} and --data-root {data_root}: two data roots; give one")
-    return load_dataset(data, given_root or data_root)
+    return _said(load_dataset(data, given_root or data_root))
+
+
+def _said(spec):
+    """The data set, having said in a line what an export folder given as --data was read as."""
+    if spec.read_as:
+        err_console.print(f"data: {spec.read_as}", highlight=False)
+    return spec
 
 
 def _dataset_of(weights: str | None, data: str | None, data_root: Path | None, optional: bool = False):
@@ -157,6 +164,8 @@ def _dataset_of(weights: str | None, data: str | None, data_root: Path | None, o
         if optional and data_root is None and not _val_here(trained.spec):
             return None
         err_console.print(f"data: {trained.given_as} (what {weights} was trained on; --data for another)")
+    else:
+        _said(trained.spec)
     if trained.moved_to:
         err_console.print(f"data root: {trained.moved_to} (where it was trained; --data-root for another)")
     return trained.spec

@@ -21,7 +21,7 @@ import numpy as np
 from seglite.data.cityscapes import PACKED, Sample, find_samples, read_checked_train_ids, where_it_is
 from seglite.data.coco import coco_class_names, coco_images, read_coco_mask
 from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX, PALETTE_RGB
-from seglite.data.layouts import recognise_export
+from seglite.data.layouts import one_line, recognise_export
 from seglite.data.yolo import BACKGROUND, read_polygon_mask
 from seglite.errors import DataError
 from seglite.yamlfile import read_mapping
@@ -101,6 +101,7 @@ class DatasetSpec:
     layout: str = "generic"  # "cityscapes": leftImg8bit/ + gtFine/, labelIds read through the official table
     source: str = ""
     download: Download | None = None  # where `seglite data get` fetches it from
+    read_as: str = ""  # an annotation tool's export given as a folder: what it is, and the line that reads it
 
     @property
     def num_classes(self) -> int:
@@ -116,9 +117,12 @@ class DatasetSpec:
 
     @property
     def own_file(self) -> Path | None:
-        """The user's YAML it was read from (None for a built-in or an inline data set)."""
+        """The user's YAML it was read from, or the export folder read without one (None for a built-in or an
+        inline data set)."""
         path = Path(self.source) if self.source else None
-        return path.resolve() if path is not None and path.is_file() and path.parent != BUILTIN_DIR else None
+        if path is None or path.parent == BUILTIN_DIR or not (path.is_file() or (self.read_as and path.is_dir())):
+            return None
+        return path.resolve()
 
     def with_root(self, root: str | Path | None) -> DatasetSpec:
         return self if root is None else replace(self, path=Path(root))
@@ -470,10 +474,11 @@ def load_dataset(data: str | Path | dict | None, root: str | Path | None = None)
     `path`. None means Cityscapes (seglite's default before data sets were configurable)."""
     if data is None:
         data = "cityscapes"
+    read_as = ""
     if isinstance(data, dict):
         raw, where, folder = dict(data), "inline data set", Path.cwd()
     else:
-        raw, where, folder = _read_yaml(data)
+        raw, where, folder, read_as = _read_yaml(data)
     raw = _resolve_base(raw, where, folder)
     if raw.get("path") is None and where != "inline data set" and str(data) not in builtin_datasets():
         raw["path"] = str(folder.resolve())  # as in Ultralytics: a YAML without `path` lies in the data set's folder
@@ -482,7 +487,7 @@ def load_dataset(data: str | Path | dict | None, root: str | Path | None = None)
     spec = _build(raw, where, folder).with_root(root)
     if not {"mask_format", "masks_dir", "mask_suffix"} & set(raw) and _yolo_labels_beside(spec):
         spec = _build({**raw, "mask_format": "yolo"}, where, folder).with_root(root)  # an Ultralytics YAML as it is
-    return spec
+    return replace(spec, read_as=read_as) if read_as else spec
 
 
 def _entry_under(root: Path, value: str) -> Path:
@@ -548,7 +553,7 @@ def trained_dataset(
     where neither is given nor recorded on this machine."""
     record = record or {}
     name, file, trained_root = record.get("name"), record.get("file"), record.get("root")
-    given_as = data if data is not None else (file if file and Path(file).is_file() else None)
+    given_as = data if data is not None else (file if file and Path(file).exists() else None)
     given_as = given_as or (name if name in builtin_datasets() else None)
     if given_as is None:
         return None
@@ -559,14 +564,19 @@ def trained_dataset(
     return TrainedData(spec, str(given_as))
 
 
-def _read_yaml(data: str | Path) -> tuple[dict, str, Path]:
+def _read_yaml(data: str | Path) -> tuple[dict, str, Path, str]:
+    """The data set's keys, where they were read (for messages), the folder its relative paths start from, and
+    what an export folder read without a YAML was recognised as ("" for a YAML)."""
     text = str(data)
     builtin = BUILTIN_DIR / f"{text}.yaml" if text in builtin_datasets() else None
     path = builtin or Path(text)
     if path.is_dir() and (path / "data.yaml").is_file():  # an exported data set's folder: its YAML is data.yaml
         path = path / "data.yaml"
     if path.is_dir():
-        raise DataError(f"--data {text!r}: is a folder, not a data set; {_how_to_read(path)}")
+        keys, kind = _read_folder(path, text)
+        line = one_line(keys)
+        read_as = f"{path} is {kind}; read as {line} (save that as {path / 'data.yaml'} to rename classes)"
+        return {"name": path.resolve().name, **keys}, str(path), path, read_as
     if not path.is_file():
         yamls = [str(p) for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
         close = (
@@ -579,7 +589,7 @@ def _read_yaml(data: str | Path) -> tuple[dict, str, Path]:
             f"--data {text!r}: no such built-in data set or YAML file; {hint}built-in: {', '.join(builtin_datasets())}"
         )
     raw = read_mapping(path, DataError, f"a mapping of data set keys ({', '.join(KEYS)})")
-    return raw, str(path), (path.parent if builtin is None else Path.cwd())
+    return raw, str(path), (path.parent if builtin is None else Path.cwd()), ""
 
 
 def _beside(path: Path) -> list[Path]:
@@ -589,23 +599,28 @@ def _beside(path: Path) -> list[Path]:
     ]
 
 
-def _how_to_read(folder: Path) -> str:
-    """The --data that reads a folder given as --data: a built-in data set laid out there, a YAML in it, or one
-    to write."""
+def _read_folder(folder: Path, text: str) -> tuple[dict, str]:
+    """A folder given as --data without a data.yaml: an annotation tool's export (layouts.EXPORTS) read as it
+    is (its keys, and what it is); else the --data that reads it: a built-in data set laid out there, a YAML in
+    it, or one to write."""
     for name in builtin_datasets():
         spec = load_dataset(name, folder)
         if all(spec.split_on_disk(split) for split in ("train", "val")):
-            return f"it is laid out as {name}: pass --data {name} --data-root {folder}"
-    yamls = [*_beside(folder), *sorted(folder.glob("*.y*ml"))]
-    if yamls:
-        return f"pass its data set YAML, e.g. --data {yamls[0]}"
-    if recognised := recognise_export(folder, IMAGE_EXTENSIONS):
-        kind, line = recognised
-        return f"it is {kind}; save this line as {folder / 'data.yaml'}: {line}"
-    return (
-        f"describe it in a YAML (path: {folder.resolve()}, train:, val:, masks_dir: or mask_suffix:, names:) and "
-        "pass that; see the own-data guide"
-    )
+            how = f"it is laid out as {name}: pass --data {name} --data-root {folder}"
+            break
+    else:
+        yamls = [*_beside(folder), *sorted(folder.glob("*.y*ml"))]
+        if yamls:
+            how = f"pass its data set YAML, e.g. --data {yamls[0]}"
+        elif recognised := recognise_export(folder, IMAGE_EXTENSIONS):
+            kind, keys = recognised
+            return keys, kind
+        else:
+            how = (
+                f"describe it in a YAML (path: {folder.resolve()}, train:, val:, masks_dir: or mask_suffix:, "
+                "names:) and pass that; see the own-data guide"
+            )
+    raise DataError(f"--data {text!r}: is a folder, not a data set; {how}")
 
 
 def _resolve_base(raw: dict, where: str, folder: Path) -> dict:
@@ -614,7 +629,7 @@ def _resolve_base(raw: dict, where: str, folder: Path) -> dict:
         return raw
     base_name = str(raw.pop("base"))
     candidate = folder / base_name
-    base_raw, base_where, base_folder = _read_yaml(candidate if candidate.is_file() else base_name)
+    base_raw, base_where, base_folder, _ = _read_yaml(candidate if candidate.is_file() else base_name)
     base_raw = _resolve_base(base_raw, base_where, base_folder)
     if "path" in base_raw and base_raw["path"] is not None and base_folder != Path.cwd():
         base_raw["path"] = str(base_folder / base_raw["path"])

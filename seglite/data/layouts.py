@@ -1,6 +1,6 @@
 """Annotation tools' exports that have no data set YAML (Roboflow's semantic masks and COCO, Pascal VOC and CVAT's
-copy of it), recognised by their layout so that `--data FOLDER` can print the one line that reads them. A new
-layout is one function here (the data set keys it needs) and an entry in EXPORTS."""
+copy of it), recognised by their layout so that `--data FOLDER` reads them as they are. A new layout is one
+function here (the data set keys it needs) and an entry in EXPORTS."""
 
 from __future__ import annotations
 
@@ -83,15 +83,19 @@ EXPORTS: tuple[tuple[str, Callable[[Path, tuple[str, ...]], dict | None]], ...] 
 )
 
 
-def recognise_export(folder: Path, image_suffixes: tuple[str, ...]) -> tuple[str, str] | None:
-    """What the folder is, and the one-line data set YAML that reads it; None for none of EXPORTS. An export of
-    one subset gets `val: 10%` (a tenth of train held out). `image_suffixes`: the data sets' (this module sits below
+def recognise_export(folder: Path, image_suffixes: tuple[str, ...]) -> tuple[str, dict] | None:
+    """What the folder is, and the data set keys that read it; None for none of EXPORTS. An export of one subset
+    gets `val: 10%` (a tenth of train held out). `image_suffixes`: the data sets' (this module sits below
     seglite.data.datasets, which asks it)."""
     for kind, keys_for in EXPORTS:
         if keys := keys_for(folder, image_suffixes):
             if "val" not in keys:
                 keys = {"train": keys.pop("train"), "val": "10%", **keys}
                 kind += " with one subset (val: 10% holds a tenth of it out)"
-            line = yaml.safe_dump(keys, default_flow_style=True, sort_keys=False, width=1 << 20).strip()
-            return kind, line
+            return kind, keys
     return None
+
+
+def one_line(keys: dict) -> str:
+    """Data set keys as the one YAML line to save as the export's data.yaml."""
+    return yaml.safe_dump(keys, default_flow_style=True, sort_keys=False, width=1 << 20).strip()

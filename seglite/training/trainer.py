@@ -254,7 +254,7 @@ class Trainer:
                 f"num_classes {self.num_classes}: the data set {self.dataset.name!r} has "
                 f"{self.dataset.num_classes} classes; leave num_classes out to use its count"
             )
-        self.messages: list[str] = []
+        self.messages: list[str] = [f"data: {self.dataset.read_as}"] if self.dataset.read_as else []
         self.train_pixels: np.ndarray | None = None  # per class, then ignored: set by _check_data
         self.fused = False  # whether run() trains with seglite.models.fused on
         device = resolve_device(config.device)
