@@ -59,7 +59,7 @@ def test_a_zip_is_fetched_unpacked_from_its_folder_and_read(tmp_path):
     again = get_dataset(spec, root)
     assert again.already and not again.fetched
     assert get_dataset(replace(spec, download=None), root).already  # there: no `download:` needed
-    with pytest.raises(DataError, match=r"data set 'camvid' says nowhere to get it from: add `download: "):
+    with pytest.raises(DataError, match=r"data set 'cam' says nowhere to get it from: add `download: "):
         get_dataset(replace(spec, download=None), tmp_path / "elsewhere")
 
 

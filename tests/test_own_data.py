@@ -24,7 +24,7 @@ import seglite
 from seglite.data.classmap import link_classes, load_class_map
 from seglite.data.datasets import load_dataset
 from seglite.data.labels import CLASS_NAMES
-from seglite.errors import DataError, SegliteError
+from seglite.errors import DataError, InputError, SegliteError
 from seglite.evaluation.evaluator import prediction_lookup
 from seglite.evaluation.metrics import ConfusionMatrix
 from seglite.inference.onnx_export import export_onnx, ort_session
@@ -632,6 +632,18 @@ def test_a_mask_rule_that_leads_back_to_the_image_is_named(tmp_path):
 def test_unknown_data_set_name_suggests_the_built_in():
     with pytest.raises(DataError, match=r"did you mean 'camvid'"):
         load_dataset("camvidd")
+
+
+def test_a_data_set_built_on_a_base_is_its_own_and_labelid_needs_cityscapes_classes(tmp_path):
+    from seglite.inference.outputs import check_formats
+
+    relabelled = load_dataset(_write_yaml(tmp_path / "potholes.yaml", {"base": "camvid", "names": ["road", "hole"]}))
+    assert (relabelled.name, relabelled.names, relabelled.path) == ("potholes", ("road", "hole"), tmp_path / "data/camvid")
+    assert load_dataset(_write_yaml(tmp_path / "c.yaml", {"base": "camvid", "name": "camvid"})).name == "camvid"
+    city = load_dataset(_write_yaml(tmp_path / "my_city.yaml", {"base": "cityscapes", "path": str(tmp_path)}))
+    check_formats(("trainid", "labelid"), city.names, city.name)  # Cityscapes' classes under another name
+    with pytest.raises(InputError, match=r"labelid is Cityscapes' submission format; these weights predict potholes"):
+        check_formats(("labelid",), relabelled.names, relabelled.name)
 
 
 def test_a_folder_given_as_data_names_what_reads_it(tmp_path):

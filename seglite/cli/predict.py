@@ -117,7 +117,7 @@ def predict_cmd(
     started = time.perf_counter()
     segmenter = _segmenter(model, weights, device, size, half, backend, int8=int8, compile=compile, frames=frames)
     set_up = time.perf_counter() - started
-    check_formats(fmt, segmenter.loaded.dataset_name)
+    check_formats(fmt, segmenter.loaded.classes, segmenter.loaded.dataset_name)
     if dist.is_main:
         err_console.print(
             f"{segmenter.model_name} ({segmenter.loaded.source}) on {segmenter.device}, backend "

@@ -634,6 +634,7 @@ def _resolve_base(raw: dict, where: str, folder: Path) -> dict:
     if "path" in base_raw and base_raw["path"] is not None and base_folder != Path.cwd():
         base_raw["path"] = str(base_folder / base_raw["path"])
     relabelled = "names" in raw and "palette" not in raw
+    base_raw.pop("name", None)  # another data set than the base: named after its own YAML unless it says
     merged = {**base_raw, **raw}
     if relabelled:  # new classes: the base's colours no longer describe them
         merged.pop("palette", None)

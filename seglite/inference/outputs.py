@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seglite.data.labels import train_ids_to_label_ids
+from seglite.data.labels import CLASS_NAMES, train_ids_to_label_ids
 from seglite.errors import InputError
 from seglite.files import atomic_write_bytes, write_failure
 from seglite.inference.visualize import colorize, overlay
@@ -34,9 +34,10 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def check_formats(formats: tuple[str, ...], dataset_name: str) -> None:
-    """labelid is Cityscapes' submission format: weights trained on other classes have no labelIds."""
-    if "labelid" in formats and dataset_name != "cityscapes":
+def check_formats(formats: tuple[str, ...], classes: tuple[str, ...], dataset_name: str) -> None:
+    """labelid is Cityscapes' submission format: weights trained on other classes (whatever their data set is
+    called) have no labelIds."""
+    if "labelid" in formats and tuple(classes) != CLASS_NAMES:
         raise InputError(
             f"--format labelid is Cityscapes' submission format; these weights predict {dataset_name} classes: "
             "use trainid (class ids), color or overlay"
