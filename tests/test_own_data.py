@@ -638,7 +638,11 @@ def test_a_data_set_built_on_a_base_is_its_own_and_labelid_needs_cityscapes_clas
     from seglite.inference.outputs import check_formats
 
     relabelled = load_dataset(_write_yaml(tmp_path / "potholes.yaml", {"base": "camvid", "names": ["road", "hole"]}))
-    assert (relabelled.name, relabelled.names, relabelled.path) == ("potholes", ("road", "hole"), tmp_path / "data/camvid")
+    assert (relabelled.name, relabelled.names, relabelled.path) == (
+        "potholes",
+        ("road", "hole"),
+        tmp_path / "data/camvid",
+    )
     assert load_dataset(_write_yaml(tmp_path / "c.yaml", {"base": "camvid", "name": "camvid"})).name == "camvid"
     city = load_dataset(_write_yaml(tmp_path / "my_city.yaml", {"base": "cityscapes", "path": str(tmp_path)}))
     check_formats(("trainid", "labelid"), city.names, city.name)  # Cityscapes' classes under another name

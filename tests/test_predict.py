@@ -133,6 +133,25 @@ def test_realtime_keeps_the_newest_frame(video):
     assert result.frames_dropped == 12 - len(indices)
 
 
+def test_a_live_source_drops_stale_frames_unless_told_to_keep_them(video, tmp_path, monkeypatch):
+    """A camera or stream shows now, not seconds ago (Ultralytics' streams do the same); a file keeps every frame."""
+    import seglite
+    from seglite.inference import video as pipeline
+
+    modes = []
+    decoder = pipeline._Decoder
+    monkeypatch.setattr(pipeline, "_Decoder", lambda *args: modes.append(args[4]) or decoder(*args))
+    seg = seglite.Segmenter(model="espnetv2_s0.5", size=(128, 64), device="cpu")
+    live = f"file://{video}"  # read as a stream: a URL that names no video file
+    pipeline.segment_video(seg, str(video), tmp_path, "file")
+    pipeline.segment_video(seg, live, tmp_path, "default")
+    kept = pipeline.segment_video(seg, live, tmp_path, "kept", realtime=False)
+    assert modes == [False, True, False] and kept.frames_written == 12 and kept.frames_dropped == 0
+    assert [index for index, _, _ in seg.stream(live, realtime=False)] == list(range(12))
+    list(seg.stream(live))
+    assert modes[3:] == [False, True]
+
+
 def test_a_stopped_decoder_ends_even_with_its_queue_full(video):
     """After Ctrl-C nobody takes frames any more: the decoder must not wait for room for its end marker (every
     interrupted run waited out the 5 s join timeout)."""

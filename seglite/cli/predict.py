@@ -59,7 +59,14 @@ def predict_cmd(
         ),
     ] = None,
     batch: Annotated[int, typer.Option(min=1, help="Images or frames per forward pass.")] = 1,
-    realtime: Annotated[bool, typer.Option("--realtime", help="Live sources: drop stale frames.")] = False,
+    realtime: Annotated[
+        bool | None,
+        typer.Option(
+            "--realtime/--no-realtime",
+            help="Drop stale frames: segment the newest (default for cameras and streams; --no-realtime queues them).",
+            show_default=False,
+        ),
+    ] = None,
     show: Annotated[
         bool,
         typer.Option(

@@ -346,8 +346,9 @@ class Segmenter:
             if viewer is not None:
                 viewer.close()
 
-    def stream(self, source: str | int, batch: int = 1, realtime: bool = False):
-        """Iterate (index, frame, trainId map) over a video or live source; realtime keeps only the newest frames."""
+    def stream(self, source: str | int, batch: int = 1, realtime: bool | None = None):
+        """Iterate (index, frame, trainId map) over a video or live source; realtime (None: for a camera or a
+        stream) keeps only the newest frames."""
         from seglite.inference.video import iter_frames
 
         return iter_frames(self, source, batch=batch, realtime=realtime)

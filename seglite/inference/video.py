@@ -1,9 +1,9 @@
 """Pipelined video segmentation: a decode thread, batched inference, an encode thread, bounded queues.
 
 Decoding, inference and encoding overlap instead of taking turns (OpenCV and PyTorch release the GIL),
-and the queues are bounded so memory stays flat however long the video is. With `realtime=True`
-the decoder keeps only the newest frame for live sources (stale frames are dropped); otherwise
-every frame is segmented and written, in order.
+and the queues are bounded so memory stays flat however long the video is. With `realtime` (the default for
+cameras and streams) the decoder keeps only the newest frame (stale frames are dropped, so what is shown is now,
+not seconds ago); otherwise every frame is segmented and written, in order.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def iter_batches(
     segmenter: Segmenter,
     video: str | int,
     batch: int = 1,
-    realtime: bool = False,
+    realtime: bool | None = None,
     result: VideoResult | None = None,
     opened: tuple | None = None,
     turns: Turns | None = None,
@@ -199,6 +199,7 @@ def iter_batches(
 
     `streams` > 1 (throughput mode, CPU, offline sources; see throughput_streams): that many batches run at once, each
     on its share of the threads, and come out in order."""
+    realtime = is_live(video) if realtime is None else realtime
     capture, fps, size, count = opened or open_video(video, _decode_threads(segmenter))
     result = result if result is not None else VideoResult()
     result.fps, result.size, result.expected_frames = fps, size, count
@@ -287,9 +288,10 @@ def offline_streams(segmenter: Segmenter, requested: int | None, batches: int) -
 
 
 def iter_frames(
-    segmenter: Segmenter, video: str | int, batch: int = 1, realtime: bool = False
+    segmenter: Segmenter, video: str | int, batch: int = 1, realtime: bool | None = None
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(frame index, BGR frame, trainId map at the frame's size) for every frame, or the newest ones when realtime."""
+    """(frame index, BGR frame, trainId map at the frame's size) for every frame, or the newest ones when realtime
+    (None: for a camera or a stream)."""
     for indices, frames, labels in iter_batches(segmenter, video, batch, realtime):
         yield from zip(indices, frames, labels(), strict=True)
 
@@ -370,7 +372,7 @@ def segment_video(
     formats: tuple[str, ...] = ("overlay",),
     batch: int = 1,
     alpha: float = 0.5,
-    realtime: bool = False,
+    realtime: bool | None = None,
     on_start: Callable[[VideoResult], None] | None = None,
     on_frames: Callable[[int], None] | None = None,
     streams: int | None = None,
@@ -380,6 +382,7 @@ def segment_video(
     `streams`: inference streams (None: throughput_streams decides; 1 is latency mode). `viewer`: shows each batch's
     last overlay; closing it ends a camera or stream like its end, and stops a video file like Ctrl-C."""
     result = VideoResult()
+    realtime = is_live(video) if realtime is None else realtime  # a camera's newest frame, not one seconds old
     if streams is None:
         streams = throughput_streams(segmenter, live=realtime or is_live(video))
     opened = open_video(video, _decode_threads(segmenter))
