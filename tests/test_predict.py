@@ -144,9 +144,23 @@ def test_a_live_source_drops_stale_frames_unless_told_to_keep_them(video, tmp_pa
     seg = seglite.Segmenter(model="espnetv2_s0.5", size=(128, 64), device="cpu")
     live = f"file://{video}"  # read as a stream: a URL that names no video file
     pipeline.segment_video(seg, str(video), tmp_path, "file")
-    pipeline.segment_video(seg, live, tmp_path, "default")
+    dropped = pipeline.segment_video(seg, live, tmp_path, "default")
     kept = pipeline.segment_video(seg, live, tmp_path, "kept", realtime=False)
     assert modes == [False, True, False] and kept.frames_written == 12 and kept.frames_dropped == 0
+    assert dropped.frames_written + dropped.frames_dropped == 12
+    frames = cv2.VideoCapture(str(tmp_path / "default_overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)
+    assert frames == dropped.frames_written + dropped.frames_held  # (held: see the next test)
+    # The recording keeps time: the last segmented frame is held for the frames dropped after it.
+    written = []
+    writer = type("Writer", (), {"write": lambda self, image: written.append(int(image[0, 0, 0]))})()
+    encoder = pipeline._Encoder(
+        seg, {"color": writer}, {}, 0.5, result := pipeline.VideoResult(), None, pipeline.Turns(False)
+    )
+    for index in (2, 3, 6):  # frames 0, 1 (before the first), 4 and 5 dropped
+        labels = np.full((8, 8), index, np.uint8)  # class `index`: its colour's blue stands for the frame
+        encoder._write([index], [np.zeros((8, 8, 3), np.uint8)], lambda labels=labels: [labels])
+    blue = [int(seg.palette_lut[i][0][0]) for i in (2, 3, 6)]
+    assert written == [blue[0], blue[1], blue[1], blue[1], blue[2]] and result.frames_held == 2
     assert [index for index, _, _ in seg.stream(live, realtime=False)] == list(range(12))
     list(seg.stream(live))
     assert modes[3:] == [False, True]

@@ -95,6 +95,7 @@ class VideoResult:
     frames_read: int = 0
     frames_written: int = 0
     frames_dropped: int = 0
+    frames_held: int = 0  # video frames that repeat the last segmented one where frames were dropped
     expected_frames: int = 0
     fps: float = 0.0
     size: tuple[int, int] = (0, 0)
@@ -337,6 +338,7 @@ class _Encoder(threading.Thread):
         self.result, self.on_frames = result, on_frames
         self.batches: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
+        self.last: tuple[int, dict[str, np.ndarray]] | None = None  # the last frame's index and rendered images
 
     def run(self) -> None:
         while (item := self.batches.get()) is not _END:
@@ -351,8 +353,16 @@ class _Encoder(threading.Thread):
         for index, frame, train_ids in zip(indices, frames, labels(), strict=True):
             with self.turns.side():
                 start = time.perf_counter()
+                rendered = {
+                    fmt: render(fmt, frame, train_ids, self.alpha, self.segmenter.palette_lut) for fmt in self.writers
+                }
+                # Frames dropped since the last one (a live source): it is held for them, so the video keeps time.
+                held = index - self.last[0] - 1 if self.last is not None and rendered else 0
                 for fmt, writer in self.writers.items():
-                    writer.write(render(fmt, frame, train_ids, self.alpha, self.segmenter.palette_lut))
+                    for image in ([self.last[1][fmt]] * held if held else []) + [rendered[fmt]]:
+                        writer.write(image)
+                self.result.frames_held += held
+                self.last = (index, rendered)
                 for fmt, folder in self.mask_dirs.items():
                     cv2.imwrite(
                         str(folder / f"{index:06d}.png"),
@@ -446,7 +456,7 @@ def segment_video(
         for folder in mask_dirs.values():
             shutil.rmtree(folder, ignore_errors=True)
         raise encoder.error
-    _finish_videos(partial, result.outputs, result.frames_written)
+    _finish_videos(partial, result.outputs, result.frames_written + result.frames_held)
     for fmt, folder in mask_dirs.items():
         _replace_folder(folder, out_dir / f"{stem}_{fmt}")
     if interrupted:  # still 130: the run was stopped, not finished
