@@ -355,6 +355,14 @@ def test_a_recipe_meant_for_other_frames_is_told_its_scale_and_shape():
         "rest of each crop is padding that costs time and teaches nothing; set data.crop=[192, 144] (or a "
         "data.scale_range that reaches it)"
     ]
+    # Large frames (a phone's 4032x3024): a crop sees a sliver of each; the sizes that show whole scenes, which
+    # then raise no note of their own.
+    notes = scale_notes((4032, 3024), (4032, 3024), camvid)
+    assert len(notes) == 1 and notes[0].startswith("crop: a 384x288 crop sees 1/124 of a 4032x3024 training frame")
+    assert notes[0].endswith("set data.val_size=[768, 576] and data.scale_range=[0.14, 0.29] (or a larger data.crop, "
+                             "where small details matter)")  # fmt: skip
+    camvid.val_size, camvid.scale_range = [768, 576], [0.14, 0.29]
+    assert scale_notes((4032, 3024), (4032, 3024), camvid) == []
 
 
 def test_every_recipe_fits_the_frames_it_is_made_for():
