@@ -650,8 +650,51 @@ def test_a_data_set_built_on_a_base_is_its_own_and_labelid_needs_cityscapes_clas
         check_formats(("labelid",), relabelled.names, relabelled.name)
 
 
+def test_images_beside_their_masks_read_without_a_yaml_their_classes_from_the_masks(tmp_path):
+    spec = load_dataset(_binary_set(tmp_path / "split"))  # images/{train,val} beside masks/{train,val}, 0/1
+    assert spec.read_as.startswith(f"{tmp_path / 'split'} is images with their masks beside them")
+    assert (spec.splits, spec.masks_dir, spec.names) == (
+        {"train": "images/train", "val": "images/val"}, {"images": "masks"}, ("background", "foreground"))  # fmt: skip
+    assert spec.read_label(spec.samples("val")[0])[-1].tolist() == [1] * 64
+    # Split first (train/images beside train/masks), values 0..3 and 255 (ignored): four classes.
+    first = tmp_path / "first"
+    for split, count in (("train", 3), ("valid", 1)):
+        (first / split / "images").mkdir(parents=True)
+        (first / split / "masks").mkdir()
+        for i in range(count):
+            cv2.imwrite(str(first / split / "images" / f"{i}.jpg"), np.full((24, 32, 3), 40 * i, np.uint8))
+            mask = np.full((24, 32), i if split == "train" else 3, np.uint8)
+            mask[0] = 255
+            cv2.imwrite(str(first / split / "masks" / f"{i}.png"), mask)
+    spec = load_dataset(first)
+    assert (spec.splits, spec.names) == (
+        {"train": "train/images", "val": "valid/images"},
+        tuple(f"class {i}" for i in range(4)),
+    )
+    assert np.unique(spec.read_label(spec.samples("val")[0])).tolist() == [3, 255]
+    # One folder of each, 0/255 masks: background and foreground, a tenth held out to validate on.
+    whole = tmp_path / "whole"
+    (whole / "images").mkdir(parents=True)
+    (whole / "annotations").mkdir()
+    for i in range(10):
+        cv2.imwrite(str(whole / "images" / f"{i}.png"), np.full((24, 32, 3), 9 * i, np.uint8))
+        cv2.imwrite(str(whole / "annotations" / f"{i}.png"), np.eye(24, 32, dtype=np.uint8) * 255)
+    spec = load_dataset(whole)
+    assert spec.splits == {"train": "images", "val": "10%"} and spec.label_mapping == {0: 0, 255: 1}
+    assert "with one subset (val: 10% holds a tenth of it out)" in spec.read_as
+    assert len(spec.samples("train")) == 9 and spec.read_label(spec.samples("val")[0]).sum() == 24
+    # Masks drawn in colours name no classes: the folder is described in a YAML, as before.
+    for i in range(10):
+        cv2.imwrite(str(whole / "annotations" / f"{i}.png"), np.full((24, 32, 3), (0, 0, 200), np.uint8))
+    whole_colours = tmp_path / "colours"
+    shutil.copytree(whole, whole_colours)  # (another folder: what was surveyed is remembered per file list)
+    with pytest.raises(DataError, match=r"is a folder, not a data set; describe it in a YAML"):
+        load_dataset(whole_colours)
+
+
 def test_a_folder_given_as_data_names_what_reads_it(tmp_path):
     own = _binary_set(tmp_path / "own")
+    shutil.rmtree(own / "masks")  # images without masks
     with pytest.raises(
         DataError, match=rf"--data '{own}': is a folder, not a data set; describe it in a YAML \(path: "
     ):

@@ -21,7 +21,7 @@ import numpy as np
 from seglite.data.cityscapes import PACKED, Sample, find_samples, read_checked_train_ids, where_it_is
 from seglite.data.coco import coco_class_names, coco_images, read_coco_mask
 from seglite.data.labels import CLASS_NAMES, IGNORE_INDEX, PALETTE_RGB
-from seglite.data.layouts import one_line, recognise_export
+from seglite.data.layouts import Files, one_line, recognise_export
 from seglite.data.yolo import BACKGROUND, read_polygon_mask
 from seglite.errors import DataError
 from seglite.yamlfile import read_mapping
@@ -612,7 +612,7 @@ def _read_folder(folder: Path, text: str) -> tuple[dict, str]:
         yamls = [*_beside(folder), *sorted(folder.glob("*.y*ml"))]
         if yamls:
             how = f"pass its data set YAML, e.g. --data {yamls[0]}"
-        elif recognised := recognise_export(folder, IMAGE_EXTENSIONS):
+        elif recognised := recognise_export(folder, Files(IMAGE_EXTENSIONS, read_index_mask)):
             kind, keys = recognised
             return keys, kind
         else:
