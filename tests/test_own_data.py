@@ -683,6 +683,22 @@ def test_images_beside_their_masks_read_without_a_yaml_their_classes_from_the_ma
     assert spec.splits == {"train": "images", "val": "10%"} and spec.label_mapping == {0: 0, 255: 1}
     assert "with one subset (val: 10% holds a tenth of it out)" in spec.read_as
     assert len(spec.samples("train")) == 9 and spec.read_label(spec.samples("val")[0]).sum() == 24
+    # Masks named after their image with an ending (x.jpg -> x_mask.png); masks saved as JPEG are named as the fault.
+    ending = tmp_path / "ending"
+    (ending / "images").mkdir(parents=True)
+    (ending / "labels").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(ending / "images" / f"{i}.jpg"), np.full((24, 32, 3), 9 * i, np.uint8))
+        cv2.imwrite(str(ending / "labels" / f"{i}_mask.png"), np.eye(24, 32, dtype=np.uint8) * (i + 1))
+    spec = load_dataset(ending)
+    assert spec.mask_suffix == (".jpg", "_mask.png") and spec.masks_dir == {"images": "labels"}
+    assert spec.names == tuple(f"class {i}" for i in range(4)) and spec.read_label(spec.samples("val")[0]).sum() > 0
+    for i in range(3):
+        (ending / "labels" / f"{i}_mask.png").rename(ending / "labels" / f"{i}.jpg")
+    with pytest.raises(
+        DataError, match=r"labels: the masks are JPEGs, and JPEG blurs a mask's values .*: save them as PNG"
+    ):
+        load_dataset(ending)
     # Masks drawn in colours name no classes: the folder is described in a YAML, as before.
     for i in range(10):
         cv2.imwrite(str(whole / "annotations" / f"{i}.png"), np.full((24, 32, 3), (0, 0, 200), np.uint8))

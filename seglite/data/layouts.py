@@ -22,6 +22,7 @@ VOC_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bu
 SPLIT_FOLDERS = (("train", "train"), ("val", "valid"), ("val", "val"), ("test", "test"))  # key, Roboflow's folder
 SPLIT_NAMES = (("train", ("train", "training")), ("val", ("val", "valid", "validation")), ("test", ("test", "testing")))
 MASK_FOLDERS = ("masks", "mask", "annotations", "labels", "label", "gt", "ground_truth", "groundtruth", "segmentations")
+MASK_ENDINGS = ("", "_mask", "_label", "_labels", "_gt", "_seg", "_segmentation")  # x.jpg -> x_mask.png
 SURVEYED_MASKS = 200  # masks read for the classes they hold: a few seconds at most, spread over the whole split
 
 
@@ -95,9 +96,9 @@ def _roboflow_semantic(folder: Path, files: Files) -> dict | None:
 
 def _images_and_masks(folder: Path, files: Files) -> dict | None:
     """A home-made layout: `images/` beside `masks/` (or labels/, annotations/, gt/ ...) of index PNGs named as the
-    images, whole or split (`images/train` beside `masks/train`, ADE20K's `images/training` beside
-    `annotations/training`, or `train/images` beside `train/masks`). The classes are the values the masks hold:
-    0/255 (or 0/1) masks are background and foreground, others `class N` (255 is ignored)."""
+    images (`x.png` or `x_mask.png` for `x.jpg`), whole or split (`images/train` beside `masks/train`, ADE20K's
+    `images/training` beside `annotations/training`, or `train/images` beside `train/masks`). The classes are the
+    values the masks hold: 0/255 (or 0/1) masks are background and foreground, others `class N` (255 is ignored)."""
     for masks in MASK_FOLDERS:
         if (folder / "images").is_dir() and (folder / masks).is_dir():
             keys = _splits(folder / "images", "images/") or {"train": "images"}
@@ -108,11 +109,21 @@ def _images_and_masks(folder: Path, files: Files) -> dict | None:
             continue
         images = sorted(p for split in keys.values() for p in (folder / split).rglob("*")
                         if p.suffix.lower() in files.image_suffixes and p.is_file())  # fmt: skip
-        paired = [mask for image in images if (mask := _mask_of(folder, image, masks)).is_file()]
-        if not paired:
+        first = images[:: max(1, len(images) // 20)]  # how the masks are named, from a few images
+        ending = next((e for e in MASK_ENDINGS if any(_mask_of(folder, i, masks, e).is_file() for i in first)), None)
+        if ending is None:
+            if any(_mask_of(folder, i, masks, "").with_suffix(s).is_file() for i in first for s in (".jpg", ".jpeg")):
+                raise DataError(
+                    f"{folder / masks}: the masks are JPEGs, and JPEG blurs a mask's values at every edge (a pixel "
+                    "between road and car becomes a class of neither): save them as PNG"
+                )
             continue
+        paired = [mask for image in images if (mask := _mask_of(folder, image, masks, ending)).is_file()]
         surveyed = tuple(paired[:: max(1, len(paired) // SURVEYED_MASKS)][:SURVEYED_MASKS])
         classes = _classes_in(surveyed, files.read_mask)
+        if ending:  # x.jpg -> x_mask.png: the images' usual suffix
+            suffix = Counter(image.suffix for image in images).most_common(1)[0][0]
+            keys["mask_suffix"] = {"image": suffix, "mask": f"{ending}.png"}
         return keys | {"masks_dir": {"images": masks}, **classes} if classes else None
     return None
 
@@ -123,11 +134,12 @@ def _splits(parent: Path, prefix: str) -> dict[str, str]:
     return {key: f"{prefix}{name}" for key, name in found.items() if name}
 
 
-def _mask_of(folder: Path, image: Path, masks: str) -> Path:
-    """As DatasetSpec finds it with masks_dir {images: masks}: the first `images` folder swapped, a .png."""
+def _mask_of(folder: Path, image: Path, masks: str, ending: str) -> Path:
+    """As DatasetSpec finds it with masks_dir {images: masks} (and a mask_suffix for an ending): the first
+    `images` folder swapped, the stem and ending a .png."""
     parts = list(image.relative_to(folder).parts)
     parts[parts.index("images")] = masks
-    return folder.joinpath(*parts).with_suffix(".png")
+    return folder.joinpath(*parts[:-1], f"{image.stem}{ending}.png")
 
 
 @functools.lru_cache(maxsize=4)  # every command reads the data set a few times: the masks are surveyed once
