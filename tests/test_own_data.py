@@ -708,6 +708,21 @@ def test_images_beside_their_masks_read_without_a_yaml_their_classes_from_the_ma
         load_dataset(whole_colours)
 
 
+def test_own_frames_much_larger_than_the_picked_recipes_crops_are_shown_whole(tmp_path):
+    """A phone's photos: the recipe picked without one is fitted to show whole scenes, said in a line; a chosen
+    size is kept, and so are frames the recipe fits."""
+    large = _binary_set(tmp_path / "large", count=2, size=(1600, 1200))
+    fitted = _seglite("train", "--data", str(large), "--print-config")
+    assert fitted.returncode == 0, fitted.stderr
+    config = yaml.safe_load(fitted.stdout)["data"]
+    assert (config["val_size"], config["scale_range"]) == ([768, 576], [0.36, 0.72])
+    assert "frames: 1600x1200, so large that the recipe's 384x288 crops would see slivers of them" in fitted.stderr
+    kept = _seglite("train", "--data", str(large), "--print-config", "--set", "data.val_size=null")
+    assert yaml.safe_load(kept.stdout)["data"]["val_size"] is None and "frames:" not in kept.stderr
+    small = _seglite("train", "--data", str(_binary_set(tmp_path / "small", count=2)), "--print-config")
+    assert yaml.safe_load(small.stdout)["data"]["scale_range"] == [0.75, 1.5] and "frames:" not in small.stderr
+
+
 def test_a_folder_given_as_data_names_what_reads_it(tmp_path):
     own = _binary_set(tmp_path / "own")
     shutil.rmtree(own / "masks")  # images without masks

@@ -100,7 +100,8 @@ def train_cmd(
     elif config is None and (resume or data in (None, "cityscapes")):
         raise SegliteError(_which_recipe(data) + (f"; --resume found no {out / LAST}" if resume else ""))
     else:
-        if config is None:  # own frames: what the own-data guide runs (Ultralytics' `train data=x.yaml` has a model)
+        picked = config is None
+        if picked:  # own frames: what the own-data guide runs (Ultralytics' `train data=x.yaml` has a model)
             own = [] if data == "camvid" else ["class_map={}"]  # its map links CamVid's classes; yours link by name
             config, sets = Path(OWN_DATA_RECIPE), [*own, *sets]
             err_console.print(
@@ -109,6 +110,8 @@ def train_cmd(
                 highlight=False,
             )
         cfg = load_config(config, [*fixed, *sets])
+        if picked and (fitted := _fitted_to_frames(cfg, sets)):
+            cfg = load_config(config, [*fixed, *sets, *fitted])
     if print_config:
         import yaml
 
@@ -135,6 +138,34 @@ def train_cmd(
 
 
 OWN_DATA_RECIPE = "camvid_espnetv2_s1.0_finetune"
+
+
+def _fitted_to_frames(cfg, sets: list[str]) -> list[str]:
+    """For the recipe picked for own frames: where its 384x288 crops would see slivers of the frames (a phone's
+    4032x3024), the val_size and scale_range that show whole scenes (said in a line); none where the frames fit,
+    or where --set chose any of them."""
+    from seglite.data.check import usual_frame_size
+    from seglite.data.datasets import load_dataset
+    from seglite.training.trainer import whole_scenes
+
+    if any(item.split("=", 1)[0].strip() in ("data.val_size", "data.scale_range", "data.crop") for item in sets):
+        return []
+    try:
+        frame = usual_frame_size(load_dataset(cfg.data.dataset, cfg.data.root), cfg.data.train_split)
+    except SegliteError:  # the trainer names what is wrong with the data
+        return []
+    sliver = whole_scenes(frame, cfg.data) if frame else None
+    if sliver is None:
+        return []
+    _, fit, scales = sliver
+    err_console.print(
+        f"frames: {frame[0]}x{frame[1]}, so large that the recipe's {cfg.data.crop[0]}x{cfg.data.crop[1]} crops would "
+        f"see slivers of them: trained at {scales[0]:g}-{scales[1]:g}x (data.scale_range) and validated, and so "
+        f"predicted, at {fit[0]}x{fit[1]} (data.val_size), where a crop sees a quarter of a scene; "
+        "--set data.val_size=null keeps their own size",
+        highlight=False,
+    )
+    return [f"data.val_size={fit}".replace(" ", ""), f"data.scale_range={scales}".replace(" ", "")]
 
 
 def _which_recipe(data: str | None) -> str:

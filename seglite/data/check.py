@@ -135,6 +135,23 @@ def _too_few_classes(spec: DatasetSpec, report: SplitReport) -> list[str]:
     ]
 
 
+def usual_frame_size(spec: DatasetSpec, split: str, looked_at: int = 5) -> tuple[int, int] | None:
+    """The most common (upright) size of a few of the split's images, spread over it, from their headers: what a
+    recipe is fitted to before the data set is checked. None where the split has no readable image."""
+    try:
+        samples = spec.samples(split)
+    except DataError:
+        return None
+    sizes = Counter()
+    for sample in samples[:: max(1, len(samples) // looked_at)][:looked_at]:
+        try:
+            with Image.open(sample.image) as image:
+                sizes[upright_size(image)] += 1
+        except OSError:  # the data check names it
+            continue
+    return sizes.most_common(1)[0][0] if sizes else None
+
+
 def _label_size(spec: DatasetSpec, sample) -> tuple[int, int] | None:
     """A mask's width and height as its file gives them; None for YOLO's polygons, drawn at the image's size."""
     if spec.mask_format == "yolo":

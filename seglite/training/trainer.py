@@ -190,6 +190,20 @@ def _load_config_weights(key: str, name: str) -> LoadedWeights:
         raise type(exc)(f"{key}: {str(exc).removeprefix('--weights ')}") from None
 
 
+def whole_scenes(train_frame: tuple[int, int], data: DataConfig) -> tuple[float, list[int], list[float]] | None:
+    """Where a crop sees a sliver of large frames (under 1/12 of one at the middle of data.scale_range; Cityscapes'
+    recipes crop a quarter or more, CamVid's most of one): that share, and the val_size and scale_range that show
+    the frames twice the crop wide, so that a crop sees a quarter of a scene. None where crops see enough."""
+    (crop_width, crop_height), (low, high) = data.crop, data.scale_range
+    middle = (low * high) ** 0.5
+    seen = crop_width * crop_height / (train_frame[0] * middle * train_frame[1] * middle)
+    if seen >= 1 / 12:
+        return None
+    shrink = 2 * crop_width / train_frame[0]
+    fit = [round(train_frame[0] * shrink / 16) * 16, round(train_frame[1] * shrink / 16) * 16]
+    return seen, fit, [round(low * shrink, 2), round(high * shrink, 2)]
+
+
 def scale_notes(train_frame: tuple[int, int], val_frame: tuple[int, int], data: DataConfig) -> list[str]:
     """Where validation (and so every later prediction, which runs at the same size) shows the frames at a scale
     training never did, or stretched, and where a crop sees a sliver of large frames: the usual slips when a recipe
@@ -215,18 +229,15 @@ def scale_notes(train_frame: tuple[int, int], val_frame: tuple[int, int], data: 
             f"training frames at their largest scale ({largest[0]}x{largest[1]}): the rest of each crop is padding "
             f"that costs time and teaches nothing; set data.crop={fit} (or a data.scale_range that reaches it)"
         )
-    middle = (low * high) ** 0.5
-    seen = crop_width * crop_height / (train_frame[0] * middle * train_frame[1] * middle)
-    if seen < 1 / 12 and not notes:  # (after a scale note, whose scale_range fixes this too) Cityscapes' recipes
-        # crop a quarter of the frame or more; CamVid's, most of it
-        shrink = 2 * crop_width / train_frame[0]  # frames twice the crop wide: a crop sees a quarter of one
-        fit = [round(train_frame[0] * shrink / 16) * 16, round(train_frame[1] * shrink / 16) * 16]
+    sliver = whole_scenes(train_frame, data)
+    if sliver and not notes:  # (after a scale note, whose scale_range fixes this too)
+        seen, fit, scales = sliver
         notes.append(
             f"crop: a {crop_width}x{crop_height} crop sees 1/{1 / seen:.0f} of a {train_frame[0]}x{train_frame[1]} "
-            f"training frame at {middle:.2f}x (data.scale_range {low:g}-{high:g}): objects larger than the crop are "
-            f"never seen whole, and validation and prediction run at {val_width}x{val_height}; to show the "
-            f"network whole scenes, set data.val_size={fit} and data.scale_range=[{low * shrink:.2f}, "
-            f"{high * shrink:.2f}] (or a larger data.crop, where small details matter)"
+            f"training frame at {(low * high) ** 0.5:.2f}x (data.scale_range {low:g}-{high:g}): objects larger than "
+            f"the crop are never seen whole, and validation and prediction run at {val_width}x{val_height}; to show "
+            f"the network whole scenes, set data.val_size={fit} and data.scale_range=[{scales[0]:.2f}, "
+            f"{scales[1]:.2f}] (or a larger data.crop, where small details matter)"
         )
     stretch = (val_width / val_height) / (val_frame[0] / val_frame[1])
     if not 1 / 1.15 <= stretch <= 1.15:
