@@ -149,6 +149,8 @@ def test_an_interrupted_benchmark_keeps_the_rows_it_measured(tmp_path, monkeypat
         row.status, row.median_ms = "ok", 12.5  # onnx: measured (its converter is the export step's to test)
 
     monkeypatch.setattr(formats, "_measure", measure)
+    plotted, saved = [], formats.save_figure
+    monkeypatch.setattr(formats, "save_figure", lambda fig, *args: plotted.append(fig) or saved(fig, *args))
     out = tmp_path / "bench"
     with pytest.raises(Interrupted, match=r"after 2 row\(s\) \(pytorch fp32, onnx fp32\); they are in .*benchmark.md"):
         formats.benchmark_formats(None, str(weights), ["onnx", "torchscript", "openvino"], ["fp32"], out,
@@ -159,6 +161,7 @@ def test_an_interrupted_benchmark_keeps_the_rows_it_measured(tmp_path, monkeypat
     assert kept[1]["median_ms"] == 12.5 and "| onnx | fp32 | ok |" in (out / "benchmark.md").read_text()
     said = "interrupted after 2 row(s); the formats after them are missing"  # nothing reads as a complete table
     assert table["incomplete"] == said and f"**Incomplete: {said}.**" in (out / "benchmark.md").read_text()
+    assert plotted[-1].get_suptitle() == f"Incomplete: {said}"  # the plot says it too
 
 
 def test_report_tells_two_checkpoints_of_one_network_apart_and_maps_other_classes(tmp_path, monkeypatch):
@@ -193,6 +196,8 @@ def test_report_tells_two_checkpoints_of_one_network_apart_and_maps_other_classe
         return timed(segmenter, *args)
 
     monkeypatch.setattr(report, "_time_pytorch", interrupted_second)
+    plotted, saved = [], report.save_figure
+    monkeypatch.setattr(report, "save_figure", lambda fig, *args: plotted.append(fig) or saved(fig, *args))
     with pytest.raises(Interrupted, match=r"after 1 row\(s\) \(espnetv2_s0.5\); they are in .*report.md"):
         build_report(parse_entries("city,mine"), options, tmp_path / "cut")
     kept = json.loads((tmp_path / "cut" / "report.json").read_text())
@@ -201,6 +206,7 @@ def test_report_tells_two_checkpoints_of_one_network_apart_and_maps_other_classe
     assert kept["incomplete"] == said and f"**Incomplete: {said}.**" in (tmp_path / "cut" / "report.md").read_text()
     assert "incomplete" not in json.loads((tmp_path / "report" / "report.json").read_text())
     assert (tmp_path / "cut" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert plotted[-1].get_suptitle() == f"Incomplete: {said}"
 
 
 @pytest.mark.slow  # 20 s: a report over three models and an exported one, with mIoU

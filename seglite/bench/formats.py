@@ -173,7 +173,7 @@ def write_tables(rows: list[FormatRow], machine: dict, out: Path, incomplete: st
     lines += [markdown_row(r) for r in rows]
     lines += ["", "![mIoU (or agreement) against latency](benchmark.png)", ""]
     atomic_write_bytes("\n".join(lines).encode(), out / "benchmark.md")
-    plot(rows, machine, out / "benchmark.png")
+    plot(rows, machine, out / "benchmark.png", incomplete)
 
 
 def cells(row: FormatRow) -> list[str]:
@@ -198,7 +198,7 @@ def markdown_row(row: FormatRow) -> str:
     return "| " + " | ".join(c.replace("|", "/") for c in cells(row)) + " |"
 
 
-def plot(rows: list[FormatRow], machine: dict, path: Path) -> None:
+def plot(rows: list[FormatRow], machine: dict, path: Path, incomplete: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,4 +222,4 @@ def plot(rows: list[FormatRow], machine: dict, path: Path) -> None:
     ax.set_ylabel(label)
     ax.set_title(f"{machine['model']} {machine['size']} on {machine['cpu']} ({machine['cores']} cores)", fontsize=10)
     ax.grid(alpha=0.3)
-    save_figure(fig, path)
+    save_figure(fig, path, incomplete)

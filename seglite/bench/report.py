@@ -128,7 +128,7 @@ def _write_report(rows: list[dict], machine: dict, out: Path, incomplete: str | 
     _name_apart(rows)
     try:
         _write_tables(rows, machine, out, incomplete)
-        _plot(rows, machine, out / "pareto.png")
+        _plot(rows, machine, out / "pareto.png", incomplete)
     except OSError as exc:
         raise write_failure(exc, f"report in {out}", kept="files already renamed into place are complete") from None
 
@@ -294,7 +294,7 @@ def _write_tables(rows: list[dict], machine: dict, out: Path, incomplete: str | 
     atomic_write_bytes("\n".join(lines).encode(), out / "report.md")
 
 
-def _plot(rows: list[dict], machine: dict, path: Path) -> None:
+def _plot(rows: list[dict], machine: dict, path: Path, incomplete: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -330,13 +330,16 @@ def _plot(rows: list[dict], machine: dict, path: Path) -> None:
         f"seglite on {machine.get('gpu') or machine.get('cpu', '?')} ({machine.get('cores')} cores)", fontsize=10
     )
     ax.grid(alpha=0.3)
-    save_figure(fig, path)
+    save_figure(fig, path, incomplete)
 
 
-def save_figure(fig, path: Path) -> None:
-    """A matplotlib figure as PNG, written atomically; the figure is closed."""
+def save_figure(fig, path: Path, incomplete: str | None = None) -> None:
+    """A matplotlib figure as PNG, written atomically; the figure is closed. `incomplete`: why points are missing
+    (an interrupted run), said above the plot as the tables say it."""
     import matplotlib.pyplot as plt
 
+    if incomplete:
+        fig.suptitle(f"Incomplete: {incomplete}", color="tab:red", fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=120, format="png")
