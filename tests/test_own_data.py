@@ -65,6 +65,16 @@ def _binary_set(root: Path, count: int = 4, size=(64, 48), mask_value_road: int 
     return root
 
 
+def _roboflow_semantic_export(root: Path, name: str) -> Path:
+    """Roboflow's "Semantic Segmentation Masks" export of background and `name`: train/ and valid/, one frame each."""
+    for split in ("train", "valid"):
+        (root / split).mkdir(parents=True)
+        (root / split / "_classes.csv").write_text(f"Pixel Value, Class\n0, background\n1, {name}\n")
+        cv2.imwrite(str(root / split / "a_jpg.rf.1.jpg"), np.full((30, 40, 3), 60, np.uint8))
+        cv2.imwrite(str(root / split / "a_jpg.rf.1_mask.png"), np.eye(30, 40, dtype=np.uint8))
+    return root
+
+
 def _write_yaml(path: Path, content: dict) -> Path:
     path.write_text(yaml.safe_dump(content))
     return path
@@ -747,12 +757,7 @@ def test_a_folder_given_as_data_names_what_reads_it(tmp_path):
     with pytest.raises(DataError, match=rf"laid out as camvid: pass --data camvid --data-root {camvid}$"):
         load_dataset(str(camvid))
     # Roboflow's "Semantic Segmentation Masks" export: the line to save as its data.yaml, which then reads it.
-    export = tmp_path / "roboflow"
-    for split in ("train", "valid"):
-        (export / split).mkdir(parents=True)
-        (export / split / "_classes.csv").write_text("Pixel Value, Class\n0, background\n1, pot hole\n")
-        cv2.imwrite(str(export / split / "a_jpg.rf.1.jpg"), np.full((30, 40, 3), 60, np.uint8))
-        cv2.imwrite(str(export / split / "a_jpg.rf.1_mask.png"), np.eye(30, 40, dtype=np.uint8))
+    export = _roboflow_semantic_export(tmp_path / "roboflow", "pot hole")
     spec = load_dataset(export)
     assert spec.read_as.startswith(f"{export} is a Roboflow semantic segmentation export; read as {{train: train, ")
     assert (
@@ -1097,12 +1102,7 @@ def test_eval_defaults_to_the_data_set_and_root_the_weights_were_trained_on(tmp_
     assert _dataset_of(str(run), None, None, optional=True).name == "drive"
     assert _dataset_of(None, None, None, optional=True) is None
     # An export folder read without a YAML is recorded as that folder, and found again there.
-    export = tmp_path / "roboflow"
-    for split in ("train", "valid"):
-        (export / split).mkdir(parents=True)
-        (export / split / "_classes.csv").write_text("Pixel Value, Class\n0, background\n1, crack\n")
-        cv2.imwrite(str(export / split / "a_jpg.rf.1.jpg"), np.full((30, 40, 3), 60, np.uint8))
-        cv2.imwrite(str(export / split / "a_jpg.rf.1_mask.png"), np.eye(30, 40, dtype=np.uint8))
+    export = _roboflow_semantic_export(tmp_path / "roboflow", "crack")
     from_export = trained_on(load_dataset(export), tmp_path / "export.pt")
     assert _dataset_of(str(from_export), None, None).own_file == export.resolve()
     # report without --data: the data set all its weights were trained on; none where they differ or one records none.
