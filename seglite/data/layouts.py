@@ -118,8 +118,8 @@ def _images_and_masks(folder: Path, files: Files) -> dict | None:
                     "between road and car becomes a class of neither): save them as PNG"
                 )
             continue
-        paired = [mask for image in images if (mask := _mask_of(folder, image, masks, ending)).is_file()]
-        surveyed = tuple(paired[:: max(1, len(paired) // SURVEYED_MASKS)][:SURVEYED_MASKS])
+        spread = images[:: max(1, len(images) // SURVEYED_MASKS)][:SURVEYED_MASKS]  # not a stat of every mask
+        surveyed = tuple(mask for image in spread if (mask := _mask_of(folder, image, masks, ending)).is_file())
         classes = _classes_in(surveyed, files.read_mask)
         if ending:  # x.jpg -> x_mask.png: the images' usual suffix
             suffix = Counter(image.suffix for image in images).most_common(1)[0][0]
